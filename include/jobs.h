@@ -1,0 +1,44 @@
+/*
+ * jobs: the queue's SQL, as db requests. Every transition after the claim is
+ * fenced by (id, attempt, locked_by) inside the SQL functions of
+ * sql/001_schema.sql; this module only builds the calls and reads the rows.
+ */
+#ifndef BACKFILLD_JOBS_H
+#define BACKFILLD_JOBS_H
+
+#include "db.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One claimed run, as claim_queued_job returns it. */
+struct job_run {
+    int64_t id;
+    int attempt;
+    int max_attempts;
+    char symbol[64];
+    char timeframe[8];
+    char feed[8];
+    char adjustment[64];
+    int64_t start_us, end_us;
+};
+
+/* Reads row i of a claim result into *out; -1 (with err) if a value is unusable. */
+int jobs_parse_run(PGresult *res, int row, struct job_run *out, char *err, size_t errlen);
+
+void jobs_claim(db_conn_t *db, const char *worker, int n, int lease_s, db_done_cb cb, void *arg);
+void jobs_renew(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
+                const int64_t *bars, size_t n, int lease_s, db_done_cb cb, void *arg);
+void jobs_fail(db_conn_t *db, const char *worker, int64_t id, int attempt, const char *error,
+               bool retryable, int64_t base_ms, int64_t cap_ms, db_done_cb cb, void *arg);
+void jobs_release(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
+                  size_t n, db_done_cb cb, void *arg);
+void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, db_done_cb cb, void *arg);
+void jobs_schedule(db_conn_t *db, int max_attempts, db_done_cb cb, void *arg);
+/*
+ * One row: queued_ready, queued_later, running, succeeded, failed, cancelled,
+ * oldest_queued_s — runs of enabled definitions only for the queued counts.
+ */
+void jobs_queue_stats(db_conn_t *db, db_done_cb cb, void *arg);
+
+#endif

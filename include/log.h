@@ -1,0 +1,69 @@
+/*
+ * log: one JSON object per line on stderr.
+ *
+ *   {"ts":"2026-11-29T14:03:01.123Z","level":"info","msg":"run succeeded","job_id":42,...}
+ *
+ * `msg` is a stable event name (no interpolated values) so that ops can
+ * filter on it; everything variable goes into typed fields. Every line about
+ * a run carries RUN_FIELDS (job_id, symbol, timeframe, attempt). The level is
+ * checked before anything is formatted. When stderr is the journal (systemd's
+ * JOURNAL_STREAM matches stderr) each line gets a "<N>" priority prefix that
+ * journald strips; otherwise lines are pure JSON for jq and files.
+ *
+ * Secrets registered with log_add_secret() are replaced by "[redacted]" in
+ * every string field, as a second line of defence: no code path is meant to
+ * pass one in the first place.
+ */
+#ifndef BACKFILLD_LOG_H
+#define BACKFILLD_LOG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_NOTICE, LOG_WARN, LOG_ERROR, LOG_CRIT };
+enum log_ftype { LF_END = 0, LF_STR, LF_I64, LF_DBL, LF_BOOL };
+
+struct log_field {
+    const char *key;
+    int type;
+    const char *s; /* borrowed; NULL is written as JSON null */
+    int64_t i;
+    double d;
+};
+
+#define F_STR(k, v) {.key = (k), .type = LF_STR, .s = (v)}
+#define F_I64(k, v) {.key = (k), .type = LF_I64, .i = (int64_t)(v)}
+#define F_DBL(k, v) {.key = (k), .type = LF_DBL, .d = (double)(v)}
+#define F_BOOL(k, v) {.key = (k), .type = LF_BOOL, .i = (v) ? 1 : 0}
+
+extern int log_min_level;
+
+/* Writes one line. Prefer the LOG macro, which skips formatting below the level. */
+void log_write(int level, const char *msg, const struct log_field *fields);
+
+#define LOG(level, msg, ...)                                                                       \
+    do {                                                                                           \
+        if ((level) >= log_min_level)                                                              \
+            log_write((level), (msg),                                                              \
+                      (const struct log_field[]){__VA_ARGS__ __VA_OPT__(, ){.type = LF_END}});     \
+    } while (0)
+
+/* "debug" … "crit" → level; -1 if unknown. */
+int log_level_parse(const char *name);
+const char *log_level_name(int level);
+
+/* Checks JOURNAL_STREAM against stderr once; call at start-up. */
+void log_init(void);
+
+/* Registers a secret (copied) to scrub from every line. Empty strings are ignored. */
+void log_add_secret(const char *secret);
+void log_clear_secrets(void);
+
+/* Redirects output (tests); NULL restores stderr. */
+void log_set_stream(FILE *f);
+
+/* Appends s as a JSON string literal (with quotes) to a caller buffer; used by metrics/status too. */
+struct dynbuf;
+int log_json_string(struct dynbuf *b, const char *s);
+
+#endif

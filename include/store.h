@@ -1,0 +1,73 @@
+/*
+ * store: the batch writer. Pages from many runs are encoded as binary COPY
+ * rows as they arrive and flushed together, one transaction at a time on the
+ * writer's own session:
+ *
+ *   COPY bars_stage FROM STDIN (FORMAT binary);
+ *   INSERT INTO bars … SELECT DISTINCT ON (key) … FROM bars_stage
+ *     ON CONFLICT (symbol, timeframe, ts) DO UPDATE … WHERE … IS DISTINCT FROM …;
+ *   SELECT complete_job_runs(…)   -- the runs whose final page is in the batch
+ *   COMMIT;
+ *
+ * So a run's last bars and its `succeeded` mark commit together, fenced by
+ * (id, attempt, locked_by). The IS DISTINCT FROM guard makes a re-fetched,
+ * unchanged bar cost no new row version. Batching is group commit: a page
+ * is written at once if the session is free, and pages that arrive while a
+ * batch is in flight form the next one. If the connection drops,
+ * the same batch is sent again after the reconnect (the upsert is
+ * idempotent); an SQL error fails every run in the batch with the message.
+ */
+#ifndef BACKFILLD_STORE_H
+#define BACKFILLD_STORE_H
+
+#include "bars.h"
+#include "db.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct store store_t;
+
+struct store_cbs {
+    /*
+     * A page of owner's run is committed. final: this was the run's last
+     * page; completed: the run is now succeeded (false when final and the
+     * fence refused: the lease was lost).
+     */
+    void (*committed)(void *owner, int64_t nbars, bool final, bool completed);
+    /* A page of owner's run could not be written (once per page); err is the database's message. */
+    void (*failed)(void *owner, const char *err);
+    /* A batch finished (either way): backlog went down. */
+    void (*drained)(void *arg);
+    void *arg;
+};
+
+struct store_stats {
+    uint64_t batches, rows_in, rows_changed, errors;
+    double last_batch_ms;
+};
+
+store_t *store_new(uv_loop_t *loop, db_conn_t *db, const char *worker_id,
+                   const struct store_cbs *cbs);
+
+/*
+ * Buffers one run's bars from one page (n may be 0, e.g. an empty final page).
+ * total_bars and pages are the run's totals so far, recorded on completion.
+ * Returns 0, or -1 if the bars cannot be encoded (never expected).
+ */
+int store_add(store_t *s, void *owner, int64_t run_id, int attempt, const char *symbol,
+              const char *timeframe, const bar_t *bars, size_t n, bool final, int64_t total_bars,
+              int pages) MUSTCHECK;
+
+/* Starts a flush now if anything is buffered and none is in flight. */
+void store_flush(store_t *s);
+/* Bars buffered or being written. */
+size_t store_backlog(const store_t *s);
+bool store_idle(const store_t *s);
+/* Forgets owner: its items still get written but no callback names it. */
+void store_forget(store_t *s, void *owner);
+void store_stats(const store_t *s, struct store_stats *out);
+void store_close(store_t *s);
+
+#endif

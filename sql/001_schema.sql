@@ -1,0 +1,362 @@
+-- backfilld schema, version 1: the queue, the data and the functions the
+-- daemon and operators call. Names here are a contract (see DESIGN.md and the
+-- README): operators' SQL depends on them.
+
+CREATE TABLE job_definitions (
+    id               bigserial PRIMARY KEY,
+    symbol           text NOT NULL CHECK (symbol <> '' AND symbol !~ '[,[:space:]]'),
+    timeframe        text NOT NULL CHECK (timeframe IN ('m1','m5','m15','m30','h1','h4','d1','w1','mn1')),
+    job_type         text NOT NULL CHECK (job_type IN ('fetch_historical','fetch_intraday')),
+    enabled          boolean NOT NULL DEFAULT true,
+    priority         integer NOT NULL DEFAULT 0,
+    feed             text NOT NULL DEFAULT 'sip' CHECK (feed IN ('sip','iex','otc','boats')),
+    adjustment       text NOT NULL DEFAULT 'raw'
+                     CHECK (adjustment ~ '^(raw|split|dividend|spin-off|all)(,(raw|split|dividend|spin-off|all))*$'),
+    backfill_from    timestamptz,
+    backfill_to      timestamptz,
+    refresh_interval interval,
+    lookback         interval NOT NULL DEFAULT '1 day',
+    max_attempts     integer CHECK (max_attempts IS NULL OR max_attempts BETWEEN 1 AND 100),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (symbol, timeframe, job_type),
+    CHECK (backfill_to IS NULL OR backfill_from IS NULL OR backfill_to > backfill_from),
+    CHECK (job_type <> 'fetch_intraday' OR refresh_interval IS NOT NULL)
+);
+
+CREATE TABLE job_runs (
+    id           bigserial PRIMARY KEY,
+    job_def_id   bigint NOT NULL REFERENCES job_definitions (id) ON DELETE CASCADE,
+    job_type     text NOT NULL,
+    symbol       text NOT NULL,
+    timeframe    text NOT NULL,
+    feed         text NOT NULL DEFAULT 'sip',
+    adjustment   text NOT NULL DEFAULT 'raw',
+    range_start  timestamptz NOT NULL,           -- inclusive
+    range_end    timestamptz NOT NULL,           -- exclusive
+    status       text NOT NULL DEFAULT 'queued'
+                 CHECK (status IN ('queued','running','succeeded','failed','cancelled')),
+    priority     integer NOT NULL DEFAULT 0,
+    attempt      integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    run_after    timestamptz NOT NULL DEFAULT now(),
+    locked_by    text,
+    locked_until timestamptz,
+    bars_written bigint NOT NULL DEFAULT 0,
+    pages        integer NOT NULL DEFAULT 0,
+    last_error   text,
+    errors       jsonb NOT NULL DEFAULT '[]',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK (range_end > range_start)
+);
+
+-- One queued-or-running run per definition and range: enqueueing twice, or
+-- two schedulers racing, can't duplicate work.
+CREATE UNIQUE INDEX job_runs_one_active
+    ON job_runs (job_def_id, range_start, range_end) WHERE status IN ('queued','running');
+-- The claim's predicate and order exactly, so a claim reads only claimable rows.
+CREATE INDEX job_runs_claim ON job_runs (priority DESC, run_after, id) WHERE status = 'queued';
+-- Rescue looks only at running runs by lease expiry.
+CREATE INDEX job_runs_lease ON job_runs (locked_until) WHERE status = 'running';
+CREATE INDEX job_runs_def ON job_runs (job_def_id, status);
+-- Finished runs are kept for history; let autovacuum keep up with queue churn.
+ALTER TABLE job_runs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+
+CREATE TABLE bars (
+    symbol      text NOT NULL,
+    timeframe   text NOT NULL,
+    ts          timestamptz NOT NULL,   -- bar start, UTC
+    open        double precision NOT NULL,
+    high        double precision NOT NULL,
+    low         double precision NOT NULL,
+    close       double precision NOT NULL,
+    volume      bigint NOT NULL,
+    trade_count bigint NOT NULL,
+    vwap        double precision NOT NULL,
+    PRIMARY KEY (symbol, timeframe, ts)
+);
+
+-- Chunk length per timeframe: at most about 10,000 bars per chunk, and small
+-- enough that redoing one chunk (a month of h1, say) stays cheap.
+CREATE FUNCTION backfill_chunk_interval(p_timeframe text) RETURNS interval
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE p_timeframe
+        WHEN 'm1'  THEN interval '7 days'
+        WHEN 'm5'  THEN interval '1 month'
+        WHEN 'm15' THEN interval '1 month'
+        WHEN 'm30' THEN interval '1 month'
+        WHEN 'h1'  THEN interval '1 month'
+        WHEN 'h4'  THEN interval '3 months'
+        WHEN 'd1'  THEN interval '1 year'
+        WHEN 'w1'  THEN interval '10 years'
+        WHEN 'mn1' THEN interval '50 years'
+    END
+$$;
+
+-- Cuts [p_from, p_to) into chunks aligned to fixed UTC boundaries (weeks start
+-- on Monday 1970-01-05, months and years on 1970-01-01), so the same range is
+-- always cut the same way whatever the session's TimeZone.
+CREATE FUNCTION backfill_chunks(p_timeframe text, p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (chunk_start timestamptz, chunk_end timestamptz)
+LANGUAGE sql STABLE AS $$
+    WITH s AS (
+        SELECT backfill_chunk_interval(p_timeframe) AS step,
+               CASE WHEN extract(month FROM backfill_chunk_interval(p_timeframe)) = 0
+                     AND extract(year FROM backfill_chunk_interval(p_timeframe)) = 0
+                    THEN timestamp '1970-01-05' ELSE timestamp '1970-01-01' END AS anchor)
+    SELECT greatest(g AT TIME ZONE 'UTC', p_from), least((g + s.step) AT TIME ZONE 'UTC', p_to)
+      FROM s, generate_series(s.anchor, p_to AT TIME ZONE 'UTC', s.step) AS g
+     WHERE (g + s.step) AT TIME ZONE 'UTC' > p_from AND g AT TIME ZONE 'UTC' < p_to
+     ORDER BY 1
+$$;
+
+-- Queues runs for the chunks of [p_from, p_to) of one definition that are not
+-- already covered by a succeeded run (unless p_force) and not already queued
+-- or running. Returns the number of runs queued.
+CREATE FUNCTION enqueue_range(p_def_id bigint, p_from timestamptz, p_to timestamptz,
+                              p_force boolean DEFAULT false, p_max_attempts integer DEFAULT 5)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    INSERT INTO job_runs (job_def_id, job_type, symbol, timeframe, feed, adjustment,
+                          range_start, range_end, priority, max_attempts)
+    SELECT d.id, d.job_type, d.symbol, d.timeframe, d.feed, d.adjustment,
+           c.chunk_start, c.chunk_end, d.priority, coalesce(d.max_attempts, p_max_attempts)
+      FROM job_definitions d, backfill_chunks(d.timeframe, p_from, p_to) c
+     WHERE d.id = p_def_id
+       AND (p_force OR NOT EXISTS (
+             SELECT 1 FROM job_runs r
+              WHERE r.job_def_id = d.id AND r.status = 'succeeded'
+                AND r.range_start <= c.chunk_start AND r.range_end >= c.chunk_end))
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Claims up to p_limit queued runs for p_worker: highest priority first, then
+-- oldest run_after; never a run whose definition is disabled; never one run
+-- to two callers (SKIP LOCKED inside a materialised CTE, so the LIMIT can't be
+-- re-evaluated into claiming more rows). Sets the lease and spends an attempt.
+-- SELECT * FROM claim_queued_job(); claims one, for trying by hand.
+CREATE FUNCTION claim_queued_job(p_worker text DEFAULT 'psql:' || pg_backend_pid(),
+                                 p_limit integer DEFAULT 1,
+                                 p_lease_seconds double precision DEFAULT 30)
+RETURNS SETOF job_runs LANGUAGE sql AS $$
+    WITH c AS MATERIALIZED (
+        SELECT r.id
+          FROM job_runs r
+          JOIN job_definitions d ON d.id = r.job_def_id
+         WHERE r.status = 'queued' AND r.run_after <= now() AND d.enabled
+         ORDER BY r.priority DESC, r.run_after, r.id
+         LIMIT p_limit
+           FOR UPDATE OF r SKIP LOCKED)
+    UPDATE job_runs r
+       SET status = 'running', attempt = r.attempt + 1, locked_by = p_worker,
+           locked_until = now() + make_interval(secs => p_lease_seconds),
+           started_at = now(), finished_at = NULL, updated_at = now()
+      FROM c
+     WHERE r.id = c.id
+    RETURNING r.*
+$$;
+
+-- Every later transition is fenced by (id, attempt, locked_by): a worker whose
+-- lease expired and whose run was claimed again elsewhere can change nothing.
+
+-- Marks runs succeeded. Returns the ids it completed; ids missing from the
+-- result had lost their lease (rescued, re-claimed or cancelled).
+CREATE FUNCTION complete_job_runs(p_worker text, p_ids bigint[], p_attempts integer[],
+                                  p_bars bigint[], p_pages integer[])
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    UPDATE job_runs r
+       SET status = 'succeeded', bars_written = x.bars, pages = x.pages,
+           finished_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
+      FROM unnest(p_ids, p_attempts, p_bars, p_pages) AS x(id, attempt, bars, pages)
+     WHERE r.id = x.id AND r.attempt = x.attempt AND r.locked_by = p_worker
+       AND r.status = 'running'
+    RETURNING r.id
+$$;
+
+-- The delay before attempt n+1 after attempt n failed: capped exponential with
+-- ±25% jitter, the same schedule the daemon uses for page retries.
+CREATE FUNCTION job_retry_delay(p_attempt integer, p_base_ms bigint, p_cap_ms bigint)
+RETURNS interval LANGUAGE sql VOLATILE AS $$
+    SELECT make_interval(secs => least(p_cap_ms::double precision,
+               least(p_cap_ms::double precision, p_base_ms * power(2::double precision, greatest(p_attempt - 1, 0)))
+               * (0.75 + 0.5 * random())) / 1000.0)
+$$;
+
+-- Records a failed attempt. Retryable failures with attempts left go back to
+-- queued after a backoff; the rest end as failed. Returns the new status, or
+-- no row when the caller no longer holds the lease.
+CREATE FUNCTION fail_job_run(p_worker text, p_id bigint, p_attempt integer, p_error text,
+                             p_retryable boolean, p_base_ms bigint DEFAULT 5000,
+                             p_cap_ms bigint DEFAULT 600000)
+RETURNS text LANGUAGE sql AS $$
+    UPDATE job_runs r
+       SET status = CASE WHEN p_retryable AND r.attempt < r.max_attempts THEN 'queued' ELSE 'failed' END,
+           run_after = CASE WHEN p_retryable AND r.attempt < r.max_attempts
+                            THEN now() + job_retry_delay(r.attempt, p_base_ms, p_cap_ms)
+                            ELSE r.run_after END,
+           finished_at = CASE WHEN p_retryable AND r.attempt < r.max_attempts THEN NULL ELSE now() END,
+           last_error = p_error,
+           errors = r.errors || jsonb_build_array(jsonb_build_object(
+                        'at', now(), 'attempt', r.attempt, 'error', p_error, 'worker', p_worker)),
+           locked_by = NULL, locked_until = NULL, updated_at = now()
+     WHERE r.id = p_id AND r.attempt = p_attempt AND r.locked_by = p_worker AND r.status = 'running'
+    RETURNING r.status
+$$;
+
+-- Gives runs back without spending their attempt (graceful shutdown, bad
+-- credentials: not the runs' fault). Returns the number released.
+CREATE FUNCTION release_job_runs(p_worker text, p_ids bigint[], p_attempts integer[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE job_runs r
+       SET status = 'queued', attempt = r.attempt - 1, locked_by = NULL, locked_until = NULL,
+           run_after = now(), updated_at = now()
+      FROM unnest(p_ids, p_attempts) AS x(id, attempt)
+     WHERE r.id = x.id AND r.attempt = x.attempt AND r.locked_by = p_worker
+       AND r.status = 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Extends the leases of the runs a worker still holds, in one statement, and
+-- records their progress. Returns the ids still held: a run missing from the
+-- result was cancelled by an operator or taken over, and must be abandoned.
+CREATE FUNCTION renew_job_leases(p_worker text, p_ids bigint[], p_attempts integer[],
+                                 p_bars bigint[], p_lease_seconds double precision)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    UPDATE job_runs r
+       SET locked_until = now() + make_interval(secs => p_lease_seconds),
+           bars_written = x.bars, updated_at = now()
+      FROM unnest(p_ids, p_attempts, p_bars) AS x(id, attempt, bars)
+     WHERE r.id = x.id AND r.attempt = x.attempt AND r.locked_by = p_worker
+       AND r.status = 'running'
+    RETURNING r.id
+$$;
+
+-- Puts runs whose lease expired (their worker died or hung) back in the queue
+-- with a backoff, or fails them when their attempts are spent. Safe to call
+-- from every daemon at once (SKIP LOCKED). Returns the number rescued.
+CREATE FUNCTION rescue_expired_job_runs(p_base_ms bigint DEFAULT 5000,
+                                        p_cap_ms bigint DEFAULT 600000)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH x AS MATERIALIZED (
+        SELECT id FROM job_runs
+         WHERE status = 'running' AND locked_until < now()
+           FOR UPDATE SKIP LOCKED)
+    UPDATE job_runs r
+       SET status = CASE WHEN r.attempt < r.max_attempts THEN 'queued' ELSE 'failed' END,
+           run_after = CASE WHEN r.attempt < r.max_attempts
+                            THEN now() + job_retry_delay(r.attempt, p_base_ms, p_cap_ms)
+                            ELSE r.run_after END,
+           finished_at = CASE WHEN r.attempt < r.max_attempts THEN NULL ELSE now() END,
+           last_error = 'lease expired: worker ' || coalesce(r.locked_by, '?') || ' stopped renewing',
+           errors = r.errors || jsonb_build_array(jsonb_build_object(
+                        'at', now(), 'attempt', r.attempt,
+                        'error', 'lease expired: worker ' || coalesce(r.locked_by, '?') || ' stopped renewing',
+                        'worker', r.locked_by, 'rescued', true)),
+           locked_by = NULL, locked_until = NULL, updated_at = now()
+      FROM x WHERE r.id = x.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Turns enabled definitions into runs. Only one caller at a time does the
+-- work (a transaction-level advisory lock); the others return 0 at once.
+--  * fetch_historical: the chunks of [backfill_from, backfill_to or now)
+--    not covered by succeeded runs;
+--  * fetch_intraday: one run from the last stored bar (or now - lookback) to
+--    now, every refresh_interval, never two at once.
+CREATE FUNCTION schedule_due_jobs(p_max_attempts integer DEFAULT 5)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    d record;
+    n integer := 0;
+    last_ts timestamptz;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('backfilld.schedule_due_jobs')) THEN
+        RETURN 0;
+    END IF;
+    FOR d IN SELECT * FROM job_definitions
+              WHERE enabled AND job_type = 'fetch_historical' AND backfill_from IS NOT NULL
+                AND backfill_from < coalesce(backfill_to, now())
+    LOOP
+        n := n + enqueue_range(d.id, d.backfill_from,
+                               coalesce(d.backfill_to, date_trunc('hour', now())),
+                               false, p_max_attempts);
+    END LOOP;
+    FOR d IN SELECT * FROM job_definitions j
+              WHERE enabled AND job_type = 'fetch_intraday'
+                AND NOT EXISTS (SELECT 1 FROM job_runs r WHERE r.job_def_id = j.id
+                                   AND (r.status IN ('queued','running')
+                                        OR r.created_at > now() - j.refresh_interval))
+    LOOP
+        SELECT max(ts) INTO last_ts FROM bars WHERE symbol = d.symbol AND timeframe = d.timeframe;
+        INSERT INTO job_runs (job_def_id, job_type, symbol, timeframe, feed, adjustment,
+                              range_start, range_end, priority, max_attempts)
+        VALUES (d.id, d.job_type, d.symbol, d.timeframe, d.feed, d.adjustment,
+                least(coalesce(last_ts, now() - d.lookback), now() - interval '1 second'), now(),
+                d.priority, coalesce(d.max_attempts, p_max_attempts))
+        ON CONFLICT DO NOTHING;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- Wake-ups for daemons (a hint only: daemons also poll). One NOTIFY per
+-- statement, not per row, so a bulk enqueue is one message.
+CREATE FUNCTION backfilld_notify_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_rows WHERE status = 'queued') THEN
+        PERFORM pg_notify('backfilld_runs', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- Only statements that leave a run queued wake anyone: claims and completions
+-- don't, so the daemons don't wake each other for nothing.
+CREATE TRIGGER job_runs_notify_insert AFTER INSERT ON job_runs
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION backfilld_notify_runs();
+CREATE TRIGGER job_runs_notify_update AFTER UPDATE ON job_runs
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION backfilld_notify_runs();
+
+CREATE FUNCTION backfilld_notify_defs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('backfilld_defs', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER job_definitions_notify AFTER INSERT OR UPDATE OR DELETE ON job_definitions
+    FOR EACH STATEMENT EXECUTE FUNCTION backfilld_notify_defs();
+
+-- Operators re-prioritise definitions; their queued runs follow, so the claim
+-- can order by job_runs.priority through its index.
+CREATE FUNCTION backfilld_def_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := now();
+    IF NEW.priority IS DISTINCT FROM OLD.priority THEN
+        UPDATE job_runs SET priority = NEW.priority, updated_at = now()
+         WHERE job_def_id = NEW.id AND status = 'queued';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER job_definitions_changed BEFORE UPDATE ON job_definitions
+    FOR EACH ROW EXECUTE FUNCTION backfilld_def_changed();

@@ -1,0 +1,616 @@
+/*
+ * bars: turns an Alpaca bars response body into plain C arrays.
+ *
+ * Alpaca's bars endpoints answer with JSON whose shape the rest of backfilld
+ * must not have to know about, so this module is the only place that parses
+ * it. A page is accepted or rejected as a whole: a bar with a missing key, a
+ * number where a string belongs, a fractional volume or a timestamp that does
+ * not move forward means the page is corrupt or mis-merged, and writing half
+ * of it would put a silent hole into the bars table. Every error names the
+ * symbol, the bar index and the key, because the message ends up in
+ * job_runs.last_error and has to be enough for an operator to find the bar.
+ *
+ * Timestamps are converted with our own calendar arithmetic instead of
+ * timegm() or mktime(), so the result never depends on TZ or on libc.
+ */
+#include "bars.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define US_PER_SEC INT64_C(1000000)
+#define SEC_PER_DAY INT64_C(86400)
+#define US_PER_DAY (SEC_PER_DAY * US_PER_SEC)
+
+/* 2^63 as a double; every double below it converts to int64_t without overflow. */
+#define TWO_POW_63 9223372036854775808.0
+
+/* Where a bar sits in the body, so that every message can point at it. */
+struct bar_ctx {
+    const char *symbol;
+    size_t index;
+    char *err;
+    size_t errlen;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes a message into err; vsnprintf truncates and always terminates. */
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Parses exactly one JSON value from body[0..len). cJSON_ParseWithLength alone
+ * stops after the first value and accepts whatever follows, so a body with
+ * trailing bytes (two responses glued together, say) is rejected here by
+ * checking that only whitespace remains.
+ */
+static cJSON *parse_body(const char *body, size_t len)
+{
+    const char *end = NULL;
+    cJSON *root;
+
+    if (body == NULL || len == 0)
+        return NULL;
+    root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (root == NULL)
+        return NULL;
+    if (end == NULL || end < body || end > body + len) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    for (; end < body + len; end++) {
+        if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
+            cJSON_Delete(root);
+            return NULL;
+        }
+    }
+    return root;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/*
+ * Reads exactly n decimal digits. It stops at the first non-digit, so it
+ * never reads past a NUL that ends the string early.
+ */
+static bool read_digits(const char *s, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!is_digit(s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static bool is_leap(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+    if (m == 2 && is_leap(y))
+        return 29;
+    return dim[m - 1];
+}
+
+/*
+ * Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's
+ * days_from_civil). Eras of 400 years make the leap rules a table lookup.
+ */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    int64_t era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* The inverse of days_from_civil. */
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    int64_t era, doe, yoe, doy, mp;
+
+    z += 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+int bars_parse_time(const char *s, int64_t *us_out)
+{
+    int year, mon, day, hour = 0, min = 0, sec = 0, oh = 0, om = 0, sign = 0;
+    int64_t frac_us = 0, secs;
+    const char *p;
+
+    if (s == NULL || us_out == NULL)
+        return -1;
+    if (!read_digits(s, 4, &year) || s[4] != '-' || !read_digits(s + 5, 2, &mon) || s[7] != '-' ||
+        !read_digits(s + 8, 2, &day))
+        return -1;
+    if (year < 1970 || year > 9999 || mon < 1 || mon > 12 || day < 1 ||
+        day > days_in_month(year, mon))
+        return -1;
+    p = s + 10;
+    if (*p != '\0') {
+        /* RFC 3339 lets "T" and "Z" be lower case; it does not allow a space here. */
+        if (*p != 'T' && *p != 't')
+            return -1;
+        if (!read_digits(p + 1, 2, &hour) || p[3] != ':' || !read_digits(p + 4, 2, &min) ||
+            p[6] != ':' || !read_digits(p + 7, 2, &sec))
+            return -1;
+        /* Alpaca never sends leap seconds, so second 60 is treated as garbage. */
+        if (hour > 23 || min > 59 || sec > 59)
+            return -1;
+        p += 9;
+        if (*p == '.') {
+            int ndig = 0;
+
+            for (p++; is_digit(*p); p++, ndig++) {
+                if (ndig >= 9)
+                    return -1;
+                if (ndig < 6)
+                    frac_us = frac_us * 10 + (*p - '0');
+            }
+            if (ndig == 0)
+                return -1;
+            for (; ndig < 6; ndig++)
+                frac_us *= 10;
+        }
+        if (*p == 'Z' || *p == 'z') {
+            p++;
+        } else if (*p == '+' || *p == '-') {
+            sign = *p == '+' ? 1 : -1;
+            if (!read_digits(p + 1, 2, &oh) || p[3] != ':' || !read_digits(p + 4, 2, &om))
+                return -1;
+            if (oh > 23 || om > 59)
+                return -1;
+            p += 6;
+        } else {
+            /* A time without an offset is local time of an unknown zone. */
+            return -1;
+        }
+        if (*p != '\0')
+            return -1;
+    }
+    /* "+05:00" means local time runs ahead of UTC, so the offset is subtracted. */
+    secs = days_from_civil(year, mon, day) * SEC_PER_DAY + hour * 3600 + min * 60 + sec -
+           sign * (oh * 3600 + om * 60);
+    *us_out = secs * US_PER_SEC + frac_us;
+    return 0;
+}
+
+void bars_format_time(int64_t us, char *buf, size_t len)
+{
+    int64_t days, rem, year;
+    int mon, day;
+
+    if (buf == NULL || len == 0)
+        return;
+    /* Floor division keeps pre-epoch instants on the right day instead of crashing. */
+    days = us / US_PER_DAY;
+    rem = us % US_PER_DAY;
+    if (rem < 0) {
+        days--;
+        rem += US_PER_DAY;
+    }
+    rem /= US_PER_SEC;
+    civil_from_days(days, &year, &mon, &day);
+    snprintf(buf, len, "%04lld-%02d-%02dT%02d:%02d:%02dZ", (long long)year, mon, day,
+             (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
+}
+
+/* Finds a bar key, reporting its absence in the caller's words. */
+static const cJSON *bar_key(const cJSON *obj, const char *key, const struct bar_ctx *c)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (item == NULL)
+        set_err(c->err, c->errlen, "%s bar %zu: missing \"%s\"", c->symbol, c->index, key);
+    return item;
+}
+
+/* A price or VWAP: any finite number. */
+static int bar_double(const cJSON *obj, const char *key, const struct bar_ctx *c, double *out)
+{
+    const cJSON *item = bar_key(obj, key, c);
+
+    if (item == NULL)
+        return -1;
+    if (!cJSON_IsNumber(item)) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a number", c->symbol, c->index, key);
+        return -1;
+    }
+    /* cJSON's strtod turns an out-of-range literal like 1e999 into infinity. */
+    if (!isfinite(item->valuedouble)) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not finite", c->symbol, c->index, key);
+        return -1;
+    }
+    *out = item->valuedouble;
+    return 0;
+}
+
+/*
+ * A volume or trade count: a number that is a whole value in [0, 2^63). The
+ * bound is checked on the double before the cast, because casting a double
+ * that does not fit into int64_t is undefined behaviour.
+ */
+static int bar_count(const cJSON *obj, const char *key, const struct bar_ctx *c, int64_t *out)
+{
+    const cJSON *item = bar_key(obj, key, c);
+    double d;
+
+    if (item == NULL)
+        return -1;
+    if (!cJSON_IsNumber(item)) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a number", c->symbol, c->index, key);
+        return -1;
+    }
+    d = item->valuedouble;
+    if (!isfinite(d) || d != floor(d)) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a whole number", c->symbol, c->index,
+                key);
+        return -1;
+    }
+    if (d < 0) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is negative", c->symbol, c->index, key);
+        return -1;
+    }
+    if (d >= TWO_POW_63) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is too large", c->symbol, c->index, key);
+        return -1;
+    }
+    *out = (int64_t)d;
+    return 0;
+}
+
+/* Reads one bar object into *b; the keys are looked up by name, in any order. */
+static int parse_bar(const cJSON *obj, const struct bar_ctx *c, bar_t *b)
+{
+    const cJSON *t;
+
+    if (!cJSON_IsObject(obj)) {
+        set_err(c->err, c->errlen, "%s bar %zu: not an object", c->symbol, c->index);
+        return -1;
+    }
+    t = bar_key(obj, "t", c);
+    if (t == NULL)
+        return -1;
+    if (!cJSON_IsString(t)) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not a string", c->symbol, c->index);
+        return -1;
+    }
+    if (bars_parse_time(t->valuestring, &b->ts_us) < 0) {
+        set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not an RFC 3339 time: \"%s\"", c->symbol,
+                c->index, t->valuestring);
+        return -1;
+    }
+    if (bar_double(obj, "o", c, &b->open) < 0 || bar_double(obj, "h", c, &b->high) < 0 ||
+        bar_double(obj, "l", c, &b->low) < 0 || bar_double(obj, "c", c, &b->close) < 0 ||
+        bar_double(obj, "vw", c, &b->vwap) < 0 || bar_count(obj, "v", c, &b->volume) < 0 ||
+        bar_count(obj, "n", c, &b->trade_count) < 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * Fills *s from one array of bars. Nothing is stored in *s unless the whole
+ * series is valid, so the caller's cleanup never sees half a series.
+ */
+static int parse_series(const cJSON *arr, const char *symbol, bars_series_t *s, char *err,
+                        size_t errlen)
+{
+    struct bar_ctx c = {.symbol = symbol, .err = err, .errlen = errlen};
+    const cJSON *item;
+    bar_t *bars = NULL;
+    char *name = NULL;
+    int n, rc = -1;
+
+    if (!cJSON_IsArray(arr)) {
+        set_err(err, errlen, "%s: bars are not an array", symbol);
+        goto out;
+    }
+    name = strdup(symbol);
+    if (name == NULL) {
+        set_err(err, errlen, "%s: out of memory", symbol);
+        goto out;
+    }
+    n = cJSON_GetArraySize(arr);
+    if (n > 0) {
+        bars = calloc((size_t)n, sizeof(*bars));
+        if (bars == NULL) {
+            set_err(err, errlen, "%s: out of memory for %d bars", symbol, n);
+            goto out;
+        }
+    }
+    cJSON_ArrayForEach(item, arr)
+    {
+        if (parse_bar(item, &c, &bars[c.index]) < 0)
+            goto out;
+        /*
+         * The daemon asks for sort=asc, so within a series time only moves
+         * forward. A repeat or a step back means a corrupt or mis-merged page.
+         */
+        if (c.index > 0 && bars[c.index].ts_us <= bars[c.index - 1].ts_us) {
+            set_err(err, errlen, "%s bar %zu: \"t\" not after the previous bar", symbol, c.index);
+            goto out;
+        }
+        c.index++;
+    }
+    s->symbol = name;
+    s->bars = bars;
+    s->n = c.index;
+    name = NULL;
+    bars = NULL;
+    rc = 0;
+out:
+    free(name);
+    free(bars);
+    return rc;
+}
+
+/* "next_page_token": a string is copied, null or absent means the last page. */
+static int parse_token(const cJSON *root, char **out, char *err, size_t errlen)
+{
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "next_page_token");
+
+    *out = NULL;
+    if (tok == NULL || cJSON_IsNull(tok))
+        return 0;
+    if (!cJSON_IsString(tok)) {
+        set_err(err, errlen, "\"next_page_token\" is neither a string nor null");
+        return -1;
+    }
+    *out = strdup(tok->valuestring);
+    if (*out == NULL) {
+        set_err(err, errlen, "out of memory for \"next_page_token\"");
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * Two series with one symbol on one page would be written as one series with
+ * timestamps that go backwards, so the page is refused. Sorting a list of
+ * names keeps this O(n log n) even for a page of 10,000 one-bar symbols.
+ */
+static int check_duplicates(const bars_page_t *p, char *err, size_t errlen)
+{
+    const char **names = NULL;
+    int rc = -1;
+
+    if (p->nseries < 2)
+        return 0;
+    names = malloc(p->nseries * sizeof(*names));
+    if (names == NULL) {
+        set_err(err, errlen, "out of memory checking symbols");
+        goto out;
+    }
+    for (size_t i = 0; i < p->nseries; i++)
+        names[i] = p->series[i].symbol;
+    qsort(names, p->nseries, sizeof(*names), cmp_str_ptr);
+    for (size_t i = 1; i < p->nseries; i++) {
+        if (strcmp(names[i - 1], names[i]) == 0) {
+            set_err(err, errlen, "%s appears twice in \"bars\"", names[i]);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(names);
+    return rc;
+}
+
+/* Common start of both parsers: empty *out and err, then parse the body. */
+static cJSON *begin_parse(const char *body, size_t len, bars_page_t *out, char *err, size_t errlen)
+{
+    cJSON *root;
+
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out == NULL) {
+        set_err(err, errlen, "no page to fill");
+        return NULL;
+    }
+    memset(out, 0, sizeof(*out));
+    root = parse_body(body, len);
+    if (root == NULL) {
+        set_err(err, errlen, "body is not valid JSON (truncated or malformed)");
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        set_err(err, errlen, "body is not a JSON object");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+int bars_parse_multi(const char *body, size_t len, bars_page_t *out, char *err, size_t errlen)
+{
+    bars_page_t page = {0};
+    cJSON *root;
+    const cJSON *bars, *member;
+    int n, rc = -1;
+
+    root = begin_parse(body, len, out, err, errlen);
+    if (root == NULL)
+        goto out;
+    bars = cJSON_GetObjectItemCaseSensitive(root, "bars");
+    if (bars == NULL) {
+        /* An error body like {"message":"..."} is not an empty page. */
+        set_err(err, errlen, "missing \"bars\"");
+        goto out;
+    }
+    if (!cJSON_IsNull(bars) && !cJSON_IsObject(bars)) {
+        set_err(err, errlen, "\"bars\" is not an object");
+        goto out;
+    }
+    if (parse_token(root, &page.next_page_token, err, errlen) < 0)
+        goto out;
+    n = cJSON_IsObject(bars) ? cJSON_GetArraySize(bars) : 0;
+    if (n > 0) {
+        page.series = calloc((size_t)n, sizeof(*page.series));
+        if (page.series == NULL) {
+            set_err(err, errlen, "out of memory for %d series", n);
+            goto out;
+        }
+        cJSON_ArrayForEach(member, bars)
+        {
+            bars_series_t *s = &page.series[page.nseries];
+
+            if (member->string == NULL || member->string[0] == '\0') {
+                set_err(err, errlen, "\"bars\" has a member without a symbol");
+                goto out;
+            }
+            if (parse_series(member, member->string, s, err, errlen) < 0)
+                goto out;
+            page.nseries++;
+            page.total += s->n;
+        }
+        if (check_duplicates(&page, err, errlen) < 0)
+            goto out;
+    }
+    *out = page;
+    memset(&page, 0, sizeof(page));
+    rc = 0;
+out:
+    bars_page_clear(&page);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int bars_parse_single(const char *body, size_t len, const char *symbol, bars_page_t *out, char *err,
+                      size_t errlen)
+{
+    bars_page_t page = {0};
+    cJSON *root;
+    const cJSON *bars, *sym;
+    int rc = -1;
+
+    root = begin_parse(body, len, out, err, errlen);
+    if (root == NULL)
+        goto out;
+    if (symbol == NULL) {
+        set_err(err, errlen, "no symbol requested");
+        goto out;
+    }
+    sym = cJSON_GetObjectItemCaseSensitive(root, "symbol");
+    if (!cJSON_IsString(sym)) {
+        set_err(err, errlen, "\"symbol\" is missing or not a string");
+        goto out;
+    }
+    /* A body for another symbol must never be stored under the requested one. */
+    if (strcmp(sym->valuestring, symbol) != 0) {
+        set_err(err, errlen, "\"symbol\" is \"%s\", expected \"%s\"", sym->valuestring, symbol);
+        goto out;
+    }
+    bars = cJSON_GetObjectItemCaseSensitive(root, "bars");
+    if (bars == NULL) {
+        set_err(err, errlen, "missing \"bars\"");
+        goto out;
+    }
+    if (!cJSON_IsNull(bars) && !cJSON_IsArray(bars)) {
+        set_err(err, errlen, "\"bars\" is not an array");
+        goto out;
+    }
+    if (parse_token(root, &page.next_page_token, err, errlen) < 0)
+        goto out;
+    /* Alpaca sends "bars":null for no data; that page has no series at all. */
+    if (cJSON_IsArray(bars)) {
+        page.series = calloc(1, sizeof(*page.series));
+        if (page.series == NULL) {
+            set_err(err, errlen, "out of memory");
+            goto out;
+        }
+        if (parse_series(bars, symbol, &page.series[0], err, errlen) < 0)
+            goto out;
+        page.nseries = 1;
+        page.total = page.series[0].n;
+    }
+    *out = page;
+    memset(&page, 0, sizeof(page));
+    rc = 0;
+out:
+    bars_page_clear(&page);
+    cJSON_Delete(root);
+    return rc;
+}
+
+void bars_page_clear(bars_page_t *p)
+{
+    if (p == NULL)
+        return;
+    /*
+     * series[] is calloc'ed, so entries past nseries are zero; freeing up to
+     * nseries is enough because parse_series stores nothing on failure.
+     */
+    for (size_t i = 0; i < p->nseries; i++) {
+        free(p->series[i].symbol);
+        free(p->series[i].bars);
+    }
+    free(p->series);
+    free(p->next_page_token);
+    memset(p, 0, sizeof(*p));
+}
+
+bool bars_error_message(const char *body, size_t len, char *out, size_t outlen)
+{
+    cJSON *root;
+    const cJSON *msg;
+    bool ok = false;
+
+    if (out == NULL || outlen == 0)
+        return false;
+    out[0] = '\0';
+    root = parse_body(body, len);
+    if (root == NULL)
+        goto out;
+    if (!cJSON_IsObject(root))
+        goto out;
+    msg = cJSON_GetObjectItemCaseSensitive(root, "message");
+    if (!cJSON_IsString(msg))
+        goto out;
+    snprintf(out, outlen, "%s", msg->valuestring);
+    ok = true;
+out:
+    cJSON_Delete(root);
+    return ok;
+}

@@ -1,0 +1,658 @@
+/*
+ * cli: see cli.h. Every failure prints one line to stderr naming what is
+ * wrong; nothing is half-written (enqueue runs in one transaction).
+ */
+#include "cli.h"
+
+#include "bars.h"
+#include "log.h"
+#include "migrations.h"
+#include "timeframe.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <getopt.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static PGconn *connect_db(const struct config *c)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", NULL};
+    const char *vals[] = {c->database_url, "backfilld-cli", "10", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        const char *m = PQerrorMessage(conn);
+        fprintf(stderr, "backfilld: cannot connect to the database: %.*s\n",
+                (int)strcspn(m, "\n"), m);
+        PQfinish(conn);
+        return NULL;
+    }
+    PQclear(PQexec(conn, "SET TimeZone = 'UTC'"));
+    return conn;
+}
+
+/* Runs a statement; prints the server's message on failure and returns NULL. */
+static PGresult *q(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        const char *m = PQresultErrorMessage(r);
+        fprintf(stderr, "backfilld: %.*s\n", (int)strcspn(m, "\n"), m);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int check_schema(PGconn *conn)
+{
+    char err[512];
+    int v = migrations_current(conn, err, sizeof err);
+    if (v < 0) {
+        fprintf(stderr, "backfilld: %s\n", err);
+        return EXIT_UNAVAILABLE;
+    }
+    if (v != migrations_latest()) {
+        fprintf(stderr,
+                "backfilld: database schema is version %d, this binary needs %d: run "
+                "'backfilld migrate'\n",
+                v, migrations_latest());
+        return EXIT_CONFIG;
+    }
+    return EXIT_OK;
+}
+
+/* --- migrate ------------------------------------------------------------- */
+
+int cli_migrate(const struct config *c, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: backfilld [--config FILE] migrate\n\n"
+                   "Applies the schema migrations compiled into this binary (sql/*.sql),\n"
+                   "each once and in its own transaction, recorded in schema_migrations.\n"
+                   "Safe to run again, and from several hosts at once.\n");
+            return EXIT_OK;
+        }
+        fprintf(stderr, "backfilld migrate: unexpected argument '%s'\n", argv[i]);
+        return EXIT_USAGE;
+    }
+    PGconn *conn = connect_db(c);
+    if (!conn)
+        return EXIT_UNAVAILABLE;
+    char err[1024];
+    int applied = 0;
+    int rc = migrations_apply(conn, &applied, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "backfilld migrate: %s\n", err);
+        PQfinish(conn);
+        return EXIT_SOFTWARE;
+    }
+    printf("schema at version %d (%d migration%s applied)\n", migrations_latest(), applied,
+           applied == 1 ? "" : "s");
+    PQfinish(conn);
+    return EXIT_OK;
+}
+
+/* --- enqueue ------------------------------------------------------------- */
+
+static const char enqueue_help[] =
+    "usage: backfilld [--config FILE] enqueue --symbols A,B,... | --symbols-file FILE\n"
+    "                 --timeframe TF --from DATE [--to DATE] [--feed sip|iex|otc|boats]\n"
+    "                 [--adjustment raw] [--priority N] [--max-attempts N] [--force]\n\n"
+    "Creates (or reuses) a fetch_historical definition per symbol and queues runs for\n"
+    "the range, cut into chunks of at most ~10,000 bars. Chunks already covered by a\n"
+    "succeeded run are skipped unless --force; chunks already queued or running are\n"
+    "never queued twice. Everything happens in one transaction.\n\n"
+    "  TF      m1 m5 m15 m30 h1 h4 d1 w1 mn1\n"
+    "  DATE    YYYY-MM-DD (a --to date includes that whole day) or RFC 3339\n"
+    "          (an instant; --to is then exclusive). --to defaults to now.\n";
+
+/* A symbol Alpaca could plausibly accept; Alpaca itself judges the rest (400). */
+static bool symbol_ok(const char *s, char *why, size_t whylen)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 32) {
+        snprintf(why, whylen, "symbol '%s' must be 1 to 32 characters", s);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= ' ' || ch >= 0x7f || ch == ',') {
+            snprintf(why, whylen, "symbol '%s' has a character that cannot be in a symbol", s);
+            return false;
+        }
+        if (islower(ch)) {
+            snprintf(why, whylen, "symbol '%s' must be upper case", s);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Parses a --from/--to value; a bare date as --to means the end of that day. */
+static bool parse_when(const char *s, bool is_to, int64_t *us)
+{
+    if (bars_parse_time(s, us) < 0)
+        return false;
+    if (is_to && strlen(s) == 10)
+        *us += INT64_C(86400000000);
+    return true;
+}
+
+/* Appends symbols from a comma/space/newline separated list. */
+static int add_symbols(dynbuf_t *arr, size_t *count, const char *list, char *why, size_t whylen)
+{
+    const char *p = list;
+    while (*p) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',' && !isspace((unsigned char)*e))
+            e++;
+        char sym[128];
+        size_t n = (size_t)(e - p);
+        if (n >= sizeof sym) {
+            snprintf(why, whylen, "symbol '%.20s...' is too long", p);
+            return -1;
+        }
+        memcpy(sym, p, n);
+        sym[n] = '\0';
+        if (!symbol_ok(sym, why, whylen))
+            return -1;
+        /* Postgres array literal element, quoted (symbols may hold '.' or '$'). */
+        if (dynbuf_printf(arr, "%s\"%s\"", *count ? "," : "", sym) < 0) {
+            snprintf(why, whylen, "too many symbols");
+            return -1;
+        }
+        (*count)++;
+        p = e;
+    }
+    return 0;
+}
+
+static char *read_file(const char *path, char *why, size_t whylen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(why, whylen, "--symbols-file %s: cannot open", path);
+        return NULL;
+    }
+    dynbuf_t b;
+    dynbuf_init(&b, 64 << 20);
+    char chunk[4096];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        rc = dynbuf_append(&b, chunk, n);
+    fclose(f);
+    if (rc != 0) {
+        dynbuf_free(&b);
+        snprintf(why, whylen, "--symbols-file %s: too large", path);
+        return NULL;
+    }
+    if (!b.data)
+        return xstrdup("");
+    return dynbuf_take(&b, NULL);
+}
+
+int cli_enqueue(const struct config *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"symbols", required_argument, NULL, 's'},  {"symbols-file", required_argument, NULL, 'S'},
+        {"timeframe", required_argument, NULL, 't'}, {"from", required_argument, NULL, 'f'},
+        {"to", required_argument, NULL, 'T'},        {"feed", required_argument, NULL, 'e'},
+        {"adjustment", required_argument, NULL, 'a'}, {"priority", required_argument, NULL, 'p'},
+        {"max-attempts", required_argument, NULL, 'm'}, {"force", no_argument, NULL, 'F'},
+        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+    const char *symbols = NULL, *symfile = NULL, *tf = NULL, *from = NULL, *to = NULL;
+    const char *feed = NULL, *adj = NULL, *prio = NULL, *maxatt = NULL;
+    bool force = false;
+    int ch;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': symbols = optarg; break;
+        case 'S': symfile = optarg; break;
+        case 't': tf = optarg; break;
+        case 'f': from = optarg; break;
+        case 'T': to = optarg; break;
+        case 'e': feed = optarg; break;
+        case 'a': adj = optarg; break;
+        case 'p': prio = optarg; break;
+        case 'm': maxatt = optarg; break;
+        case 'F': force = true; break;
+        case 'h': fputs(enqueue_help, stdout); return EXIT_OK;
+        default:
+            fprintf(stderr, "backfilld enqueue: unknown or incomplete option '%s'\n%s",
+                    argv[optind - 1], enqueue_help);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "backfilld enqueue: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if ((!symbols && !symfile) || !tf || !from) {
+        fprintf(stderr, "backfilld enqueue: --symbols (or --symbols-file), --timeframe and --from "
+                        "are required\n");
+        return EXIT_USAGE;
+    }
+    if (!tf_to_alpaca(tf)) {
+        fprintf(stderr, "backfilld enqueue: unknown timeframe '%s' (one of %s)\n", tf, tf_codes());
+        return EXIT_DATAERR;
+    }
+    int64_t from_us, to_us;
+    if (!parse_when(from, false, &from_us)) {
+        fprintf(stderr, "backfilld enqueue: --from '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", from);
+        return EXIT_DATAERR;
+    }
+    if (to && !parse_when(to, true, &to_us)) {
+        fprintf(stderr, "backfilld enqueue: --to '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", to);
+        return EXIT_DATAERR;
+    }
+    if (!to)
+        to_us = wall_us() / 1000000 * 1000000;
+    if (to_us <= from_us) {
+        fprintf(stderr, "backfilld enqueue: the range is empty or inverted (--to must be after --from)\n");
+        return EXIT_DATAERR;
+    }
+    static const char *feeds[] = {"sip", "iex", "otc", "boats"};
+    bool feed_ok = !feed;
+    for (size_t i = 0; feed && i < ARRAY_SIZE(feeds); i++)
+        feed_ok |= strcmp(feed, feeds[i]) == 0;
+    if (!feed_ok) {
+        fprintf(stderr, "backfilld enqueue: unknown feed '%s' (sip, iex, otc or boats)\n", feed);
+        return EXIT_DATAERR;
+    }
+    int64_t v;
+    if (prio && !parse_i64(prio, -1000000, 1000000, &v)) {
+        fprintf(stderr, "backfilld enqueue: --priority must be a whole number\n");
+        return EXIT_DATAERR;
+    }
+    if (maxatt && !parse_i64(maxatt, 1, 100, &v)) {
+        fprintf(stderr, "backfilld enqueue: --max-attempts must be from 1 to 100\n");
+        return EXIT_DATAERR;
+    }
+    char why[256];
+    dynbuf_t arr;
+    dynbuf_init(&arr, 64 << 20);
+    size_t nsym = 0;
+    int rc = dynbuf_append(&arr, "{", 1);
+    if (rc == 0 && symbols)
+        rc = add_symbols(&arr, &nsym, symbols, why, sizeof why);
+    if (rc == 0 && symfile) {
+        char *text = read_file(symfile, why, sizeof why);
+        rc = text ? add_symbols(&arr, &nsym, text, why, sizeof why) : -1;
+        free(text);
+    }
+    if (rc == 0 && nsym == 0) {
+        snprintf(why, sizeof why, "no symbols given");
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = dynbuf_append(&arr, "}", 1);
+    if (rc != 0) {
+        fprintf(stderr, "backfilld enqueue: %s\n", why);
+        dynbuf_free(&arr);
+        return EXIT_DATAERR;
+    }
+    PGconn *conn = connect_db(c);
+    if (!conn) {
+        dynbuf_free(&arr);
+        return EXIT_UNAVAILABLE;
+    }
+    int ret = check_schema(conn);
+    if (ret != EXIT_OK) {
+        dynbuf_free(&arr);
+        PQfinish(conn);
+        return ret;
+    }
+    char fs[40], ts[40], ma[16];
+    bars_format_time(from_us, fs, sizeof fs);
+    bars_format_time(to_us, ts, sizeof ts);
+    int64_t attempts = c->max_attempts;
+    if (maxatt)
+        (void)parse_i64(maxatt, 1, 100, &attempts);
+    snprintf(ma, sizeof ma, "%lld", (long long)attempts);
+    dynbuf_t ids;
+    dynbuf_init(&ids, 64 << 20);
+    PGresult *r = q(conn, "BEGIN", 0, NULL);
+    ret = EXIT_SOFTWARE;
+    if (!r)
+        goto out;
+    PQclear(r);
+    /* Reuse definitions: widen their range to cover this one (an open end stays open). */
+    const char *p1[] = {arr.data, tf, feed, adj, prio, fs, ts};
+    r = q(conn,
+          "INSERT INTO job_definitions AS d (symbol, timeframe, job_type, feed, adjustment, priority,"
+          " backfill_from, backfill_to)"
+          " SELECT s, $2, 'fetch_historical', coalesce($3, 'sip'), coalesce($4, 'raw'),"
+          " coalesce($5::int, 0), $6::timestamptz, $7::timestamptz FROM unnest($1::text[]) AS s"
+          " ON CONFLICT (symbol, timeframe, job_type) DO UPDATE SET"
+          " feed = coalesce($3, d.feed), adjustment = coalesce($4, d.adjustment),"
+          " priority = coalesce($5::int, d.priority),"
+          " backfill_from = least(d.backfill_from, EXCLUDED.backfill_from),"
+          " backfill_to = CASE WHEN d.backfill_to IS NULL AND d.backfill_from IS NOT NULL THEN NULL"
+          "                    ELSE greatest(d.backfill_to, EXCLUDED.backfill_to) END"
+          " RETURNING d.id",
+          7, p1);
+    if (!r)
+        goto rollback;
+    int irc = dynbuf_append(&ids, "{", 1);
+    for (int i = 0; i < PQntuples(r); i++)
+        irc |= dynbuf_printf(&ids, i ? ",%s" : "%s", PQgetvalue(r, i, 0));
+    irc |= dynbuf_append(&ids, "}", 1);
+    PQclear(r);
+    if (irc != 0)
+        goto rollback;
+    const char *p2[] = {ids.data, fs, ts, force ? "true" : "false", ma, tf};
+    r = q(conn,
+          "SELECT coalesce(sum(enqueue_range(id, $2::timestamptz, $3::timestamptz, $4::boolean,"
+          " $5::int)), 0), (SELECT count(*) FROM backfill_chunks($6, $2::timestamptz,"
+          " $3::timestamptz)) * cardinality($1::bigint[]) FROM unnest($1::bigint[]) AS id",
+          6, p2);
+    if (!r)
+        goto rollback;
+    int64_t queued = 0, chunks = 0;
+    (void)parse_i64(PQgetvalue(r, 0, 0), 0, INT64_MAX, &queued);
+    (void)parse_i64(PQgetvalue(r, 0, 1), 0, INT64_MAX, &chunks);
+    PQclear(r);
+    r = q(conn, "COMMIT", 0, NULL);
+    if (!r)
+        goto rollback;
+    PQclear(r);
+    printf("queued %lld run%s for %zu symbol%s (%s, %s to %s); %lld chunk%s already covered or "
+           "queued%s\n",
+           (long long)queued, queued == 1 ? "" : "s", nsym, nsym == 1 ? "" : "s", tf, fs, ts,
+           (long long)(chunks - queued), chunks - queued == 1 ? "" : "s",
+           chunks - queued > 0 && !force ? " (--force re-fetches covered ones)" : "");
+    ret = EXIT_OK;
+    goto out;
+rollback:
+    PQclear(PQexec(conn, "ROLLBACK"));
+    fprintf(stderr, "backfilld enqueue: nothing was queued\n");
+out:
+    dynbuf_free(&ids);
+    dynbuf_free(&arr);
+    PQfinish(conn);
+    return ret;
+}
+
+/* --- status -------------------------------------------------------------- */
+
+/* The whole report as one JSON document, computed by the database in one snapshot. */
+static const char status_sql[] =
+    "WITH r AS (SELECT r.*, d.enabled FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id),"
+    " recent AS (SELECT * FROM job_runs WHERE status = 'succeeded'"
+    "            AND finished_at > now() - interval '5 minutes'),"
+    " errs AS (SELECT e->>'error' AS error, count(*) AS n, max((e->>'at')::timestamptz) AS last_at"
+    "          FROM job_runs, jsonb_array_elements(errors) e"
+    "          WHERE updated_at > now() - interval '24 hours'"
+    "            AND (e->>'at')::timestamptz > now() - interval '24 hours'"
+    "          GROUP BY 1 ORDER BY 2 DESC, 3 DESC LIMIT 10),"
+    " defs AS (SELECT d.id, d.symbol, d.timeframe, d.job_type, d.enabled, d.priority,"
+    "            count(*) FILTER (WHERE x.status IN ('queued','running')) AS runs_left,"
+    "            count(*) FILTER (WHERE x.status = 'succeeded') AS runs_succeeded,"
+    "            count(*) FILTER (WHERE x.status = 'failed') AS runs_failed,"
+    "            min(x.range_start) FILTER (WHERE x.status = 'succeeded') AS covered_from,"
+    "            max(x.range_end) FILTER (WHERE x.status = 'succeeded') AS covered_to,"
+    "            (SELECT max(b.ts) FROM bars b WHERE b.symbol = d.symbol AND b.timeframe = d.timeframe) AS last_bar"
+    "          FROM job_definitions d LEFT JOIN job_runs x ON x.job_def_id = d.id"
+    "          GROUP BY d.id ORDER BY runs_left DESC, d.symbol, d.timeframe LIMIT $1::int)"
+    " SELECT json_build_object("
+    "  'at', now(),"
+    "  'runs', json_build_object("
+    "     'queued', (SELECT count(*) FROM r WHERE status = 'queued'),"
+    "     'queued_ready', (SELECT count(*) FROM r WHERE status = 'queued' AND enabled AND run_after <= now()),"
+    "     'queued_waiting_retry', (SELECT count(*) FROM r WHERE status = 'queued' AND run_after > now()),"
+    "     'queued_disabled', (SELECT count(*) FROM r WHERE status = 'queued' AND NOT enabled),"
+    "     'running', (SELECT count(*) FROM r WHERE status = 'running'),"
+    "     'succeeded', (SELECT count(*) FROM r WHERE status = 'succeeded'),"
+    "     'failed', (SELECT count(*) FROM r WHERE status = 'failed'),"
+    "     'cancelled', (SELECT count(*) FROM r WHERE status = 'cancelled')),"
+    "  'last_5_min', json_build_object("
+    "     'runs_succeeded', (SELECT count(*) FROM recent),"
+    "     'bars', (SELECT coalesce(sum(bars_written), 0) FROM recent),"
+    "     'runs_per_min', round((SELECT count(*) FROM recent) / 5.0, 2)),"
+    "  'oldest_queued_s', (SELECT coalesce(extract(epoch FROM now() - min(created_at))::bigint, 0)"
+    "                      FROM r WHERE status = 'queued' AND enabled),"
+    "  'eta_s', (SELECT CASE WHEN (SELECT count(*) FROM recent) = 0 THEN NULL ELSE"
+    "            ((SELECT count(*) FROM r WHERE status IN ('queued','running') AND enabled) * 300.0"
+    "             / (SELECT count(*) FROM recent))::bigint END),"
+    "  'bars_total', (SELECT coalesce(sum(bars_written), 0) FROM job_runs WHERE status = 'succeeded'),"
+    "  'workers', (SELECT coalesce(json_agg(json_build_object('worker', locked_by, 'running', n)), '[]')"
+    "              FROM (SELECT locked_by, count(*) AS n FROM job_runs WHERE status = 'running'"
+    "                    GROUP BY 1 ORDER BY 1) w),"
+    "  'recent_errors', (SELECT coalesce(json_agg(json_build_object('error', error, 'count', n,"
+    "                     'last_at', last_at)), '[]') FROM errs),"
+    "  'definitions', (SELECT coalesce(json_agg(json_build_object('id', id, 'symbol', symbol,"
+    "                   'timeframe', timeframe, 'job_type', job_type, 'enabled', enabled,"
+    "                   'priority', priority, 'runs_left', runs_left,"
+    "                   'runs_succeeded', runs_succeeded, 'runs_failed', runs_failed,"
+    "                   'covered_from', covered_from, 'covered_to', covered_to,"
+    "                   'last_bar', last_bar)), '[]') FROM defs),"
+    "  'definitions_total', (SELECT count(*) FROM job_definitions))";
+
+static const char status_help[] =
+    "usage: backfilld [--config FILE] status [--json] [--limit N]\n\n"
+    "Shows runs by status, throughput over the last 5 minutes, the most common\n"
+    "errors of the last 24 hours, and per-definition coverage (the N definitions\n"
+    "with the most runs left, default 20). --json prints the same as one document.\n";
+
+static void print_row(PGresult *r, int row)
+{
+    int n = PQnfields(r);
+    for (int i = 0; i < n; i++)
+        printf("%s%s", i ? "  " : "  ", PQgetvalue(r, row, i));
+    printf("\n");
+}
+
+int cli_status(const struct config *c, int argc, char **argv)
+{
+    bool json = false;
+    int64_t limit = 20;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+            if (!parse_i64(argv[++i], 1, 100000, &limit)) {
+                fprintf(stderr, "backfilld status: --limit must be from 1 to 100000\n");
+                return EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(status_help, stdout);
+            return EXIT_OK;
+        } else {
+            fprintf(stderr, "backfilld status: unexpected argument '%s'\n%s", argv[i], status_help);
+            return EXIT_USAGE;
+        }
+    }
+    PGconn *conn = connect_db(c);
+    if (!conn)
+        return EXIT_UNAVAILABLE;
+    int ret = check_schema(conn);
+    if (ret != EXIT_OK) {
+        PQfinish(conn);
+        return ret;
+    }
+    char lim[24];
+    snprintf(lim, sizeof lim, "%lld", (long long)limit);
+    const char *p[] = {lim};
+    if (json) {
+        PGresult *r = q(conn, status_sql, 1, p);
+        if (!r) {
+            PQfinish(conn);
+            return EXIT_SOFTWARE;
+        }
+        printf("%s\n", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        PQfinish(conn);
+        return EXIT_OK;
+    }
+    /* Text: the same numbers, read back out of the JSON by the database. */
+    ret = EXIT_OK;
+    PGresult *js = q(conn, status_sql, 1, p);
+    if (!js) {
+        PQfinish(conn);
+        return EXIT_SOFTWARE;
+    }
+    const char *p2[] = {lim, PQgetvalue(js, 0, 0)};
+    PGresult *h = q(conn,
+                    "WITH s AS (SELECT $2::json AS j)"
+                    " SELECT j->'runs'->>'queued', j->'runs'->>'queued_ready',"
+                    " j->'runs'->>'queued_waiting_retry', j->'runs'->>'queued_disabled',"
+                    " j->'runs'->>'running', j->'runs'->>'succeeded', j->'runs'->>'failed',"
+                    " j->'runs'->>'cancelled', j->'last_5_min'->>'runs_succeeded',"
+                    " j->'last_5_min'->>'bars', j->'last_5_min'->>'runs_per_min',"
+                    " j->>'oldest_queued_s', coalesce(j->>'eta_s', '-'), j->>'bars_total',"
+                    " j->>'definitions_total', j->>'at', $1::text FROM s",
+                    2, p2);
+    if (!h) {
+        PQclear(js);
+        PQfinish(conn);
+        return EXIT_SOFTWARE;
+    }
+#define V(i) PQgetvalue(h, 0, (i))
+    printf("backfilld status at %s\n\n", V(15));
+    printf("runs       queued %s (ready %s, waiting to retry %s, definition disabled %s)\n", V(0),
+           V(1), V(2), V(3));
+    printf("           running %s, succeeded %s, failed %s, cancelled %s\n", V(4), V(5), V(6),
+           V(7));
+    printf("last 5 min %s runs succeeded, %s bars (%s runs/min)\n", V(8), V(9), V(10));
+    printf("queue      oldest queued run waiting %s s; ETA %s s; %s bars written in all\n\n",
+           V(11), V(12), V(13));
+#undef V
+    PQclear(h);
+    h = q(conn,
+          "SELECT e->>'count', e->>'error' FROM json_array_elements($1::json->'recent_errors') e",
+          1, (const char *const[]){PQgetvalue(js, 0, 0)});
+    if (h) {
+        printf("most common errors, last 24 h:%s\n", PQntuples(h) ? "" : " none");
+        for (int i = 0; i < PQntuples(h); i++)
+            printf("  %6s x %s\n", PQgetvalue(h, i, 0), PQgetvalue(h, i, 1));
+        PQclear(h);
+    }
+    h = q(conn,
+          "SELECT rpad(d->>'symbol', 10) || rpad(d->>'timeframe', 5) ||"
+          " rpad(CASE WHEN (d->>'enabled')::boolean THEN 'on' ELSE 'OFF' END, 5) ||"
+          " lpad(d->>'runs_left', 6) || lpad(d->>'runs_succeeded', 6) || lpad(d->>'runs_failed', 6) || '  ' ||"
+          " coalesce(to_char((d->>'covered_from')::timestamptz, 'YYYY-MM-DD'), '-') || ' .. ' ||"
+          " coalesce(to_char((d->>'covered_to')::timestamptz, 'YYYY-MM-DD'), '-') || '  ' ||"
+          " coalesce(to_char((d->>'last_bar')::timestamptz, 'YYYY-MM-DD\"T\"HH24:MI\"Z\"'), '-')"
+          " FROM json_array_elements($1::json->'definitions') d",
+          1, (const char *const[]){PQgetvalue(js, 0, 0)});
+    if (h) {
+        printf("\ndefinitions (%lld with the most runs left)\n", (long long)limit);
+        printf("  SYMBOL    TF   ON     LEFT    OK  FAIL  COVERED                 LAST BAR\n");
+        for (int i = 0; i < PQntuples(h); i++)
+            print_row(h, i);
+        PQclear(h);
+    }
+    PQclear(js);
+    PQfinish(conn);
+    return ret;
+}
+
+/* --- check-config ---------------------------------------------------------- */
+
+static size_t discard_cb(char *p, size_t s, size_t n, void *u)
+{
+    dynbuf_t *b = u;
+    /* Only the start of an error body is kept; the rest is dropped on purpose. */
+    if (dynbuf_append(b, p, s * n) < 0)
+        return s * n;
+    return s * n;
+}
+
+int cli_check_config(const struct config *c, int argc, char **argv)
+{
+    bool alpaca = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--alpaca") == 0) {
+            alpaca = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: backfilld [--config FILE] check-config [--alpaca]\n\n"
+                   "Validates every setting, connects to the database and checks the schema\n"
+                   "version; with --alpaca also makes one request to check the credentials.\n"
+                   "Exit 0 when all is well, 78 for a configuration error, 69 when the\n"
+                   "database is unreachable.\n");
+            return EXIT_OK;
+        } else {
+            fprintf(stderr, "backfilld check-config: unexpected argument '%s'\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    char err[512];
+    if (config_check_run(c, err, sizeof err) < 0) {
+        fprintf(stderr, "backfilld: %s\n", err);
+        return EXIT_CONFIG;
+    }
+    printf("config: ok\n");
+    PGconn *conn = connect_db(c);
+    if (!conn)
+        return EXIT_UNAVAILABLE;
+    int ret = check_schema(conn);
+    PQfinish(conn);
+    if (ret != EXIT_OK)
+        return ret;
+    printf("database: ok (schema version %d)\n", migrations_latest());
+    if (!alpaca)
+        return EXIT_OK;
+    CURL *e = curl_easy_init();
+    if (!e)
+        return EXIT_SOFTWARE;
+    char url[2048], key[600], secret[600];
+    snprintf(url, sizeof url,
+             "%s/v2/stocks/bars?symbols=AAPL&timeframe=1Day&start=2024-01-02T00:00:00Z"
+             "&end=2024-01-03T00:00:00Z&limit=1&feed=iex",
+             c->data_url);
+    snprintf(key, sizeof key, "APCA-API-KEY-ID: %s", c->api_key);
+    snprintf(secret, sizeof secret, "APCA-API-SECRET-KEY: %s", c->api_secret);
+    struct curl_slist *h = curl_slist_append(NULL, key);
+    h = curl_slist_append(h, secret);
+    dynbuf_t body;
+    dynbuf_init(&body, 1 << 20);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->http_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    if (c->ca_file && *c->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    CURLcode cc = curl_easy_perform(e);
+    long status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    memset(key, 0, sizeof key);
+    memset(secret, 0, sizeof secret);
+    if (cc != CURLE_OK) {
+        fprintf(stderr, "backfilld: alpaca: cannot reach %s: %s\n", c->data_url,
+                curl_easy_strerror(cc));
+        ret = EXIT_UNAVAILABLE;
+    } else if (status == 401 || status == 403) {
+        fprintf(stderr, "backfilld: alpaca: credentials rejected (HTTP %ld): check "
+                        "APCA_API_KEY_ID and APCA_API_SECRET_KEY\n", status);
+        ret = EXIT_CONFIG;
+    } else if (status != 200) {
+        char msg[300];
+        if (!bars_error_message(body.data ? body.data : "", body.len, msg, sizeof msg))
+            snprintf(msg, sizeof msg, "unexpected answer");
+        fprintf(stderr, "backfilld: alpaca: HTTP %ld: %s\n", status, msg);
+        ret = EXIT_UNAVAILABLE;
+    } else {
+        printf("alpaca: ok (credentials accepted by %s)\n", c->data_url);
+    }
+    dynbuf_free(&body);
+    return ret;
+}

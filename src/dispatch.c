@@ -1,0 +1,937 @@
+/*
+ * dispatch: see dispatch.h.
+ *
+ * A run lives in the `runs` list from its claim until all of these are over:
+ * its fetch, the writes of its pages, and the database call that records its
+ * outcome. Only then is it freed and its slot given back (never from inside
+ * one of its own callbacks: runs are reaped by the tick, see reap()).
+ */
+#include "dispatch.h"
+
+#include "alpaca.h"
+#include "backoff.h"
+#include "db.h"
+#include "http.h"
+#include "jobs.h"
+#include "log.h"
+#include "migrations.h"
+#include "ratelimit.h"
+#include "store.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_MS 100
+#define RESCUE_EVERY_MS 3000
+#define SCHEDULE_EVERY_MS 10000
+#define AUTH_PAUSE_MS 60000
+
+enum outcome { O_NONE = 0, O_SUCCEEDED, O_FAILED, O_RELEASED, O_ABANDONED };
+
+struct run {
+    struct run *prev, *next;
+    dispatch_t *d;
+    struct job_run j;
+    alpaca_fetch_t *fetch; /* NULL once the fetch is over */
+    bool held;             /* fetch paused for backpressure */
+    bool final_queued;     /* last page handed to the writer */
+    int pending_pages;     /* handed to the writer, not yet committed */
+    int db_ops;            /* outcome calls in flight */
+    enum outcome outcome;
+    bool retryable; /* of the failure being recorded */
+    int64_t bars;
+    int pages;
+    int64_t started_ms;
+    char error[700];
+};
+
+struct dispatch {
+    uv_loop_t *loop;
+    struct config *cfg;
+    char *worker;
+    bool until_idle;
+    struct dispatch_hooks hooks;
+
+    db_conn_t *db;     /* claims, leases, outcomes, LISTEN */
+    db_conn_t *wdb;    /* the writer's session */
+    http_client_t *http;
+    ratelimit_t *rl;
+    alpaca_t *alpaca;
+    store_t *store;
+    uv_timer_t tick;
+
+    struct run *runs; /* doubly linked */
+    size_t nruns;
+
+    bool ready_sent, schema_checked;
+    bool claiming, want_claim, renewing, rescuing, scheduling, statsing, idle_checking;
+    int64_t last_claim_ms, last_renew_ms, last_rescue_ms, last_schedule_ms, last_progress_ms;
+    int64_t auth_pause_until, last_auth_log_ms;
+    bool want_schedule;
+
+    bool stopping, releasing_done;
+    int64_t stop_deadline_ms;
+    int pending_closes;
+    int exit_code;
+    bool exited;
+
+    struct dispatch_metrics m;
+    uint64_t prev_bars, prev_requests;
+    int64_t prev_succeeded;
+    int64_t prev_progress_ms;
+    uint64_t rng;
+};
+
+static void begin_close(dispatch_t *d, int code);
+
+/* --- logging helpers -------------------------------------------------------- */
+
+#define RUN_FIELDS(r)                                                                              \
+    F_I64("job_id", (r)->j.id), F_STR("symbol", (r)->j.symbol),                                    \
+        F_STR("timeframe", (r)->j.timeframe), F_I64("attempt", (r)->j.attempt)
+
+static void count_status(dispatch_t *d, long status)
+{
+    int cls = status >= 100 && status < 600 ? (int)(status / 100) : 0;
+    d->m.http_by_class[cls]++;
+}
+
+/* --- run life cycle ----------------------------------------------------------- */
+
+static bool run_finished(const struct run *r)
+{
+    return r->outcome != O_NONE && !r->fetch && r->pending_pages == 0 && r->db_ops == 0;
+}
+
+/* Frees finished runs and wakes claiming for the slots they free. Called from the tick. */
+static void reap(dispatch_t *d)
+{
+    struct run *r = d->runs;
+    while (r) {
+        struct run *next = r->next;
+        if (run_finished(r)) {
+            if (r->prev)
+                r->prev->next = r->next;
+            else
+                d->runs = r->next;
+            if (r->next)
+                r->next->prev = r->prev;
+            d->nruns--;
+            store_forget(d->store, r);
+            free(r);
+            d->want_claim = true;
+        }
+        r = next;
+    }
+}
+
+static void on_fail_recorded(void *arg, int status, const char *err, const char *sqlstate,
+                             PGresult *const *res, int nres);
+
+/* Records a failed attempt in the database (fenced); the log line comes with the answer. */
+static void record_failure(struct run *r, const char *error, bool retryable)
+{
+    dispatch_t *d = r->d;
+    strlcpy_trunc(r->error, sizeof r->error, error);
+    r->outcome = O_FAILED;
+    r->retryable = retryable;
+    r->db_ops++;
+    jobs_fail(d->db, d->worker, r->j.id, r->j.attempt, error, retryable, d->cfg->run_retry_base_ms,
+              d->cfg->run_retry_max_ms, on_fail_recorded, r);
+}
+
+static void on_fail_recorded(void *arg, int status, const char *err, const char *sqlstate,
+                             PGresult *const *res, int nres)
+{
+    struct run *r = arg;
+    dispatch_t *d = r->d;
+    r->db_ops--;
+    if (status == DB_ECONN && !d->stopping) {
+        /* Unknown whether it landed; the call is fenced, so repeating it is safe. */
+        r->db_ops++;
+        jobs_fail(d->db, d->worker, r->j.id, r->j.attempt, r->error, r->retryable,
+                  d->cfg->run_retry_base_ms, d->cfg->run_retry_max_ms, on_fail_recorded, r);
+        return;
+    }
+    int64_t ms = mono_ms() - r->started_ms;
+    if (status != DB_OK) {
+        LOG(LOG_ERROR, "run failure not recorded", RUN_FIELDS(r), F_STR("error", r->error),
+            F_STR("db_error", err));
+        return;
+    }
+    const char *st = nres > 0 && PQntuples(res[0]) > 0 && !PQgetisnull(res[0], 0, 0)
+                         ? PQgetvalue(res[0], 0, 0)
+                         : NULL;
+    if (!st) {
+        LOG(LOG_WARN, "run failure not recorded: lease lost", RUN_FIELDS(r),
+            F_STR("error", r->error));
+    } else if (strcmp(st, "queued") == 0) {
+        d->m.runs_retried++;
+        LOG(LOG_WARN, "run attempt failed, will retry", RUN_FIELDS(r),
+            F_I64("max_attempts", r->j.max_attempts), F_I64("bars", r->bars),
+            F_I64("pages", r->pages), F_I64("ms", ms), F_STR("error", r->error));
+    } else {
+        d->m.runs_failed++;
+        LOG(LOG_ERROR, "run failed", RUN_FIELDS(r), F_I64("max_attempts", r->j.max_attempts),
+            F_I64("bars", r->bars), F_I64("pages", r->pages), F_I64("ms", ms),
+            F_STR("error", r->error));
+    }
+}
+
+static void stop_fetch(struct run *r)
+{
+    if (r->fetch) {
+        alpaca_fetch_cancel(r->fetch);
+        r->fetch = NULL;
+    }
+    r->held = false;
+}
+
+/* --- the writer's callbacks ----------------------------------------------------- */
+
+static void on_committed(void *owner, int64_t nbars, bool final, bool completed)
+{
+    struct run *r = owner;
+    dispatch_t *d = r->d;
+    r->pending_pages--;
+    d->m.bars += (uint64_t)nbars;
+    if (!final)
+        return;
+    if (completed) {
+        r->outcome = O_SUCCEEDED;
+        d->m.runs_succeeded++;
+        LOG(LOG_INFO, "run succeeded", RUN_FIELDS(r), F_I64("bars", r->bars),
+            F_I64("pages", r->pages), F_I64("ms", mono_ms() - r->started_ms));
+    } else if (r->outcome == O_NONE) {
+        r->outcome = O_ABANDONED;
+        d->m.runs_abandoned++;
+        LOG(LOG_WARN, "run not completed: lease lost", RUN_FIELDS(r), F_I64("bars", r->bars));
+    }
+}
+
+static void on_write_failed(void *owner, const char *err)
+{
+    struct run *r = owner;
+    r->pending_pages--;
+    if (r->outcome != O_NONE)
+        return;
+    stop_fetch(r);
+    char msg[700];
+    snprintf(msg, sizeof msg, "database write failed: %s", err);
+    record_failure(r, msg, true);
+}
+
+static void resume_held(dispatch_t *d);
+
+static void on_drained(void *arg)
+{
+    resume_held(arg);
+}
+
+/* --- the fetch's callbacks ----------------------------------------------------- */
+
+static bool backlogged(const dispatch_t *d)
+{
+    return (int64_t)store_backlog(d->store) >= d->cfg->max_pending_rows;
+}
+
+static void on_run_released(void *arg, int status, const char *err, const char *sqlstate,
+                            PGresult *const *res, int nres);
+
+static bool on_page(void *arg, bars_page_t *page, bool last)
+{
+    struct run *r = arg;
+    dispatch_t *d = r->d;
+    d->m.pages++;
+    r->pages++;
+    if (last)
+        r->fetch = NULL; /* alpaca frees it after this returns */
+    const bar_t *bars = NULL;
+    size_t n = 0;
+    if (page->nseries == 1) {
+        bars = page->series[0].bars;
+        n = page->series[0].n;
+    }
+    r->bars += (int64_t)n;
+    if (store_add(d->store, r, r->j.id, r->j.attempt, r->j.symbol, r->j.timeframe, bars, n, last,
+                  r->bars, r->pages) < 0) {
+        bars_page_clear(page);
+        stop_fetch(r);
+        record_failure(r, "page could not be buffered for writing", true);
+        return false;
+    }
+    bars_page_clear(page);
+    r->pending_pages++;
+    LOG(LOG_DEBUG, "page fetched", RUN_FIELDS(r), F_I64("page", r->pages), F_I64("bars", n),
+        F_BOOL("last", last));
+    if (last) {
+        r->final_queued = true;
+        return false;
+    }
+    if (backlogged(d)) {
+        r->held = true;
+        return false;
+    }
+    return true;
+}
+
+static void on_fetch_failed(void *arg, int kind, const char *error, long http_status)
+{
+    struct run *r = arg;
+    dispatch_t *d = r->d;
+    r->fetch = NULL;
+    r->held = false;
+    if (http_status)
+        count_status(d, http_status);
+    if (r->outcome != O_NONE)
+        return;
+    if (kind == ALPACA_EAUTH) {
+        /* Not the run's fault: give it back and stop claiming for a while. */
+        int64_t now = mono_ms();
+        d->auth_pause_until = now + AUTH_PAUSE_MS;
+        d->m.auth_ok = false;
+        if (now - d->last_auth_log_ms >= AUTH_PAUSE_MS || d->last_auth_log_ms == 0) {
+            d->last_auth_log_ms = now;
+            LOG(LOG_CRIT, "alpaca credentials rejected; claiming paused", RUN_FIELDS(r),
+                F_I64("http_status", http_status), F_STR("error", error),
+                F_I64("pause_ms", AUTH_PAUSE_MS));
+        }
+        strlcpy_trunc(r->error, sizeof r->error, error);
+        r->outcome = O_RELEASED;
+        d->m.runs_released++;
+        r->db_ops++;
+        int64_t id = r->j.id;
+        int att = r->j.attempt;
+        jobs_release(d->db, d->worker, &id, &att, 1, on_run_released, r);
+        return;
+    }
+    record_failure(r, error, kind == ALPACA_ERETRY);
+}
+
+static void on_run_released(void *arg, int status, const char *err, const char *sqlstate,
+                           PGresult *const *res, int nres)
+{
+    struct run *r = arg;
+    r->db_ops--;
+    if (status != DB_OK)
+        LOG(LOG_ERROR, "run release failed", RUN_FIELDS(r), F_STR("error", err));
+    else
+        LOG(LOG_NOTICE, "run released", RUN_FIELDS(r), F_STR("reason", r->error));
+}
+
+static void on_retrying(void *arg, const char *cause, long http_status, unsigned retry,
+                        int64_t delay_ms)
+{
+    struct run *r = arg;
+    dispatch_t *d = r->d;
+    if (http_status)
+        count_status(d, http_status);
+    if (http_status == 429) {
+        d->m.rate_limited++;
+        LOG(LOG_WARN, "rate limited, waiting", RUN_FIELDS(r), F_I64("http_status", 429),
+            F_I64("wait_ms", delay_ms));
+        return;
+    }
+    d->m.page_retries++;
+    LOG(LOG_WARN, "page retry", RUN_FIELDS(r), F_I64("page", r->pages + 1), F_I64("retry", retry),
+        F_I64("delay_ms", delay_ms), F_I64("http_status", http_status), F_STR("error", cause));
+}
+
+static void on_requested(void *arg)
+{
+    struct run *r = arg;
+    r->d->m.requests++;
+}
+
+static const struct alpaca_fetch_cbs fetch_cbs = {
+    .page = on_page, .failed = on_fetch_failed, .retrying = on_retrying, .requested = on_requested};
+
+static void resume_held(dispatch_t *d)
+{
+    for (struct run *r = d->runs; r && !backlogged(d); r = r->next) {
+        if (r->held && r->fetch && r->outcome == O_NONE) {
+            r->held = false;
+            alpaca_fetch_resume(r->fetch);
+        }
+    }
+}
+
+static void start_run(dispatch_t *d, const struct job_run *j)
+{
+    struct run *r = xcalloc(1, sizeof *r);
+    r->d = d;
+    r->j = *j;
+    r->started_ms = mono_ms();
+    r->next = d->runs;
+    if (d->runs)
+        d->runs->prev = r;
+    d->runs = r;
+    d->nruns++;
+    d->m.runs_claimed++;
+    char from[32], to[32];
+    bars_format_time(j->start_us, from, sizeof from);
+    bars_format_time(j->end_us, to, sizeof to);
+    LOG(LOG_INFO, "run started", RUN_FIELDS(r), F_STR("from", from), F_STR("to", to),
+        F_STR("feed", j->feed));
+    const char *syms[1] = {r->j.symbol};
+    struct alpaca_query q = {.symbols = syms,
+                             .nsymbols = 1,
+                             .timeframe = r->j.timeframe,
+                             .feed = r->j.feed,
+                             .adjustment = r->j.adjustment,
+                             .start_us = r->j.start_us,
+                             .end_us = r->j.end_us};
+    r->fetch = alpaca_fetch_start(d->alpaca, &q, &fetch_cbs, r);
+}
+
+/* --- claiming -------------------------------------------------------------------- */
+
+static void on_claimed(void *arg, int status, const char *err, const char *sqlstate,
+                       PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    d->claiming = false;
+    if (status != DB_OK) {
+        if (status != DB_ECLOSED)
+            LOG(LOG_ERROR, "claim failed", F_STR("error", err), F_STR("sqlstate", sqlstate));
+        return;
+    }
+    int n = PQntuples(res[0]);
+    for (int i = 0; i < n; i++) {
+        struct job_run j;
+        char perr[200];
+        if (jobs_parse_run(res[0], i, &j, perr, sizeof perr) < 0) {
+            LOG(LOG_ERROR, "claimed run unusable", F_STR("error", perr));
+            continue;
+        }
+        if (d->stopping) {
+            int64_t id = j.id;
+            int att = j.attempt;
+            jobs_release(d->db, d->worker, &id, &att, 1, NULL, NULL);
+            continue;
+        }
+        start_run(d, &j);
+    }
+    if (n > 0) {
+        LOG(LOG_DEBUG, "claimed", F_I64("runs", n), F_I64("in_flight", d->nruns));
+        d->want_claim = true; /* there may be more */
+    }
+}
+
+static void maybe_claim(dispatch_t *d)
+{
+    int64_t now = mono_ms();
+    if (!d->want_claim && now - d->last_claim_ms < d->cfg->poll_interval_ms)
+        return;
+    if (d->claiming || d->stopping || !d->ready_sent || !db_conn_is_up(d->db))
+        return;
+    if (now < d->auth_pause_until || backlogged(d))
+        return;
+    int64_t free_slots = d->cfg->concurrency - (int64_t)d->nruns;
+    if (free_slots <= 0)
+        return;
+    int n = (int)(free_slots < d->cfg->claim_batch ? free_slots : d->cfg->claim_batch);
+    d->want_claim = false;
+    d->claiming = true;
+    d->last_claim_ms = now;
+    jobs_claim(d->db, d->worker, n, (int)d->cfg->lease_seconds, on_claimed, d);
+}
+
+/* --- leases, rescue, schedule ---------------------------------------------------- */
+
+static void on_renewed(void *arg, int status, const char *err, const char *sqlstate,
+                       PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    d->renewing = false;
+    if (status != DB_OK) {
+        if (status != DB_ECLOSED)
+            LOG(LOG_WARN, "lease renewal failed", F_STR("error", err));
+        return;
+    }
+    /* Any run we asked about that is missing from the answer is no longer ours. */
+    for (struct run *r = d->runs; r; r = r->next) {
+        if (r->outcome != O_NONE || !r->fetch)
+            continue;
+        bool held = false;
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long)r->j.id);
+        for (int i = 0; i < PQntuples(res[0]) && !held; i++)
+            held = strcmp(PQgetvalue(res[0], i, 0), id) == 0;
+        if (held || r->started_ms > d->last_renew_ms)
+            continue;
+        stop_fetch(r);
+        r->outcome = O_ABANDONED;
+        d->m.runs_abandoned++;
+        LOG(LOG_WARN, "run abandoned: cancelled or lease lost", RUN_FIELDS(r),
+            F_I64("bars", r->bars), F_I64("pages", r->pages));
+    }
+}
+
+static void renew(dispatch_t *d)
+{
+    if (d->renewing || !db_conn_is_up(d->db))
+        return;
+    size_t n = 0;
+    for (struct run *r = d->runs; r; r = r->next)
+        n += r->outcome == O_NONE && r->fetch;
+    d->last_renew_ms = mono_ms();
+    if (n == 0)
+        return;
+    int64_t *ids = xcalloc(n, sizeof *ids), *bars = xcalloc(n, sizeof *bars);
+    int *att = xcalloc(n, sizeof *att);
+    size_t i = 0;
+    for (struct run *r = d->runs; r; r = r->next) {
+        if (r->outcome == O_NONE && r->fetch) {
+            ids[i] = r->j.id;
+            att[i] = r->j.attempt;
+            bars[i] = r->bars;
+            i++;
+        }
+    }
+    d->renewing = true;
+    jobs_renew(d->db, d->worker, ids, att, bars, n, (int)d->cfg->lease_seconds, on_renewed, d);
+    free(ids);
+    free(bars);
+    free(att);
+}
+
+static void on_rescued(void *arg, int status, const char *err, const char *sqlstate,
+                       PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    d->rescuing = false;
+    if (status != DB_OK) {
+        if (status != DB_ECLOSED)
+            LOG(LOG_WARN, "rescue failed", F_STR("error", err));
+        return;
+    }
+    int64_t n = 0;
+    parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &n);
+    if (n > 0) {
+        d->m.rescued += (uint64_t)n;
+        d->want_claim = true;
+        LOG(LOG_WARN, "expired leases rescued", F_I64("runs", n));
+    }
+}
+
+static void on_scheduled(void *arg, int status, const char *err, const char *sqlstate,
+                         PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    d->scheduling = false;
+    if (status != DB_OK) {
+        if (status != DB_ECLOSED)
+            LOG(LOG_WARN, "schedule failed", F_STR("error", err), F_STR("sqlstate", sqlstate));
+        return;
+    }
+    int64_t n = 0;
+    parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &n);
+    if (n > 0) {
+        d->want_claim = true;
+        LOG(LOG_INFO, "runs scheduled", F_I64("runs", n));
+    }
+}
+
+/* --- progress and idleness ------------------------------------------------------- */
+
+static void on_stats(void *arg, int status, const char *err, const char *sqlstate,
+                     PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    d->statsing = false;
+    if (status != DB_OK)
+        return;
+    int64_t v[7] = {0};
+    for (int i = 0; i < 7; i++)
+        parse_i64(PQgetvalue(res[0], 0, i), 0, INT64_MAX, &v[i]);
+    d->m.queue_ready = v[0];
+    d->m.queue_later = v[1];
+    d->m.queue_running = v[2];
+    d->m.oldest_queued_s = v[6];
+    int64_t now = mono_ms();
+    double secs = d->prev_progress_ms ? (double)(now - d->prev_progress_ms) / 1000.0 : 0;
+    double bars_s = secs > 0 ? (double)(d->m.bars - d->prev_bars) / secs : 0;
+    double req_s = secs > 0 ? (double)(d->m.requests - d->prev_requests) / secs : 0;
+    double runs_s = secs > 0 ? (double)(v[3] - d->prev_succeeded) / secs : 0;
+    d->prev_succeeded = v[3];
+    d->prev_bars = d->m.bars;
+    d->prev_requests = d->m.requests;
+    d->prev_progress_ms = now;
+    struct ratelimit_stats rs;
+    ratelimit_stats(d->rl, &rs);
+    /* ETA from the whole fleet's recent completion rate (succeeded counts all hosts). */
+    int64_t eta = runs_s > 0 ? (int64_t)((double)(v[0] + v[1] + v[2]) / runs_s) : -1;
+    LOG(LOG_INFO, "progress", F_I64("in_flight", d->nruns), F_I64("queued", v[0]),
+        F_I64("queued_later", v[1]), F_I64("running", v[2]), F_I64("succeeded", v[3]),
+        F_I64("failed", v[4]), F_I64("bars", d->m.bars), F_DBL("bars_per_s", bars_s),
+        F_DBL("requests_per_s", req_s), F_I64("requests", d->m.requests),
+        F_I64("rate_limit_waits", rs.waited), F_I64("rate_limited", d->m.rate_limited),
+        F_I64("page_retries", d->m.page_retries), F_I64("oldest_queued_s", v[6]),
+        F_DBL("runs_per_s", runs_s), F_I64("eta_s", eta));
+    if (d->hooks.status) {
+        char line[256];
+        snprintf(line, sizeof line, "%zu in flight, %lld queued, %lld succeeded, %lld failed",
+                 d->nruns, (long long)v[0], (long long)v[3], (long long)v[4]);
+        d->hooks.status(d->hooks.arg, line);
+    }
+}
+
+static void on_idle_check(void *arg, int status, const char *err, const char *sqlstate,
+                          PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    d->idle_checking = false;
+    if (status != DB_OK || d->stopping)
+        return;
+    int64_t ready = 0, later = 0, running = 0;
+    parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &ready);
+    parse_i64(PQgetvalue(res[0], 0, 1), 0, INT64_MAX, &later);
+    parse_i64(PQgetvalue(res[0], 0, 2), 0, INT64_MAX, &running);
+    if (ready + later + running == 0 && d->nruns == 0 && store_idle(d->store)) {
+        LOG(LOG_INFO, "no work left (--until-idle)", F_I64("succeeded", d->m.runs_succeeded),
+            F_I64("failed", d->m.runs_failed), F_I64("bars", d->m.bars),
+            F_I64("requests", d->m.requests));
+        dispatch_stop(d, "idle");
+    } else if (ready > 0) {
+        d->want_claim = true;
+    }
+}
+
+/* --- the tick ------------------------------------------------------------------ */
+
+static void finish_stop(dispatch_t *d);
+
+static void on_tick(uv_timer_t *t)
+{
+    dispatch_t *d = t->data;
+    int64_t now = mono_ms();
+    reap(d);
+    /* Leases are renewed during the shutdown grace period too. */
+    if (d->ready_sent && now - d->last_renew_ms >= d->cfg->lease_seconds * 1000 / 3)
+        renew(d);
+    if (d->stopping) {
+        finish_stop(d);
+        return;
+    }
+    if (!d->ready_sent)
+        return;
+    if (!d->rescuing && db_conn_is_up(d->db) && now - d->last_rescue_ms >= RESCUE_EVERY_MS) {
+        d->rescuing = true;
+        d->last_rescue_ms = now;
+        jobs_rescue(d->db, d->cfg->run_retry_base_ms, d->cfg->run_retry_max_ms, on_rescued, d);
+    }
+    if (!d->scheduling && db_conn_is_up(d->db) &&
+        (d->want_schedule || now - d->last_schedule_ms >= SCHEDULE_EVERY_MS)) {
+        d->scheduling = true;
+        d->want_schedule = false;
+        d->last_schedule_ms = now;
+        jobs_schedule(d->db, (int)d->cfg->max_attempts, on_scheduled, d);
+    }
+    maybe_claim(d);
+    if (!d->statsing && db_conn_is_up(d->db) &&
+        now - d->last_progress_ms >= d->cfg->progress_interval_ms) {
+        d->statsing = true;
+        d->last_progress_ms = now;
+        jobs_queue_stats(d->db, on_stats, d);
+    }
+    if (d->until_idle && !d->idle_checking && !d->claiming && d->nruns == 0 &&
+        store_idle(d->store) && db_conn_is_up(d->db) &&
+        now - d->last_claim_ms >= 200) {
+        d->idle_checking = true;
+        jobs_queue_stats(d->db, on_idle_check, d);
+    }
+}
+
+/* --- database session events ------------------------------------------------------ */
+
+static void on_schema(void *arg, int status, const char *err, const char *sqlstate,
+                      PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    int64_t v = 0;
+    if (status == DB_ECONN || status == DB_ECLOSED)
+        return; /* the reconnect asks again */
+    if (status == DB_ESQL && strcmp(sqlstate, "42P01") != 0) {
+        LOG(LOG_CRIT, "cannot read the schema version", F_STR("error", err));
+        begin_close(d, 78);
+        return;
+    }
+    /* 42P01: no schema_migrations table at all, i.e. version 0. */
+    if (status == DB_OK && PQntuples(res[0]) > 0)
+        parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &v);
+    if (v != migrations_latest()) {
+        LOG(LOG_CRIT, "database schema version mismatch: run 'backfilld migrate'",
+            F_I64("schema_version", v), F_I64("expected", migrations_latest()));
+        begin_close(d, 78);
+        return;
+    }
+    d->schema_checked = true;
+    if (!d->ready_sent) {
+        d->ready_sent = true;
+        d->want_claim = true;
+        d->want_schedule = true;
+        LOG(LOG_INFO, "ready", F_STR("worker", d->worker), F_I64("schema_version", v),
+            F_I64("concurrency", d->cfg->concurrency), F_DBL("rate_limit_per_min", d->cfg->rate_limit));
+        if (d->hooks.ready)
+            d->hooks.ready(d->hooks.arg);
+    }
+}
+
+static void on_db_up(void *arg)
+{
+    dispatch_t *d = arg;
+    d->m.db_up = true;
+    d->want_claim = true;
+    if (!d->schema_checked) {
+        db_req_t *r = db_req_new(on_schema, d, false);
+        db_req_sql(r, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL);
+        db_req_keep(r);
+        db_submit(d->db, r);
+    }
+}
+
+static void on_db_down(void *arg, const char *why)
+{
+    dispatch_t *d = arg;
+    d->m.db_up = false;
+}
+
+static void on_notify(void *arg, const char *channel)
+{
+    dispatch_t *d = arg;
+    if (strcmp(channel, "backfilld_defs") == 0)
+        d->want_schedule = true;
+    d->want_claim = true;
+}
+
+/* --- shutdown --------------------------------------------------------------------- */
+
+static void on_released(void *arg, int status, const char *err, const char *sqlstate,
+                        PGresult *const *res, int nres)
+{
+    dispatch_t *d = arg;
+    d->releasing_done = true;
+    if (status != DB_OK) {
+        LOG(LOG_ERROR, "release at shutdown failed; leases will expire instead",
+            F_STR("error", err));
+        return;
+    }
+    LOG(LOG_NOTICE, "runs released at shutdown", F_STR("released", PQgetvalue(res[0], 0, 0)));
+}
+
+static void release_all(dispatch_t *d)
+{
+    size_t n = 0;
+    for (struct run *r = d->runs; r; r = r->next)
+        n += r->outcome == O_NONE && !r->final_queued;
+    if (n == 0) {
+        d->releasing_done = true;
+        return;
+    }
+    int64_t *ids = xcalloc(n, sizeof *ids);
+    int *att = xcalloc(n, sizeof *att);
+    size_t i = 0;
+    for (struct run *r = d->runs; r; r = r->next) {
+        if (r->outcome == O_NONE && !r->final_queued) {
+            stop_fetch(r);
+            r->outcome = O_RELEASED;
+            d->m.runs_released++;
+            ids[i] = r->j.id;
+            att[i] = r->j.attempt;
+            i++;
+            LOG(LOG_NOTICE, "run released at shutdown", RUN_FIELDS(r), F_I64("bars", r->bars));
+        }
+    }
+    jobs_release(d->db, d->worker, ids, att, n, on_released, d);
+    free(ids);
+    free(att);
+}
+
+static void on_closed(void *arg)
+{
+    dispatch_t *d = arg;
+    if (--d->pending_closes > 0)
+        return;
+    /* Everything that holds a uv handle is closing; tell main once they are done. */
+    if (d->hooks.exited && !d->exited) {
+        d->exited = true;
+        d->hooks.exited(d->hooks.arg, d->exit_code);
+    }
+}
+
+static void on_tick_closed(uv_handle_t *h)
+{
+    on_closed(h->data);
+}
+
+static void begin_close(dispatch_t *d, int code)
+{
+    if (d->pending_closes > 0 || d->exited)
+        return;
+    d->exit_code = code;
+    d->stopping = true;
+    /* Runs still here now are abandoned (their leases expire or were released).
+     * Close the sessions first: their pending callbacks still name runs. */
+    for (struct run *r = d->runs; r; r = r->next) {
+        stop_fetch(r);
+        store_forget(d->store, r);
+    }
+    d->pending_closes = 3;
+    db_conn_close(d->db, on_closed, d);
+    db_conn_close(d->wdb, on_closed, d);
+    while (d->runs) {
+        struct run *r = d->runs;
+        d->runs = r->next;
+        free(r);
+    }
+    d->nruns = 0;
+    uv_timer_stop(&d->tick);
+    uv_close((uv_handle_t *)&d->tick, on_tick_closed);
+    store_close(d->store);
+    http_client_close(d->http);
+    ratelimit_close(d->rl);
+    alpaca_free(d->alpaca);
+}
+
+/* Called every tick while stopping: moves through the shutdown steps in order. */
+static void finish_stop(dispatch_t *d)
+{
+    int64_t now = mono_ms();
+    if (!d->releasing_done) {
+        bool busy = false;
+        for (struct run *r = d->runs; r; r = r->next)
+            busy |= r->outcome == O_NONE && !r->final_queued;
+        if (busy && now < d->stop_deadline_ms && db_conn_is_up(d->db))
+            return; /* let in-flight runs finish */
+        if (busy && db_conn_is_up(d->db)) {
+            release_all(d);
+            return;
+        }
+        d->releasing_done = !busy || !db_conn_is_up(d->db);
+    }
+    /* Write what was fetched; wait for outcome calls; give up 10 s past the deadline. */
+    store_flush(d->store);
+    bool pending = !store_idle(d->store) || db_conn_pending(d->db) > 0;
+    for (struct run *r = d->runs; r && !pending; r = r->next)
+        pending = r->db_ops > 0 || r->pending_pages > 0;
+    if (pending && now < d->stop_deadline_ms + 10000 &&
+        (db_conn_is_up(d->db) || db_conn_is_up(d->wdb)))
+        return;
+    LOG(LOG_INFO, "stopped", F_I64("succeeded", d->m.runs_succeeded),
+        F_I64("failed", d->m.runs_failed), F_I64("released", d->m.runs_released),
+        F_I64("bars", d->m.bars), F_I64("requests", d->m.requests));
+    begin_close(d, d->exit_code);
+}
+
+/* --- public ----------------------------------------------------------------------- */
+
+dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker_id,
+                         bool until_idle, const struct dispatch_hooks *hooks)
+{
+    dispatch_t *d = xcalloc(1, sizeof *d);
+    d->loop = loop;
+    d->cfg = cfg;
+    d->worker = xstrdup(worker_id);
+    d->until_idle = until_idle;
+    if (hooks)
+        d->hooks = *hooks;
+    d->m.auth_ok = true;
+    d->rng = (uint64_t)wall_us();
+
+    struct db_callbacks cbs = {.up = on_db_up, .down = on_db_down, .notify = on_notify, .arg = d};
+    d->db = db_conn_new(loop, cfg->database_url, "main", &cbs);
+    if (!cfg->poll_only) {
+        db_conn_add_setup(d->db, "LISTEN backfilld_runs");
+        db_conn_add_setup(d->db, "LISTEN backfilld_defs");
+    }
+    d->wdb = db_conn_new(loop, cfg->database_url, "writer", NULL);
+    db_conn_add_setup(d->wdb, "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars) "
+                              "ON COMMIT DELETE ROWS");
+
+    char key[512], secret[512];
+    snprintf(key, sizeof key, "APCA-API-KEY-ID: %s", cfg->api_key);
+    snprintf(secret, sizeof secret, "APCA-API-SECRET-KEY: %s", cfg->api_secret);
+    const char *headers[] = {key, secret, "Accept: application/json", NULL};
+    struct http_opts ho = {.max_connections = cfg->max_connections,
+                           .connect_timeout_ms = cfg->connect_timeout_ms,
+                           .timeout_ms = cfg->http_timeout_ms,
+                           .ca_file = cfg->ca_file,
+                           .body_cap = (size_t)64 << 20,
+                           .headers = headers};
+    d->http = http_client_new(loop, &ho);
+    memset(key, 0, sizeof key);
+    memset(secret, 0, sizeof secret);
+    d->rl = ratelimit_new(loop, cfg->rate_limit);
+    struct alpaca_opts ao = {.base_url = cfg->data_url,
+                             .page_limit = cfg->page_limit,
+                             .page_retries = cfg->page_retries,
+                             .retry_base_ms = cfg->retry_base_ms,
+                             .retry_max_ms = cfg->retry_max_ms};
+    d->alpaca = alpaca_new(loop, d->http, d->rl, &ao);
+    struct store_cbs sc = {.committed = on_committed,
+                           .failed = on_write_failed,
+                           .drained = on_drained,
+                           .arg = d};
+    d->store = store_new(loop, d->wdb, d->worker, &sc);
+    uv_timer_init(loop, &d->tick);
+    d->tick.data = d;
+    return d;
+}
+
+void dispatch_start(dispatch_t *d)
+{
+    LOG(LOG_INFO, "starting", F_STR("worker", d->worker), F_STR("data_url", d->cfg->data_url),
+        F_BOOL("poll_only", d->cfg->poll_only), F_BOOL("until_idle", d->until_idle));
+    db_conn_start(d->db);
+    db_conn_start(d->wdb);
+    uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
+}
+
+void dispatch_stop(dispatch_t *d, const char *why)
+{
+    if (d->stopping) {
+        if (strcmp(why, "idle") != 0) {
+            LOG(LOG_WARN, "second signal: exiting at once; leases will expire",
+                F_STR("signal", why));
+            begin_close(d, 0);
+        }
+        return;
+    }
+    d->stopping = true;
+    d->stop_deadline_ms = mono_ms() + d->cfg->shutdown_timeout_ms;
+    if (strcmp(why, "idle") != 0)
+        LOG(LOG_NOTICE, "stopping", F_STR("signal", why), F_I64("in_flight", d->nruns),
+            F_I64("deadline_ms", d->cfg->shutdown_timeout_ms));
+}
+
+void dispatch_reconfigure(dispatch_t *d)
+{
+    ratelimit_set_rate(d->rl, d->cfg->rate_limit);
+    struct alpaca_opts ao = {.base_url = d->cfg->data_url,
+                             .page_limit = d->cfg->page_limit,
+                             .page_retries = d->cfg->page_retries,
+                             .retry_base_ms = d->cfg->retry_base_ms,
+                             .retry_max_ms = d->cfg->retry_max_ms};
+    alpaca_set_opts(d->alpaca, &ao);
+    log_min_level = d->cfg->log_level;
+    d->want_claim = true;
+}
+
+void dispatch_metrics(const dispatch_t *d, struct dispatch_metrics *out)
+{
+    *out = d->m;
+    out->inflight = d->nruns;
+    out->db_up = db_conn_is_up(d->db);
+    out->auth_ok = mono_ms() >= d->auth_pause_until;
+}
+
+void dispatch_free(dispatch_t *d)
+{
+    if (!d)
+        return;
+    free(d->worker);
+    free(d);
+}

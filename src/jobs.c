@@ -1,0 +1,186 @@
+/*
+ * jobs: see jobs.h.
+ */
+#include "jobs.h"
+
+#include "bars.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int col(PGresult *r, const char *name, char *err, size_t errlen)
+{
+    int c = PQfnumber(r, name);
+    if (c < 0)
+        snprintf(err, errlen, "claim result has no column %s", name);
+    return c;
+}
+
+int jobs_parse_run(PGresult *r, int row, struct job_run *out, char *err, size_t errlen)
+{
+    static const char *names[] = {"id",   "attempt",    "max_attempts", "symbol",   "timeframe",
+                                  "feed", "adjustment", "range_start",  "range_end"};
+    int c[ARRAY_SIZE(names)];
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if ((c[i] = col(r, names[i], err, errlen)) < 0)
+            return -1;
+    memset(out, 0, sizeof *out);
+    int64_t v;
+    if (!parse_i64(PQgetvalue(r, row, c[0]), 1, INT64_MAX, &out->id)) {
+        snprintf(err, errlen, "bad run id");
+        return -1;
+    }
+    if (!parse_i64(PQgetvalue(r, row, c[1]), 0, 1000000, &v))
+        goto bad;
+    out->attempt = (int)v;
+    if (!parse_i64(PQgetvalue(r, row, c[2]), 1, 1000000, &v))
+        goto bad;
+    out->max_attempts = (int)v;
+    if (strlen(PQgetvalue(r, row, c[3])) >= sizeof out->symbol ||
+        strlen(PQgetvalue(r, row, c[4])) >= sizeof out->timeframe ||
+        strlen(PQgetvalue(r, row, c[5])) >= sizeof out->feed ||
+        strlen(PQgetvalue(r, row, c[6])) >= sizeof out->adjustment)
+        goto bad;
+    strlcpy_trunc(out->symbol, sizeof out->symbol, PQgetvalue(r, row, c[3]));
+    strlcpy_trunc(out->timeframe, sizeof out->timeframe, PQgetvalue(r, row, c[4]));
+    strlcpy_trunc(out->feed, sizeof out->feed, PQgetvalue(r, row, c[5]));
+    strlcpy_trunc(out->adjustment, sizeof out->adjustment, PQgetvalue(r, row, c[6]));
+    if (bars_parse_time(PQgetvalue(r, row, c[7]), &out->start_us) < 0 ||
+        bars_parse_time(PQgetvalue(r, row, c[8]), &out->end_us) < 0)
+        goto bad;
+    return 0;
+bad:
+    snprintf(err, errlen, "run %lld: unusable values in the claimed row", (long long)out->id);
+    return -1;
+}
+
+/* Formats "{1,2,3}" from n int64 or int values. Caller frees. */
+static char *array64(const int64_t *v, size_t n)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, (size_t)1 << 26);
+    int rc = dynbuf_append(&b, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        rc |= dynbuf_printf(&b, i ? ",%lld" : "%lld", (long long)v[i]);
+    rc |= dynbuf_append(&b, "}", 1);
+    (void)rc;
+    return dynbuf_take(&b, NULL);
+}
+
+static char *array32(const int *v, size_t n)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, (size_t)1 << 26);
+    int rc = dynbuf_append(&b, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        rc |= dynbuf_printf(&b, i ? ",%d" : "%d", v[i]);
+    rc |= dynbuf_append(&b, "}", 1);
+    (void)rc;
+    return dynbuf_take(&b, NULL);
+}
+
+void jobs_claim(db_conn_t *db, const char *worker, int n, int lease_s, db_done_cb cb, void *arg)
+{
+    char ns[16], ls[16];
+    snprintf(ns, sizeof ns, "%d", n);
+    snprintf(ls, sizeof ls, "%d", lease_s);
+    const char *p[] = {worker, ns, ls};
+    db_req_t *r = db_req_new(cb, arg, false);
+    /* Timestamps as UTC RFC 3339 whatever the server's TimeZone. */
+    db_req_sql(r,
+               "SELECT id, attempt, max_attempts, symbol, timeframe, feed, adjustment, "
+               "to_char(range_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS range_start, "
+               "to_char(range_end AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS range_end "
+               "FROM claim_queued_job($1, $2::int, $3::float8)",
+               3, p);
+    db_req_keep(r);
+    db_submit(db, r);
+}
+
+void jobs_renew(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
+                const int64_t *bars, size_t n, int lease_s, db_done_cb cb, void *arg)
+{
+    char *a = array64(ids, n), *b = array32(attempts, n), *c = array64(bars, n);
+    char ls[16];
+    snprintf(ls, sizeof ls, "%d", lease_s);
+    const char *p[] = {worker, a, b, c, ls};
+    db_req_t *r = db_req_new(cb, arg, false);
+    db_req_sql(r, "SELECT * FROM renew_job_leases($1, $2::bigint[], $3::int[], $4::bigint[], $5::float8)",
+               5, p);
+    db_req_keep(r);
+    db_submit(db, r);
+    free(a);
+    free(b);
+    free(c);
+}
+
+void jobs_fail(db_conn_t *db, const char *worker, int64_t id, int attempt, const char *error,
+               bool retryable, int64_t base_ms, int64_t cap_ms, db_done_cb cb, void *arg)
+{
+    char is[24], as[16], bs[24], cs[24];
+    snprintf(is, sizeof is, "%lld", (long long)id);
+    snprintf(as, sizeof as, "%d", attempt);
+    snprintf(bs, sizeof bs, "%lld", (long long)base_ms);
+    snprintf(cs, sizeof cs, "%lld", (long long)cap_ms);
+    const char *p[] = {worker, is, as, error, retryable ? "true" : "false", bs, cs};
+    db_req_t *r = db_req_new(cb, arg, false);
+    db_req_sql(r, "SELECT fail_job_run($1, $2::bigint, $3::int, $4, $5::boolean, $6::bigint, $7::bigint)",
+               7, p);
+    db_req_keep(r);
+    db_submit(db, r);
+}
+
+void jobs_release(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
+                  size_t n, db_done_cb cb, void *arg)
+{
+    char *a = array64(ids, n), *b = array32(attempts, n);
+    const char *p[] = {worker, a, b};
+    db_req_t *r = db_req_new(cb, arg, false);
+    db_req_sql(r, "SELECT release_job_runs($1, $2::bigint[], $3::int[])", 3, p);
+    db_req_keep(r);
+    db_submit(db, r);
+    free(a);
+    free(b);
+}
+
+void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, db_done_cb cb, void *arg)
+{
+    char bs[24], cs[24];
+    snprintf(bs, sizeof bs, "%lld", (long long)base_ms);
+    snprintf(cs, sizeof cs, "%lld", (long long)cap_ms);
+    const char *p[] = {bs, cs};
+    db_req_t *r = db_req_new(cb, arg, false);
+    db_req_sql(r, "SELECT rescue_expired_job_runs($1::bigint, $2::bigint)", 2, p);
+    db_req_keep(r);
+    db_submit(db, r);
+}
+
+void jobs_schedule(db_conn_t *db, int max_attempts, db_done_cb cb, void *arg)
+{
+    char ms[16];
+    snprintf(ms, sizeof ms, "%d", max_attempts);
+    const char *p[] = {ms};
+    db_req_t *r = db_req_new(cb, arg, false);
+    db_req_sql(r, "SELECT schedule_due_jobs($1::int)", 1, p);
+    db_req_keep(r);
+    db_submit(db, r);
+}
+
+void jobs_queue_stats(db_conn_t *db, db_done_cb cb, void *arg)
+{
+    db_req_t *r = db_req_new(cb, arg, false);
+    db_req_sql(r,
+               "SELECT count(*) FILTER (WHERE r.status = 'queued' AND d.enabled AND r.run_after <= now()),"
+               " count(*) FILTER (WHERE r.status = 'queued' AND d.enabled AND r.run_after > now()),"
+               " count(*) FILTER (WHERE r.status = 'running'),"
+               " count(*) FILTER (WHERE r.status = 'succeeded'),"
+               " count(*) FILTER (WHERE r.status = 'failed'),"
+               " count(*) FILTER (WHERE r.status = 'cancelled'),"
+               " coalesce(extract(epoch FROM now() - min(r.created_at) FILTER (WHERE r.status = 'queued' AND d.enabled)), 0)::bigint"
+               " FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id",
+               0, NULL);
+    db_req_keep(r);
+    db_submit(db, r);
+}

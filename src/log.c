@@ -1,0 +1,188 @@
+/*
+ * log: JSON-lines logging with journald priority prefixes. See log.h.
+ */
+#include "log.h"
+
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int log_min_level = LOG_INFO;
+
+static const char *level_names[] = {"debug", "info", "notice", "warn", "error", "crit"};
+static const int journal_prio[] = {7, 6, 5, 4, 3, 2};
+
+static FILE *log_stream;
+static int use_journal_prefix;
+static char **secrets;
+static size_t nsecrets;
+
+int log_level_parse(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(level_names); i++)
+        if (name && strcmp(name, level_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *log_level_name(int level)
+{
+    if (level < 0 || (size_t)level >= ARRAY_SIZE(level_names))
+        return "info";
+    return level_names[level];
+}
+
+void log_init(void)
+{
+    /* systemd.exec(5): only trust JOURNAL_STREAM if it names our stderr,
+     * since a child of a journald-connected process inherits the variable. */
+    const char *js = getenv("JOURNAL_STREAM");
+    struct stat st;
+    unsigned long long dev, ino;
+    use_journal_prefix = 0;
+    if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+        (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+        use_journal_prefix = 1;
+}
+
+void log_add_secret(const char *secret)
+{
+    if (!secret || !*secret)
+        return;
+    secrets = xrealloc(secrets, (nsecrets + 1) * sizeof(*secrets));
+    secrets[nsecrets++] = xstrdup(secret);
+}
+
+void log_clear_secrets(void)
+{
+    for (size_t i = 0; i < nsecrets; i++)
+        free(secrets[i]);
+    free(secrets);
+    secrets = NULL;
+    nsecrets = 0;
+}
+
+void log_set_stream(FILE *f)
+{
+    log_stream = f;
+}
+
+static int append_escaped(dynbuf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            rc = dynbuf_append(b, e, 2);
+        } else if (c == '\n') {
+            rc = dynbuf_append(b, "\\n", 2);
+        } else if (c == '\r') {
+            rc = dynbuf_append(b, "\\r", 2);
+        } else if (c == '\t') {
+            rc = dynbuf_append(b, "\\t", 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            rc = dynbuf_append(b, e, 6);
+        } else {
+            rc = dynbuf_append(b, &s[i], 1);
+        }
+    }
+    return rc;
+}
+
+/* Writes s escaped, with every registered secret replaced. */
+static int append_scrubbed(dynbuf_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    size_t i = 0;
+    while (i < n) {
+        size_t hit = n, hitlen = 0;
+        for (size_t k = 0; k < nsecrets; k++) {
+            const char *p = strstr(s + i, secrets[k]);
+            if (p && (size_t)(p - s) < hit) {
+                hit = (size_t)(p - s);
+                hitlen = strlen(secrets[k]);
+            }
+        }
+        if (append_escaped(b, s + i, hit - i) < 0)
+            return -1;
+        if (hit == n)
+            break;
+        if (dynbuf_append(b, "[redacted]", 10) < 0)
+            return -1;
+        i = hit + hitlen;
+    }
+    return 0;
+}
+
+int log_json_string(struct dynbuf *b, const char *s)
+{
+    if (!s)
+        return dynbuf_append(b, "null", 4);
+    if (dynbuf_append(b, "\"", 1) < 0 || append_scrubbed(b, s) < 0)
+        return -1;
+    return dynbuf_append(b, "\"", 1);
+}
+
+void log_write(int level, const char *msg, const struct log_field *fields)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, 64 * 1024);
+    if (level < 0)
+        level = 0;
+    if ((size_t)level >= ARRAY_SIZE(level_names))
+        level = (int)ARRAY_SIZE(level_names) - 1;
+
+    int64_t us = wall_us();
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char ts[40];
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+
+    int rc = 0;
+    if (use_journal_prefix)
+        rc |= dynbuf_printf(&b, "<%d>", journal_prio[level]);
+    rc |= dynbuf_printf(&b, "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"msg\":", ts,
+                        (int)((us / 1000) % 1000), level_names[level]);
+    rc |= log_json_string(&b, msg);
+    for (const struct log_field *f = fields; f && f->type != LF_END; f++) {
+        rc |= dynbuf_append(&b, ",", 1);
+        rc |= log_json_string(&b, f->key);
+        rc |= dynbuf_append(&b, ":", 1);
+        switch (f->type) {
+        case LF_STR:
+            rc |= log_json_string(&b, f->s);
+            break;
+        case LF_I64:
+            rc |= dynbuf_printf(&b, "%lld", (long long)f->i);
+            break;
+        case LF_DBL:
+            rc |= dynbuf_printf(&b, "%.6g", f->d);
+            break;
+        case LF_BOOL:
+            rc |= dynbuf_append(&b, f->i ? "true" : "false", f->i ? 4 : 5);
+            break;
+        default:
+            rc |= dynbuf_append(&b, "null", 4);
+        }
+    }
+    rc |= dynbuf_append(&b, "}\n", 2);
+    if (rc != 0) {
+        /* Over the line cap: say so rather than emit broken JSON. */
+        dynbuf_reset(&b);
+        if (dynbuf_printf(&b, "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"msg\":\"log line too long\"}\n",
+                          ts, (int)((us / 1000) % 1000), level_names[level]) < 0)
+            b.len = 0;
+    }
+    FILE *out = log_stream ? log_stream : stderr;
+    fwrite(b.data, 1, b.len, out);
+    fflush(out);
+    dynbuf_free(&b);
+}

@@ -1,0 +1,205 @@
+# Shared by the integration tests: a private PostgreSQL cluster, the Alpaca
+# simulator and the real backfilld binary, all in one temporary directory
+# that is removed on exit. On failure every daemon log is printed.
+#
+# Usage in a test:  . "$(dirname "$0")/lib.sh"; pg_start; sim_start; ...
+set -euo pipefail
+
+SRC_DIR=${SRC_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BF_BIN=${BF_BIN:-$SRC_DIR/build/backfilld}
+BF_SIM=${BF_SIM:-$SRC_DIR/build/alpaca-sim}
+PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+TEST_NAME=$(basename "$0" .sh)
+T=$(mktemp -d "/tmp/bf-$TEST_NAME.XXXXXX")
+chmod 755 "$T"
+PIDS=()
+CHECKS=0
+FAILED=0
+
+log() { printf '[%s] %s\n' "$TEST_NAME" "$*"; }
+
+dump_logs() {
+    for f in "$T"/*.log "$T"/pg/postgres.log; do
+        [ -e "$f" ] || continue
+        echo "----- $(basename "$f") (last 80 lines) -----"
+        tail -n 80 "$f"
+    done
+}
+
+cleanup() {
+    local rc=$?
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
+    done
+    if [ -d "$T/pg/data" ]; then
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    if [ "$rc" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
+        echo "[$TEST_NAME] FAILED (exit $rc); logs follow"
+        dump_logs
+        [ "$rc" -eq 0 ] && rc=1
+    fi
+    if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$T"; else echo "kept $T"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "[$TEST_NAME] FAIL: $*" >&2
+    FAILED=1
+    exit 1
+}
+
+# check DESCRIPTION EXPECTED ACTUAL
+check() {
+    CHECKS=$((CHECKS + 1))
+    if [ "$2" != "$3" ]; then
+        fail "$1: expected '$2', got '$3'"
+    fi
+    log "ok $CHECKS - $1"
+}
+
+# check_cmd DESCRIPTION command...   (passes when the command succeeds)
+check_cmd() {
+    local d=$1
+    shift
+    CHECKS=$((CHECKS + 1))
+    if ! "$@"; then
+        fail "$d"
+    fi
+    log "ok $CHECKS - $d"
+}
+
+# wait_for DESCRIPTION TIMEOUT_S command...   (polls every 0.1 s)
+wait_for() {
+    local d=$1 t=$2
+    shift 2
+    local deadline=$((SECONDS + t))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "timed out after ${t}s waiting for: $d"
+        fi
+        sleep 0.1
+    done
+}
+
+finish() {
+    echo "$CHECKS passed, 0 failed"
+}
+
+# --- PostgreSQL -------------------------------------------------------------
+
+pg_start() {
+    mkdir -p "$T/pg"
+    chown postgres: "$T/pg"
+    runuser -u postgres -- "$PGBIN/initdb" -D "$T/pg/data" -U postgres --auth=trust -N \
+        -E UTF8 --locale=C >"$T/initdb.out" 2>&1 || { cat "$T/initdb.out"; fail "initdb"; }
+    cat >>"$T/pg/data/postgresql.conf" <<CONF
+listen_addresses = '${PG_LISTEN:-}'
+port = ${PG_PORT:-5432}
+unix_socket_directories = '$T/pg'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+shared_buffers = 128MB
+log_min_messages = warning
+CONF
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -l "$T/pg/postgres.log" -w -t 60 start \
+        >/dev/null || fail "pg_ctl start"
+    export PGHOST="$T/pg" PGPORT="${PG_PORT:-5432}" PGUSER=postgres
+    "$PGBIN/createdb" backfilld
+    export PGDATABASE=backfilld
+    export BACKFILLD_DATABASE_URL="host=$T/pg port=${PG_PORT:-5432} user=postgres dbname=backfilld"
+}
+
+pg_stop() {
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -m fast -w stop >/dev/null
+}
+
+pg_restart_only() {
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -l "$T/pg/postgres.log" -w -t 60 start \
+        >/dev/null
+}
+
+# sql "SELECT ..."  → unaligned, tuples only
+sql() {
+    psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# --- the simulator ----------------------------------------------------------
+
+sim_start() {
+    rm -f "$T/sim.port"
+    "$BF_SIM" --port 0 --port-file "$T/sim.port" "$@" >"$T/sim.out" 2>"$T/sim.log" &
+    PIDS+=($!)
+    SIM_PID=$!
+    wait_for "simulator port file" 15 test -s "$T/sim.port"
+    SIM_PORT=$(cat "$T/sim.port")
+    export APCA_API_DATA_URL="http://127.0.0.1:$SIM_PORT"
+    export APCA_API_KEY_ID=${APCA_API_KEY_ID:-test-key}
+    export APCA_API_SECRET_KEY=${APCA_API_SECRET_KEY:-test-secret}
+}
+
+sim_get() {
+    curl -s --max-time 10 "http://127.0.0.1:$SIM_PORT$1"
+}
+
+# sim_counter PYTHON_EXPR   e.g. sim_counter 'c["requests"]'
+sim_counter() {
+    sim_get /__sim/counters | python3 -c "import json,sys; c=json.load(sys.stdin); print($1)"
+}
+
+# --- the daemon -------------------------------------------------------------
+
+bf() {
+    "$BF_BIN" "$@"
+}
+
+# daemon_start NAME [run args...]  → sets DAEMON_PID; log in $T/NAME.log
+daemon_start() {
+    local name=$1
+    shift
+    "$BF_BIN" run "$@" 2>>"$T/$name.log" &
+    DAEMON_PID=$!
+    PIDS+=($DAEMON_PID)
+}
+
+# daemon_wait PID TIMEOUT_S → sets DAEMON_RC to the exit code (fails the test on timeout).
+# Not in $(...): only this shell can wait for its own children.
+daemon_wait() {
+    local pid=$1 t=$2 deadline=$((SECONDS + $2))
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "daemon $pid still running after ${t}s"
+        fi
+        sleep 0.1
+    done
+    DAEMON_RC=0
+    wait "$pid" || DAEMON_RC=$?
+}
+
+# Loads `alpaca-sim dump` output for the given args into table expected_bars
+# (TIMEFRAME_CODE is ours, e.g. h1) and compares it with bars, both ways.
+load_expected() {
+    local tf_code=$1
+    shift
+    "$BF_SIM" dump "$@" >"$T/expected.csv"
+    sql "DROP TABLE IF EXISTS expected_bars;
+         CREATE TABLE expected_bars (symbol text, ts timestamptz, open float8, high float8,
+           low float8, close float8, volume bigint, trade_count bigint, vwap float8,
+           timeframe text DEFAULT '$tf_code');"
+    psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy expected_bars (symbol, ts, open, high, low, close, volume, trade_count, vwap) FROM '$T/expected.csv' CSV"
+}
+
+# Rows in one table and not the other, both directions (0 means equal).
+bars_diff() {
+    sql "SELECT (SELECT count(*) FROM (
+            SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap FROM expected_bars
+            EXCEPT SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap FROM bars) a)
+          + (SELECT count(*) FROM (
+            SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap FROM bars
+            EXCEPT SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap FROM expected_bars) b)"
+}
+
+SYMBOLS50="AAPL,ABBV,ABT,ACN,ADBE,AMD,AMGN,AMZN,AVGO,BAC,BRK.B,CMCSA,COST,CRM,CSCO,CVX,DIS,GE,GOOGL,HD,IBM,INTC,JNJ,JPM,KO,LIN,LLY,MA,MCD,META,MRK,MSFT,NFLX,NKE,NVDA,ORCL,PEP,PFE,PG,QCOM,T,TMO,TSLA,TXN,UNH,V,VZ,WFC,WMT,XOM"

@@ -1,0 +1,2683 @@
+/*
+ * alpaca-sim: a faithful fake of the Alpaca market-data v2 historical bars API.
+ *
+ * Tests, the demo and the benchmarks talk to this program instead of
+ * data.alpaca.markets. It serves plain HTTP/1.1 (keep-alive, pipelining, many
+ * connections) on one libuv loop and mimics what the team's API contract
+ * (/work/shared/alpaca-bars-api.md) records about the real service: results
+ * ordered by symbol and then by time, a page limit counted across symbols,
+ * opaque page tokens bound to their query, nginx's HTML 401, a 429 without
+ * rate-limit headers, and the measured 400 messages. Knobs inject the faults a
+ * client must survive (5xx, malformed bodies, short and trailing-empty pages,
+ * latency, a token-bucket rate limit, gzip, the free plan's SIP restriction);
+ * they are set on the command line and can be changed at run time through
+ * GET /__sim/set.
+ *
+ * The data are synthetic but deterministic: a bar is a pure function of
+ * (symbol, timeframe, feed, bar start), so `alpaca-sim dump` prints exactly the
+ * bars the server serves, and a test can compare what the daemon stored with
+ * it. Pages are generated lazily from a cursor, so a request costs what its
+ * page costs, however long the requested range is.
+ *
+ * Only start-up and errors are logged; a line per request would drown the
+ * benchmarks.
+ */
+#define ZLIB_CONST
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+#include <zlib.h>
+
+/* A request line plus headers longer than this is refused with 431. */
+#define SIM_MAX_HEAD 16384
+/* Per-connection input buffer: room for one maximal head plus pipelined bytes. */
+#define SIM_IN_CAP 32768
+#define SIM_MAX_PARAMS 64
+#define SIM_STR_MAX 256
+/* The per-second request history kept for /__sim/counters, in seconds. */
+#define SIM_WINDOW 600
+#define SIM_LIMIT_MAX 10000
+#define SIM_LIMIT_DEFAULT 1000
+/* The free plan may not see SIP data younger than this many seconds. */
+#define SIM_FREE_DELAY 900
+#define SIM_DAY 86400
+
+/* ------------------------------------------------------------------------ */
+/* Growable buffer                                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A byte buffer that doubles its capacity, so building a 1 MB page costs
+ * linear time. It stays NUL-terminated. An allocation failure makes it sticky
+ * "oom" and later appends do nothing; whoever sends the buffer checks the
+ * flag once instead of every append checking a return value.
+ */
+typedef struct sbuf {
+    char *p;
+    size_t len;
+    size_t cap;
+    bool oom;
+} sbuf_t;
+
+static bool sb_reserve(sbuf_t *b, size_t extra)
+{
+    if (b->oom)
+        return false;
+    if (b->cap > b->len && b->cap - b->len > extra)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= extra) {
+        if (cap > SIZE_MAX / 2) {
+            b->oom = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void sb_put(sbuf_t *b, const void *s, size_t n)
+{
+    if (!sb_reserve(b, n))
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(sbuf_t *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+static void sb_putc(sbuf_t *b, char ch)
+{
+    sb_put(b, &ch, 1);
+}
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = true;
+        return;
+    }
+    if ((size_t)n < sizeof tmp) {
+        sb_put(b, tmp, (size_t)n);
+        return;
+    }
+    if (!sb_reserve(b, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+static void sb_free(sbuf_t *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* Appends s as a JSON string literal. Bytes >= 0x80 are escaped one by one so
+ * the output stays valid JSON even when a client sends invalid UTF-8. */
+static void sb_json_str(sbuf_t *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    sb_putc(b, '"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            char esc[2] = {'\\', (char)ch};
+            sb_put(b, esc, 2);
+        } else if (ch < 0x20 || ch >= 0x7f) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+            sb_put(b, esc, 6);
+        } else {
+            sb_putc(b, (char)ch);
+        }
+    }
+    sb_putc(b, '"');
+}
+
+/* Raw writers for the hot path: the caller has reserved enough room. */
+static char *put_str(char *p, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* Writes v / 10^decimals with exactly `decimals` digits after the point. */
+static char *put_fixed(char *p, int64_t v, int decimals)
+{
+    uint64_t scale = 1;
+    for (int i = 0; i < decimals; i++)
+        scale *= 10;
+    p = put_u64(p, (uint64_t)v / scale);
+    *p++ = '.';
+    uint64_t f = (uint64_t)v % scale;
+    for (int i = decimals - 1; i >= 0; i--) {
+        p[i] = (char)('0' + f % 10);
+        f /= 10;
+    }
+    return p + decimals;
+}
+
+static char *put_digits(char *p, int64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + width;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hashing and the seeded generator                                          */
+/* ------------------------------------------------------------------------ */
+
+#define FNV_BASIS 0xcbf29ce484222325ULL
+
+/* The splitmix64 finaliser: a cheap, well-mixed 64-bit permutation. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rng_next(uint64_t *state)
+{
+    *state += 0x9e3779b97f4a7c15ULL;
+    return mix64(*state);
+}
+
+/* Uniform in [0, 1). */
+static double rng_unit(uint64_t *state)
+{
+    return (double)(rng_next(state) >> 11) * 0x1.0p-53;
+}
+
+/* Uniform in [0, n); the modulo bias is irrelevant for a simulator. */
+static uint64_t rng_below(uint64_t *state, uint64_t n)
+{
+    return n ? rng_next(state) % n : 0;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Calendar: civil dates, New York time, trading days                        */
+/* ------------------------------------------------------------------------ */
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    if (a % b != 0 && ((a < 0) != (b < 0)))
+        q--;
+    return q;
+}
+
+static int64_t floor_mod(int64_t a, int64_t b)
+{
+    return a - floor_div(a, b) * b;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = floor_div(y, 400);
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = floor_div(z, 146097);
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static bool is_leap(int64_t y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int64_t y, int m)
+{
+    static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && is_leap(y) ? 29 : dim[m - 1];
+}
+
+/* 0 = Sunday … 6 = Saturday; 1970-01-01 was a Thursday. */
+static int weekday(int64_t day)
+{
+    return (int)floor_mod(day + 4, 7);
+}
+
+/*
+ * US Eastern daylight time under the post-2007 rule, applied to every year so
+ * the data never depend on the process TZ or the tz database: DST runs from
+ * the second Sunday of March at 02:00 EST to the first Sunday of November at
+ * 02:00 EDT. Returns the local dates (days since the epoch) of both Sundays.
+ */
+static void et_dst_days(int64_t y, int64_t *start, int64_t *end)
+{
+    int64_t mar1 = days_from_civil(y, 3, 1);
+    int64_t nov1 = days_from_civil(y, 11, 1);
+    *start = mar1 + (7 - weekday(mar1)) % 7 + 7;
+    *end = nov1 + (7 - weekday(nov1)) % 7;
+}
+
+/* New York wall-clock time (local date, seconds into the day) → Unix time.
+ * Only midnight and times from 03:00 on are asked for, so the skipped and the
+ * repeated hour never matter. */
+static int64_t et_to_utc(int64_t day, int64_t sod)
+{
+    int64_t y, s, e;
+    int m, d;
+    civil_from_days(day, &y, &m, &d);
+    et_dst_days(y, &s, &e);
+    int64_t local = day * SIM_DAY + sod;
+    bool dst = local >= s * SIM_DAY + 7200 && local < e * SIM_DAY + 7200;
+    return local + (dst ? 4 : 5) * 3600;
+}
+
+/* The New York local date (days since the epoch) of Unix time t. */
+static int64_t et_local_day(int64_t t)
+{
+    int64_t y, s, e;
+    int m, d;
+    civil_from_days(floor_div(t, SIM_DAY), &y, &m, &d);
+    et_dst_days(y, &s, &e);
+    /* 02:00 EST is 07:00Z; 02:00 EDT is 06:00Z. */
+    bool dst = t >= s * SIM_DAY + 7 * 3600 && t < e * SIM_DAY + 6 * 3600;
+    return floor_div(t - (dst ? 4 : 5) * 3600, SIM_DAY);
+}
+
+/*
+ * Trading days are Monday to Friday minus New Year's Day, Independence Day
+ * and Christmas when they fall on a weekday. No observed-holiday shifting, no
+ * half days: the point is a calendar with gaps that is easy to reason about,
+ * not the NYSE's.
+ */
+static bool trading_day(int64_t day)
+{
+    int wd = weekday(day);
+    if (wd == 0 || wd == 6)
+        return false;
+    int64_t y;
+    int m, d;
+    civil_from_days(day, &y, &m, &d);
+    return !((m == 1 && d == 1) || (m == 7 && d == 4) || (m == 12 && d == 25));
+}
+
+/* Writes "YYYY-MM-DDTHH:MM:SSZ" (20 bytes, no NUL) for years 0…9999. */
+static char *put_time(char *p, int64_t t)
+{
+    int64_t day = floor_div(t, SIM_DAY), sod = floor_mod(t, SIM_DAY);
+    int64_t y;
+    int m, d;
+    civil_from_days(day, &y, &m, &d);
+    p = put_digits(p, y, 4);
+    *p++ = '-';
+    p = put_digits(p, m, 2);
+    *p++ = '-';
+    p = put_digits(p, d, 2);
+    *p++ = 'T';
+    p = put_digits(p, sod / 3600, 2);
+    *p++ = ':';
+    p = put_digits(p, sod / 60 % 60, 2);
+    *p++ = ':';
+    p = put_digits(p, sod % 60, 2);
+    *p++ = 'Z';
+    return p;
+}
+
+/* An instant as parsed from a request: whole seconds plus nanoseconds. */
+typedef struct ts {
+    int64_t sec;
+    int32_t ns;
+} ts_t;
+
+static bool parse_digits(const char **pp, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char ch = (*pp)[i];
+        if (ch < '0' || ch > '9')
+            return false;
+        v = v * 10 + (ch - '0');
+    }
+    *pp += n;
+    *out = v;
+    return true;
+}
+
+/*
+ * Accepts RFC 3339 with second precision, an optional fraction of 1–9 digits
+ * and "Z" or "±hh:mm", or a bare "YYYY-MM-DD" (midnight UTC, as the daemon
+ * assumes). Anything else, including trailing bytes, is rejected.
+ */
+static bool parse_time(const char *s, ts_t *out)
+{
+    const char *p = s;
+    int y, mo, d, hh = 0, mi = 0, ss = 0, oh = 0, om = 0, sign = 0;
+    int32_t ns = 0;
+
+    if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) || *p++ != '-' ||
+        !parse_digits(&p, 2, &d))
+        return false;
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
+        return false;
+    if (*p) {
+        if (*p++ != 'T' || !parse_digits(&p, 2, &hh) || *p++ != ':' || !parse_digits(&p, 2, &mi) ||
+            *p++ != ':' || !parse_digits(&p, 2, &ss))
+            return false;
+        if (hh > 23 || mi > 59 || ss > 59)
+            return false;
+        if (*p == '.') {
+            p++;
+            int nd = 0;
+            while (*p >= '0' && *p <= '9') {
+                if (++nd > 9)
+                    return false;
+                ns = ns * 10 + (*p++ - '0');
+            }
+            if (nd == 0)
+                return false;
+            for (; nd < 9; nd++)
+                ns *= 10;
+        }
+        if (*p == 'Z') {
+            p++;
+        } else if (*p == '+' || *p == '-') {
+            sign = *p++ == '+' ? 1 : -1;
+            if (!parse_digits(&p, 2, &oh) || *p++ != ':' || !parse_digits(&p, 2, &om))
+                return false;
+            if (oh > 23 || om > 59)
+                return false;
+        } else {
+            return false;
+        }
+        if (*p)
+            return false;
+    }
+    out->sec = days_from_civil(y, mo, d) * SIM_DAY + hh * 3600 + mi * 60 + ss -
+               sign * (oh * 3600 + om * 60);
+    out->ns = ns;
+    return true;
+}
+
+static int64_t wall_now(void)
+{
+    struct timespec tv;
+    clock_gettime(CLOCK_REALTIME, &tv);
+    return (int64_t)tv.tv_sec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timeframes, feeds and the bar model                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef enum { TF_INTRADAY, TF_DAY, TF_WEEK, TF_MONTH } tf_kind_t;
+
+typedef struct tf {
+    tf_kind_t kind;
+    int n;          /* the multiplier: 15 in 15Min, 3 in 3Month */
+    int64_t len;    /* bar length in seconds, intraday only */
+    char canon[16]; /* "15Min", "1Hour", …: the name that seeds the data */
+} tf_t;
+
+/* Parses Alpaca's timeframe syntax. "1H" and "1Hour" are the same timeframe
+ * and share the canonical name, so both serve the same bars. */
+static bool tf_parse(const char *s, tf_t *out)
+{
+    static const struct {
+        const char *unit, *canon;
+        tf_kind_t kind;
+        int64_t mult;
+        int max;
+    } units[] = {
+        {"Min", "Min", TF_INTRADAY, 60, 59},
+        {"T", "Min", TF_INTRADAY, 60, 59},
+        {"Hour", "Hour", TF_INTRADAY, 3600, 23},
+        {"H", "Hour", TF_INTRADAY, 3600, 23},
+        {"Day", "Day", TF_DAY, 0, 1},
+        {"D", "Day", TF_DAY, 0, 1},
+        {"Week", "Week", TF_WEEK, 0, 1},
+        {"W", "Week", TF_WEEK, 0, 1},
+        {"Month", "Month", TF_MONTH, 0, 12},
+        {"M", "Month", TF_MONTH, 0, 12},
+    };
+    const char *p = s;
+    int n = 0;
+
+    if (*p < '1' || *p > '9')
+        return false;
+    while (*p >= '0' && *p <= '9') {
+        n = n * 10 + (*p++ - '0');
+        if (n > 99)
+            return false;
+    }
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(p, units[i].unit) != 0)
+            continue;
+        if (n > units[i].max)
+            return false;
+        if (units[i].kind == TF_MONTH && n != 1 && n != 2 && n != 3 && n != 4 && n != 6 && n != 12)
+            return false;
+        out->kind = units[i].kind;
+        out->n = n;
+        out->len = units[i].mult * n;
+        snprintf(out->canon, sizeof out->canon, "%d%s", n, units[i].canon);
+        return true;
+    }
+    return false;
+}
+
+enum { FEED_SIP, FEED_IEX, FEED_OTC, FEED_BOATS, FEED_COUNT };
+static const char *const feed_names[FEED_COUNT] = {"sip", "iex", "otc", "boats"};
+
+static int feed_parse(const char *s)
+{
+    for (int i = 0; i < FEED_COUNT; i++)
+        if (strcmp(s, feed_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* Valid symbols match ^[A-Z][A-Z0-9._]{0,15}$. */
+static bool symbol_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > 16 || s[0] < 'A' || s[0] > 'Z')
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* Everything the data of one (symbol, timeframe, feed) depend on. */
+typedef struct series {
+    const char *sym;
+    const tf_t *tf;
+    bool empty;       /* "ZZ…" symbols: well-formed but without any data */
+    int64_t base;     /* the symbol's base price in cents, 10.00 … 500.00 */
+    uint64_t h_vals;  /* seeds the values: symbol, timeframe and feed */
+    uint64_t h_gap;   /* seeds the gaps: symbol and timeframe only */
+    int64_t open_sod; /* the feed's session in New York seconds of day */
+    int64_t close_sod;
+} series_t;
+
+static void series_init(series_t *se, const char *sym, const tf_t *tf, int feed)
+{
+    uint64_t hs = fnv1a(FNV_BASIS, sym);
+    uint64_t ht = fnv1a(fnv1a(hs, "|"), tf->canon);
+
+    se->sym = sym;
+    se->tf = tf;
+    se->empty = strncmp(sym, "ZZ", 2) == 0;
+    se->base = 1000 + (int64_t)(mix64(hs) % 49001);
+    se->h_gap = mix64(ht);
+    se->h_vals = mix64(fnv1a(fnv1a(ht, "|"), feed_names[feed]));
+    /* SIP (and OTC, BOATS) carry the extended session 04:00–20:00 ET; IEX
+     * its system hours 08:00–17:00 ET. */
+    se->open_sod = (feed == FEED_IEX ? 8 : 4) * 3600;
+    se->close_sod = (feed == FEED_IEX ? 17 : 20) * 3600;
+}
+
+/* About one intraday bar in 97 is missing, as if nothing traded. */
+static bool series_gap(const series_t *se, int64_t t)
+{
+    return mix64(se->h_gap ^ mix64((uint64_t)t)) % 97 == 0;
+}
+
+/* Prices in cents, vw in ten-thousandths, so the text is exact. */
+typedef struct bar {
+    int64_t t, o, h, l, c, v, n, vw;
+} bar_t;
+
+static void bar_make(const series_t *se, int64_t t, bar_t *b)
+{
+    uint64_t st = se->h_vals ^ mix64((uint64_t)t + 0x632be59bd9b4e019ULL);
+    int64_t base = se->base;
+    int64_t span = base / 50; /* open and close stay within ±2% of base */
+    int64_t wick = base / 200 + 1;
+
+    b->t = t;
+    b->o = base - span + (int64_t)rng_below(&st, (uint64_t)(2 * span + 1));
+    b->c = base - span + (int64_t)rng_below(&st, (uint64_t)(2 * span + 1));
+    b->h = (b->o > b->c ? b->o : b->c) + (int64_t)rng_below(&st, (uint64_t)wick + 1);
+    b->l = (b->o < b->c ? b->o : b->c) - (int64_t)rng_below(&st, (uint64_t)wick + 1);
+    if (b->l < 1)
+        b->l = 1;
+    b->v = 100 + (int64_t)rng_below(&st, 5000000 - 100 + 1);
+    b->n = 1 + (int64_t)rng_below(&st, (uint64_t)(b->v < 50000 ? b->v : 50000));
+    b->vw = b->l * 100 + (int64_t)rng_below(&st, (uint64_t)((b->h - b->l) * 100 + 1));
+}
+
+/* The longest text bar_json or bar_csv can produce, with a margin. */
+#define SIM_BAR_MAX 192
+
+/* {"c":..,"h":..,"l":..,"n":..,"o":..,"t":"..","v":..,"vw":..}: alphabetical,
+ * the order measured on the live service. */
+static char *bar_json(char *p, const bar_t *b)
+{
+    p = put_str(p, "{\"c\":");
+    p = put_fixed(p, b->c, 2);
+    p = put_str(p, ",\"h\":");
+    p = put_fixed(p, b->h, 2);
+    p = put_str(p, ",\"l\":");
+    p = put_fixed(p, b->l, 2);
+    p = put_str(p, ",\"n\":");
+    p = put_u64(p, (uint64_t)b->n);
+    p = put_str(p, ",\"o\":");
+    p = put_fixed(p, b->o, 2);
+    p = put_str(p, ",\"t\":\"");
+    p = put_time(p, b->t);
+    p = put_str(p, "\",\"v\":");
+    p = put_u64(p, (uint64_t)b->v);
+    p = put_str(p, ",\"vw\":");
+    p = put_fixed(p, b->vw, 4);
+    *p++ = '}';
+    return p;
+}
+
+/* SYMBOL,t,o,h,l,c,v,n,vw with the very same number text as the JSON. */
+static char *bar_csv(char *p, const char *sym, const bar_t *b)
+{
+    p = put_str(p, sym);
+    *p++ = ',';
+    p = put_time(p, b->t);
+    *p++ = ',';
+    p = put_fixed(p, b->o, 2);
+    *p++ = ',';
+    p = put_fixed(p, b->h, 2);
+    *p++ = ',';
+    p = put_fixed(p, b->l, 2);
+    *p++ = ',';
+    p = put_fixed(p, b->c, 2);
+    *p++ = ',';
+    p = put_u64(p, (uint64_t)b->v);
+    *p++ = ',';
+    p = put_u64(p, (uint64_t)b->n);
+    *p++ = ',';
+    p = put_fixed(p, b->vw, 4);
+    *p++ = '\n';
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lazy bar iteration                                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Walks the bar starts of one series inside [lo, hi] in either direction
+ * without materialising anything: each call finds the next existing bar from
+ * the cursor. Intraday bars are aligned to multiples of their length since the
+ * epoch (so 4Hour bars start at 00/04/08… UTC) and exist when they start
+ * inside a trading day's session; the New York day around the cursor is
+ * cached, so consecutive bars cost one comparison and one hash.
+ * Day/Week/Month bars are "periods" stamped at New York midnight of their
+ * first day.
+ */
+typedef struct bar_iter {
+    const series_t *se;
+    int64_t lo, hi; /* inclusive bounds on the bar start */
+    int64_t cur;    /* next candidate: the smallest (asc) or largest (desc) start */
+    int dir;        /* +1 ascending, -1 descending */
+    bool have_day, day_trading;
+    int64_t day_start, day_end, open, close;
+} bar_iter_t;
+
+static void iter_init(bar_iter_t *it, const series_t *se, int64_t lo, int64_t hi, int dir,
+                      int64_t cur)
+{
+    memset(it, 0, sizeof *it);
+    it->se = se;
+    it->lo = lo;
+    it->hi = hi;
+    it->dir = dir;
+    if (dir > 0)
+        it->cur = cur > lo ? cur : lo;
+    else
+        it->cur = cur < hi ? cur : hi;
+}
+
+static void iter_day(bar_iter_t *it, int64_t t)
+{
+    if (it->have_day && t >= it->day_start && t < it->day_end)
+        return;
+    int64_t d = et_local_day(t);
+    it->have_day = true;
+    it->day_start = et_to_utc(d, 0);
+    it->day_end = et_to_utc(d + 1, 0);
+    it->day_trading = trading_day(d);
+    it->open = et_to_utc(d, it->se->open_sod);
+    it->close = et_to_utc(d, it->se->close_sod);
+}
+
+static int64_t align_down(int64_t t, int64_t len)
+{
+    return floor_div(t, len) * len;
+}
+
+static int64_t align_up(int64_t t, int64_t len)
+{
+    return -floor_div(-t, len) * len;
+}
+
+static int64_t period_of_day(const tf_t *tf, int64_t day)
+{
+    int64_t y;
+    int m, d;
+
+    switch (tf->kind) {
+    case TF_WEEK:
+        return floor_div(day + 3, 7); /* weeks start on Monday, day -3 */
+    case TF_MONTH:
+        civil_from_days(day, &y, &m, &d);
+        return floor_div((y - 1970) * 12 + m - 1, tf->n);
+    default:
+        return day;
+    }
+}
+
+static int64_t period_first_day(const tf_t *tf, int64_t p)
+{
+    int64_t mi;
+
+    switch (tf->kind) {
+    case TF_WEEK:
+        return p * 7 - 3;
+    case TF_MONTH:
+        mi = p * tf->n;
+        return days_from_civil(1970 + floor_div(mi, 12), (int)floor_mod(mi, 12) + 1, 1);
+    default:
+        return p;
+    }
+}
+
+/* A day bar needs a trading day, a week bar a trading day in its week; every
+ * month has trading days. */
+static bool period_has_bar(const tf_t *tf, int64_t p)
+{
+    switch (tf->kind) {
+    case TF_WEEK:
+        for (int i = 0; i < 5; i++)
+            if (trading_day(p * 7 - 3 + i))
+                return true;
+        return false;
+    case TF_MONTH:
+        return true;
+    default:
+        return trading_day(p);
+    }
+}
+
+static bool iter_next_intraday(bar_iter_t *it, int64_t *out)
+{
+    int64_t len = it->se->tf->len;
+    int64_t t;
+
+    if (it->dir > 0) {
+        t = align_up(it->cur, len);
+        for (;;) {
+            if (t > it->hi)
+                return false;
+            iter_day(it, t);
+            if (!it->day_trading || t >= it->close)
+                t = align_up(it->day_end, len);
+            else if (t < it->open)
+                t = align_up(it->open, len);
+            else if (series_gap(it->se, t))
+                t += len;
+            else
+                break;
+        }
+        it->cur = t + len;
+    } else {
+        t = align_down(it->cur, len);
+        for (;;) {
+            if (t < it->lo)
+                return false;
+            iter_day(it, t);
+            if (!it->day_trading || t < it->open)
+                t = align_down(it->day_start - 1, len);
+            else if (t >= it->close)
+                t = align_down(it->close - 1, len);
+            else if (series_gap(it->se, t))
+                t -= len;
+            else
+                break;
+        }
+        it->cur = t - len;
+    }
+    *out = t;
+    return true;
+}
+
+static bool iter_next_period(bar_iter_t *it, int64_t *out)
+{
+    const tf_t *tf = it->se->tf;
+    /* The period holding the cursor's New York date starts at or before it. */
+    int64_t p = period_of_day(tf, et_local_day(it->cur));
+    int64_t t = et_to_utc(period_first_day(tf, p), 0);
+
+    if (it->dir > 0 && t < it->cur)
+        t = et_to_utc(period_first_day(tf, ++p), 0);
+    for (;;) {
+        if (it->dir > 0 ? t > it->hi : t < it->lo)
+            return false;
+        if (period_has_bar(tf, p))
+            break;
+        p += it->dir;
+        t = et_to_utc(period_first_day(tf, p), 0);
+    }
+    it->cur = t + it->dir;
+    *out = t;
+    return true;
+}
+
+static bool iter_next(bar_iter_t *it, int64_t *out)
+{
+    if (it->se->empty || it->lo > it->hi)
+        return false;
+    if (it->se->tf->kind == TF_INTRADAY)
+        return iter_next_intraday(it, out);
+    return iter_next_period(it, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Base64 page tokens                                                        */
+/* ------------------------------------------------------------------------ */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void b64_encode(const char *in, size_t n, sbuf_t *out)
+{
+    const unsigned char *s = (const unsigned char *)in;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)s[i + 1] << 8;
+        if (i + 2 < n)
+            v |= s[i + 2];
+        char q[4] = {b64_alphabet[v >> 18], b64_alphabet[(v >> 12) & 63],
+                     i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=',
+                     i + 2 < n ? b64_alphabet[v & 63] : '='};
+        sb_put(out, q, 4);
+    }
+}
+
+static int b64_value(char ch)
+{
+    const char *p = ch ? strchr(b64_alphabet, ch) : NULL;
+    return p ? (int)(p - b64_alphabet) : -1;
+}
+
+/* Strict decoding of padded standard base64 into out (NUL-terminated). */
+static bool b64_decode(const char *in, char *out, size_t cap)
+{
+    size_t n = strlen(in), o = 0;
+
+    if (n == 0 || n % 4 != 0 || n / 4 * 3 >= cap)
+        return false;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            if (in[i + j] == '=' && i + 4 == n && j >= 2) {
+                v[j] = 0;
+                pad++;
+            } else if (pad || (v[j] = b64_value(in[i + j])) < 0) {
+                return false;
+            }
+        }
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        out[o++] = (char)(w >> 16);
+        if (pad < 2)
+            out[o++] = (char)(w >> 8);
+        if (pad < 1)
+            out[o++] = (char)w;
+    }
+    out[o] = '\0';
+    return strlen(out) == o; /* an embedded NUL is not a token */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Simulator state                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* The knobs: set from the command line, changed by /__sim/set. */
+typedef struct knobs {
+    char key[SIM_STR_MAX];
+    char secret[SIM_STR_MAX];
+    int64_t latency_ms;
+    double rate;  /* requests per second; 0 = unlimited */
+    double burst; /* bucket size */
+    double fail_rate;
+    double malformed_rate;
+    bool short_pages;
+    bool trailing_empty;
+    bool gzip;
+    bool free_plan;
+    int64_t max_bars;
+} knobs_t;
+
+typedef struct counters {
+    uint64_t requests;
+    uint64_t malformed;
+    uint64_t bars_served;
+    uint64_t pages;
+    uint64_t by_status[600];
+    /* A ring of per-second bars-request counts; slot i holds second sec[i]. */
+    int64_t sec[SIM_WINDOW];
+    uint64_t count[SIM_WINDOW];
+} counters_t;
+
+typedef struct conn conn_t;
+
+typedef struct sim {
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_signal_t sig_int;
+    uv_signal_t sig_term;
+    conn_t *conns; /* every open connection, so shutdown can close them */
+    knobs_t k;
+    uint64_t rng;
+    double tokens;      /* the rate-limit bucket */
+    uint64_t refill_ns; /* uv_hrtime() of the last refill */
+    counters_t ctr;
+    bool stopping;
+} sim_t;
+
+/* A response as the handlers build it; conn_respond turns it into bytes. */
+typedef struct response {
+    int status;
+    const char *ctype;
+    sbuf_t body;
+    char extra[256]; /* extra header lines, each ending in CRLF */
+    bool close;      /* send "Connection: close" and close after writing */
+    bool gzip_ok;    /* the client accepts gzip */
+    bool counted;    /* counts in /__sim/counters (everything but /__sim/) */
+    bool malformed;  /* a deliberately broken 200 */
+} response_t;
+
+#define CT_JSON "application/json; charset=utf-8"
+#define CT_HTML "text/html"
+
+static const char html_401[] =
+    "<html>\r\n<head><title>401 Authorization Required</title></head>\r\n<body>\r\n"
+    "<center><h1>401 Authorization Required</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n";
+static const char html_502[] =
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n";
+static const char html_504[] =
+    "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n"
+    "<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n";
+
+static void resp_set(response_t *r, int status, const char *ctype, const char *body)
+{
+    r->status = status;
+    r->ctype = ctype;
+    r->body.len = 0;
+    sb_puts(&r->body, body);
+}
+
+static void resp_message(response_t *r, int status, const char *msg)
+{
+    r->status = status;
+    r->ctype = CT_JSON;
+    r->body.len = 0;
+    sb_puts(&r->body, "{\"message\":");
+    sb_json_str(&r->body, msg);
+    sb_putc(&r->body, '}');
+}
+
+/* ------------------------------------------------------------------------ */
+/* Query strings                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kv {
+    char *k;
+    char *v;
+} kv_t;
+
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Decodes %XX in place. '+' stays '+' (see the brief; the real server, a Go
+ * program, would turn it into a space). */
+static bool pct_decode(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        if (*r != '%') {
+            *w++ = *r;
+            continue;
+        }
+        int hi = hex_value(r[1]), lo = hi < 0 ? -1 : hex_value(r[2]);
+        if (hi < 0 || lo < 0)
+            return false;
+        *w++ = (char)(hi * 16 + lo);
+        r += 2;
+    }
+    *w = '\0';
+    return true;
+}
+
+/* Splits and decodes a query string in place. Returns the number of pairs, or
+ * -1 with a message for a bad escape or too many parameters. */
+static int query_split(char *qs, kv_t *kv, int cap, sbuf_t *msg)
+{
+    int n = 0;
+    char *p = qs;
+
+    while (p && *p) {
+        char *amp = strchr(p, '&');
+        if (amp)
+            *amp = '\0';
+        if (*p) {
+            if (n == cap) {
+                sb_puts(msg, "too many query parameters");
+                return -1;
+            }
+            char *eq = strchr(p, '=');
+            if (eq)
+                *eq = '\0';
+            kv[n].k = p;
+            kv[n].v = eq ? eq + 1 : p + strlen(p);
+            if (!pct_decode(kv[n].k) || !pct_decode(kv[n].v)) {
+                sb_puts(msg, "invalid URL escape in query");
+                return -1;
+            }
+            n++;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return n;
+}
+
+/* The first value of key, like Go's url.Values.Get, or NULL. */
+static const char *query_get(const kv_t *kv, int n, const char *key)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(kv[i].k, key) == 0)
+            return kv[i].v;
+    return NULL;
+}
+
+static int sym_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Splits a comma-separated symbol list in place into a sorted, de-duplicated
+ * array (*out, caller frees; the strings stay in list). Returns 0, or -1 with
+ * *bad naming the first malformed symbol, or -2 when out of memory.
+ */
+static int symbols_split(char *list, char ***out, size_t *nout, const char **bad)
+{
+    size_t n = 1, k = 0;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    char **v = calloc(n, sizeof *v);
+    if (!v)
+        return -2;
+    for (char *p = list;;) {
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
+        if (!symbol_valid(p)) {
+            *bad = p;
+            free(v);
+            return -1;
+        }
+        v[k++] = p;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    qsort(v, k, sizeof *v, sym_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || strcmp(v[u - 1], v[i]) != 0)
+            v[u++] = v[i];
+    *out = v;
+    *nout = u;
+    return 0;
+}
+
+/* Strict decimal integer, reporting Go's strconv wording on failure. */
+static bool parse_int(const char *s, int64_t *out, const char **why)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || (s[0] != '-' && s[0] != '+' && (s[0] < '0' || s[0] > '9')) || s[0] == ' ') {
+        *why = "invalid syntax";
+        return false;
+    }
+    if (errno == ERANGE) {
+        *why = "value out of range";
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool parse_double(const char *s, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno == ERANGE || !isfinite(v))
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool adjustment_valid(const char *s)
+{
+    static const char *const names[] = {"raw", "split", "dividend", "spin-off", "all"};
+    const char *p = s;
+
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        bool ok = false;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strlen(names[i]) == len && strncmp(p, names[i], len) == 0)
+                ok = true;
+        if (!ok)
+            return false;
+        if (!comma)
+            return true;
+        p = comma + 1;
+    }
+}
+
+/*
+ * Resolves start and end (either may be NULL) into inclusive bounds on bar
+ * starts. Bars never start in the future, so hi is capped at now; a fraction
+ * of a second rounds start up and end down. Under the free plan the default
+ * end is now - 15 min, as the API doc records for accounts without real-time
+ * entitlement. Returns false with the API's message.
+ */
+static bool range_resolve(const char *start, const char *end, bool free_plan, int64_t now,
+                          int64_t *lo, int64_t *hi, ts_t *end_ts, sbuf_t *msg)
+{
+    ts_t s = {floor_div(now, SIM_DAY) * SIM_DAY, 0};
+    ts_t e = {free_plan ? now - SIM_FREE_DELAY : now, 0};
+
+    if (start && !parse_time(start, &s)) {
+        sb_printf(msg,
+                  "Invalid format for parameter start: error parsing '%s' as RFC3339 or "
+                  "2006-01-02 time",
+                  start);
+        return false;
+    }
+    if (end && !parse_time(end, &e)) {
+        sb_printf(msg,
+                  "Invalid format for parameter end: error parsing '%s' as RFC3339 or "
+                  "2006-01-02 time",
+                  end);
+        return false;
+    }
+    if (e.sec < s.sec || (e.sec == s.sec && e.ns < s.ns)) {
+        sb_puts(msg, "end should not be before start");
+        return false;
+    }
+    *lo = s.sec + (s.ns > 0);
+    *hi = e.sec < now ? e.sec : now;
+    *end_ts = e;
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bars requests                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* A validated bars request. */
+typedef struct query {
+    bool single;
+    char **syms; /* owned array, sorted and unique; the strings are borrowed */
+    size_t nsyms;
+    tf_t tf;
+    int feed;
+    int dir;
+    int64_t lo, hi;
+    ts_t end_ts;
+    int64_t limit;
+    uint64_t phash;   /* binds page tokens to the other parameters */
+    size_t start_idx; /* where the page starts: from the token, or the beginning */
+    int64_t start_t;
+    bool token_end; /* the token of a --trailing-empty final page */
+} query_t;
+
+/*
+ * The query hash covers every parameter that shapes the result except limit,
+ * which SDKs legitimately change between pages (alpaca-py asks for
+ * min(remaining, 10000)). start and end are hashed as sent.
+ */
+static uint64_t query_hash(const query_t *q, const char *start, const char *end,
+                           const char *adjustment)
+{
+    uint64_t h = fnv1a(FNV_BASIS, q->single ? "single|" : "multi|");
+    for (size_t i = 0; i < q->nsyms; i++)
+        h = fnv1a(fnv1a(h, q->syms[i]), ",");
+    h = fnv1a(fnv1a(h, "|"), q->tf.canon);
+    h = fnv1a(fnv1a(fnv1a(h, "|"), start ? start : "-"), "|");
+    h = fnv1a(fnv1a(fnv1a(h, end ? end : "-"), "|"), feed_names[q->feed]);
+    h = fnv1a(fnv1a(fnv1a(h, "|"), adjustment), q->dir > 0 ? "|asc" : "|desc");
+    return mix64(h);
+}
+
+static void token_encode(uint64_t phash, const char *sym, int64_t t, sbuf_t *out)
+{
+    char plain[128];
+    int n;
+    if (sym)
+        n = snprintf(plain, sizeof plain, "v1|%016" PRIx64 "|%s|%" PRId64, phash, sym, t);
+    else
+        n = snprintf(plain, sizeof plain, "v1|%016" PRIx64 "|-|end", phash);
+    b64_encode(plain, (size_t)n, out);
+}
+
+/* Decodes a page token into q's cursor; false for anything foreign. */
+static bool token_decode(const char *tok, query_t *q)
+{
+    char plain[128], hash[17];
+    if (!b64_decode(tok, plain, sizeof plain) || strncmp(plain, "v1|", 3) != 0)
+        return false;
+    const char *p = plain + 3;
+    const char *bar1 = strchr(p, '|');
+    if (!bar1 || bar1 - p != 16)
+        return false;
+    memcpy(hash, p, 16);
+    hash[16] = '\0';
+    char *hend = NULL;
+    uint64_t h = strtoull(hash, &hend, 16);
+    if (*hend || h != q->phash)
+        return false;
+    char *sym = (char *)bar1 + 1;
+    char *bar2 = strchr(sym, '|');
+    if (!bar2)
+        return false;
+    *bar2 = '\0';
+    const char *tail = bar2 + 1;
+    if (strcmp(sym, "-") == 0) {
+        q->token_end = true;
+        return strcmp(tail, "end") == 0;
+    }
+    const char *why;
+    int64_t t;
+    if (!parse_int(tail, &t, &why) || t < -100000000000LL || t > 300000000000LL)
+        return false;
+    char **hit = bsearch(&sym, q->syms, q->nsyms, sizeof *q->syms, sym_cmp);
+    if (!hit)
+        return false;
+    q->start_idx = (size_t)(hit - q->syms);
+    q->start_t = t;
+    return true;
+}
+
+/* Validates a bars request in the order the checks are listed in the API
+ * doc. path_sym is the single endpoint's symbol (decoded), else NULL.
+ * Returns false with the 400 message in msg. */
+static bool query_parse(sim_t *s, char *qs, char *path_sym, int64_t now, query_t *q, sbuf_t *msg)
+{
+    kv_t kv[SIM_MAX_PARAMS];
+    int n = query_split(qs, kv, SIM_MAX_PARAMS, msg);
+    const char *v, *why = NULL, *bad = NULL;
+
+    if (n < 0)
+        return false;
+    q->single = path_sym != NULL;
+    q->dir = 1;
+    q->feed = FEED_SIP;
+    q->limit = SIM_LIMIT_DEFAULT;
+    if (path_sym) {
+        if (!symbol_valid(path_sym)) {
+            sb_printf(msg, "invalid symbol: %s", path_sym);
+            return false;
+        }
+        q->syms = calloc(1, sizeof *q->syms);
+        if (!q->syms) {
+            msg->oom = true;
+            return false;
+        }
+        q->syms[0] = path_sym;
+        q->nsyms = 1;
+    } else {
+        char *list = (char *)query_get(kv, n, "symbols");
+        if (!list || !*list) {
+            sb_puts(msg, "Invalid format for parameter symbols: query parameter 'symbols' "
+                         "is required");
+            return false;
+        }
+        int rc = symbols_split(list, &q->syms, &q->nsyms, &bad);
+        if (rc == -1)
+            sb_printf(msg, "invalid symbol: %s", bad);
+        else if (rc < 0)
+            msg->oom = true;
+        if (rc < 0)
+            return false;
+    }
+    v = query_get(kv, n, "timeframe");
+    if (!v || !tf_parse(v, &q->tf)) {
+        sb_printf(msg, "invalid timeframe: %s", v ? v : "");
+        return false;
+    }
+    const char *start = query_get(kv, n, "start"), *end = query_get(kv, n, "end");
+    if (!range_resolve(start, end, s->k.free_plan, now, &q->lo, &q->hi, &q->end_ts, msg))
+        return false;
+    if ((v = query_get(kv, n, "limit"))) {
+        if (!parse_int(v, &q->limit, &why)) {
+            sb_printf(msg,
+                      "Invalid format for parameter limit: error binding string parameter: "
+                      "strconv.ParseInt: parsing \"%s\": %s",
+                      v, why);
+            return false;
+        }
+        if (q->limit < 1) {
+            sb_puts(msg, "invalid limit: must be positive");
+            return false;
+        }
+        if (q->limit > SIM_LIMIT_MAX) {
+            sb_puts(msg, "invalid limit: exceeds maximum of 10000");
+            return false;
+        }
+    }
+    if ((v = query_get(kv, n, "feed")) && (q->feed = feed_parse(v)) < 0) {
+        sb_printf(msg, "invalid feed: %s", v);
+        return false;
+    }
+    const char *adjustment = query_get(kv, n, "adjustment");
+    if (adjustment && !adjustment_valid(adjustment)) {
+        sb_printf(msg, "invalid adjustment: %s", adjustment);
+        return false;
+    }
+    if ((v = query_get(kv, n, "sort"))) {
+        if (strcmp(v, "asc") != 0 && strcmp(v, "desc") != 0) {
+            sb_printf(msg, "invalid sort: %s", v);
+            return false;
+        }
+        q->dir = strcmp(v, "asc") == 0 ? 1 : -1;
+    }
+    q->phash = query_hash(q, start, end, adjustment ? adjustment : "raw");
+    q->start_idx = 0;
+    q->start_t = q->dir > 0 ? q->lo : q->hi;
+    if ((v = query_get(kv, n, "page_token")) && !token_decode(v, q)) {
+        sb_puts(msg, "invalid page_token");
+        return false;
+    }
+    return true;
+}
+
+static void query_free(query_t *q)
+{
+    free(q->syms);
+    q->syms = NULL;
+}
+
+/*
+ * Writes one page of q holding at most page_limit bars. The walk starts at
+ * the cursor and stops at the first bar that does not fit, which becomes the
+ * next token, so nothing past the page is generated. Returns the bar count.
+ */
+static size_t page_build(const sim_t *s, const query_t *q, int64_t page_limit, sbuf_t *out)
+{
+    size_t count = 0, next_idx = 0;
+    int64_t next_t = 0;
+    bool more = false;
+
+    sb_puts(out, q->single ? "{\"bars\":" : "{\"bars\":{");
+    for (size_t i = q->start_idx; i < q->nsyms && !q->token_end && !more; i++) {
+        int64_t from = i == q->start_idx ? q->start_t : q->dir > 0 ? q->lo : q->hi;
+        bool in_group = false;
+        series_t se;
+        bar_iter_t it;
+        int64_t t;
+
+        series_init(&se, q->syms[i], &q->tf, q->feed);
+        iter_init(&it, &se, q->lo, q->hi, q->dir, from);
+        while (iter_next(&it, &t)) {
+            if ((int64_t)count == page_limit) {
+                more = true;
+                next_idx = i;
+                next_t = t;
+                break;
+            }
+            if (!sb_reserve(out, SIM_BAR_MAX + 32))
+                return count;
+            char *p = out->p + out->len;
+            if (in_group) {
+                *p++ = ',';
+            } else if (q->single) {
+                *p++ = '[';
+            } else {
+                /* Symbols without bars on this page are absent keys. */
+                if (count > 0)
+                    *p++ = ',';
+                *p++ = '"';
+                p = put_str(p, se.sym);
+                p = put_str(p, "\":[");
+            }
+            in_group = true;
+            bar_t b;
+            bar_make(&se, t, &b);
+            p = bar_json(p, &b);
+            *p = '\0';
+            out->len = (size_t)(p - out->p);
+            count++;
+        }
+        if (in_group && !q->single)
+            sb_putc(out, ']');
+    }
+    if (q->single) {
+        sb_puts(out, count ? "],\"symbol\":" : "null,\"symbol\":");
+        sb_json_str(out, q->syms[0]);
+    } else {
+        sb_putc(out, '}');
+    }
+    sb_puts(out, ",\"next_page_token\":");
+    if (more || (s->k.trailing_empty && count > 0 && !q->token_end)) {
+        sb_putc(out, '"');
+        token_encode(q->phash, more ? q->syms[next_idx] : NULL, next_t, out);
+        sb_putc(out, '"');
+    } else {
+        sb_puts(out, "null");
+    }
+    sb_putc(out, '}');
+    return count;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Faults, the rate limit and counters                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Replaces a good body with one of three broken ones: (a) cut somewhere in
+ * its middle half, (b) one bar's "vw" turned into the string "x" (valid JSON,
+ * wrong type), (c) "{"bars":" and nothing more. (b) needs a bar; on an empty
+ * page it falls back to (c).
+ */
+static void malform_body(sim_t *s, sbuf_t *body)
+{
+    uint64_t kind = rng_below(&s->rng, 3);
+    sbuf_t out = {0};
+
+    if (kind == 1) {
+        size_t at = (size_t)rng_below(&s->rng, body->len);
+        const char *hit = memmem(body->p + at, body->len - at, "\"vw\":", 5);
+        if (!hit)
+            hit = memmem(body->p, body->len, "\"vw\":", 5);
+        if (hit) {
+            const char *val = hit + 5;
+            const char *close = memchr(val, '}', body->len - (size_t)(val - body->p));
+            if (close) {
+                sb_put(&out, body->p, (size_t)(val - body->p));
+                sb_puts(&out, "\"x\"");
+                sb_put(&out, close, body->len - (size_t)(close - body->p));
+            }
+        }
+        if (out.len == 0)
+            kind = 2;
+    }
+    if (kind == 0) {
+        size_t quarter = body->len / 4;
+        size_t cut = quarter + (size_t)rng_below(&s->rng, body->len / 2 + 1);
+        if (cut >= body->len)
+            cut = body->len - 1;
+        sb_put(&out, body->p, cut);
+    } else if (kind == 2) {
+        sb_puts(&out, "{\"bars\":");
+    }
+    sb_free(body);
+    *body = out;
+}
+
+/* One of the gateway faults, chosen with the seeded generator. */
+static void inject_5xx(sim_t *s, response_t *r)
+{
+    switch (rng_below(&s->rng, 4)) {
+    case 0:
+        resp_set(r, 500, CT_JSON, "{\"message\":\"internal server error\"}");
+        break;
+    case 1:
+        resp_set(r, 502, CT_HTML, html_502);
+        break;
+    case 2:
+        resp_set(r, 503, CT_JSON, "{\"message\":\"service unavailable\"}");
+        break;
+    default:
+        resp_set(r, 504, CT_HTML, html_504);
+        break;
+    }
+}
+
+/* Refills the bucket continuously from the monotonic clock, then takes one
+ * token if there is one. */
+static bool bucket_take(sim_t *s)
+{
+    if (s->k.rate <= 0)
+        return true;
+    uint64_t now = uv_hrtime();
+    s->tokens += (double)(now - s->refill_ns) / 1e9 * s->k.rate;
+    if (s->tokens > s->k.burst)
+        s->tokens = s->k.burst;
+    s->refill_ns = now;
+    if (s->tokens < 1.0)
+        return false;
+    s->tokens -= 1.0;
+    return true;
+}
+
+static void bucket_reset(sim_t *s)
+{
+    s->tokens = s->k.burst;
+    s->refill_ns = uv_hrtime();
+}
+
+static void counters_tick(counters_t *c, int64_t now)
+{
+    size_t slot = (size_t)floor_mod(now, SIM_WINDOW);
+    if (c->sec[slot] != now) {
+        c->sec[slot] = now;
+        c->count[slot] = 0;
+    }
+    c->count[slot]++;
+}
+
+static void counters_json(const counters_t *c, int64_t now, sbuf_t *out)
+{
+    static const int always[] = {400, 401, 403, 429, 500, 502, 503, 504};
+
+    sb_printf(out,
+              "{\"requests\":%" PRIu64 ",\"by_status\":{\"200\":%" PRIu64
+              ",\"200_malformed\":%" PRIu64,
+              c->requests, c->by_status[200], c->malformed);
+    for (int st = 100; st < 600; st++) {
+        bool listed = false;
+        for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
+            listed |= always[i] == st;
+        if (st != 200 && (listed || c->by_status[st]))
+            sb_printf(out, ",\"%d\":%" PRIu64, st, c->by_status[st]);
+    }
+    sb_printf(out, "},\"bars_served\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"per_second\":[",
+              c->bars_served, c->pages);
+    bool first = true;
+    for (int64_t sec = now - SIM_WINDOW + 1; sec <= now; sec++) {
+        size_t slot = (size_t)floor_mod(sec, SIM_WINDOW);
+        if (c->sec[slot] == sec && c->count[slot]) {
+            sb_printf(out, "%s[%" PRId64 ",%" PRIu64 "]", first ? "" : ",", sec, c->count[slot]);
+            first = false;
+        }
+    }
+    sb_puts(out, "]}");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Request handling                                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct http_req {
+    char *method;
+    char *path;
+    char *query; /* after '?', or "" */
+    const char *key_id;
+    const char *secret_key;
+    bool keep_alive;
+    bool gzip_ok;
+} http_req_t;
+
+static bool auth_ok(const sim_t *s, const http_req_t *r)
+{
+    return r->key_id && r->secret_key && strcmp(r->key_id, s->k.key) == 0 &&
+           strcmp(r->secret_key, s->k.secret) == 0;
+}
+
+/*
+ * The bars endpoints, checked in the order a gateway and then the service
+ * would: authentication, rate limit, injected gateway faults, validation,
+ * entitlement, and only then data.
+ */
+static void bars_handle(sim_t *s, http_req_t *r, char *path_sym, response_t *resp)
+{
+    int64_t now = wall_now();
+    query_t q = {0};
+    sbuf_t msg = {0};
+
+    counters_tick(&s->ctr, now);
+    if (!auth_ok(s, r)) {
+        resp_set(resp, 401, CT_HTML, html_401);
+        goto out;
+    }
+    if (!bucket_take(s)) {
+        /* Verbatim, space included; no rate-limit headers, no Retry-After. */
+        resp_set(resp, 429, CT_JSON, "{\"message\": \"too many requests.\"}");
+        goto out;
+    }
+    if (s->k.fail_rate > 0 && rng_unit(&s->rng) < s->k.fail_rate) {
+        inject_5xx(s, resp);
+        goto out;
+    }
+    if (path_sym && !pct_decode(path_sym)) {
+        resp_message(resp, 400, "invalid URL escape in path");
+        goto out;
+    }
+    if (!query_parse(s, r->query, path_sym, now, &q, &msg)) {
+        resp_message(resp, 400, msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    if (s->k.free_plan && q.feed == FEED_SIP && q.end_ts.sec >= now - SIM_FREE_DELAY &&
+        (q.end_ts.sec > now - SIM_FREE_DELAY || q.end_ts.ns > 0)) {
+        resp_message(resp, 403, "subscription does not permit querying recent SIP data");
+        goto out;
+    }
+
+    int64_t page_limit = q.limit;
+    if (s->k.short_pages && page_limit > 1) {
+        int64_t third = page_limit / 3;
+        page_limit = third + (int64_t)rng_below(&s->rng, (uint64_t)(page_limit - third + 1));
+    }
+    if (page_limit > s->k.max_bars)
+        page_limit = s->k.max_bars;
+    if (page_limit < 1)
+        page_limit = 1;
+    resp->status = 200;
+    resp->ctype = CT_JSON;
+    resp->body.len = 0;
+    size_t nbars = page_build(s, &q, page_limit, &resp->body);
+    if (s->k.malformed_rate > 0 && rng_unit(&s->rng) < s->k.malformed_rate) {
+        malform_body(s, &resp->body);
+        resp->malformed = true;
+    } else {
+        s->ctr.bars_served += nbars;
+        s->ctr.pages++;
+    }
+    if (s->k.rate > 0) {
+        double missing = s->k.burst - s->tokens;
+        int64_t reset = now + (int64_t)ceil(missing > 0 ? missing / s->k.rate : 0);
+        snprintf(resp->extra, sizeof resp->extra,
+                 "X-RateLimit-Limit: %lld\r\nX-RateLimit-Remaining: %lld\r\n"
+                 "X-RateLimit-Reset: %" PRId64 "\r\n",
+                 (long long)llround(s->k.rate * 60), (long long)floor(s->tokens), reset);
+    }
+out:
+    sb_free(&msg);
+    query_free(&q);
+}
+
+static bool parse_bool01(const char *v, bool *out)
+{
+    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        return false;
+    *out = v[0] == '1';
+    return true;
+}
+
+/* GET /__sim/set?knob=value&…: all knobs are validated before any applies. */
+static void control_set(sim_t *s, char *qs, response_t *resp)
+{
+    kv_t kv[SIM_MAX_PARAMS];
+    sbuf_t msg = {0};
+    knobs_t nk = s->k;
+    bool rate_set = false, burst_set = false;
+    int n = query_split(qs, kv, SIM_MAX_PARAMS, &msg);
+
+    if (n < 0) {
+        resp_message(resp, 400, msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *k = kv[i].k, *v = kv[i].v, *why;
+        bool ok = true;
+        double d = 0;
+        int64_t iv = 0;
+
+        if (strcmp(k, "fail_rate") == 0 || strcmp(k, "malformed_rate") == 0) {
+            ok = parse_double(v, &d) && d >= 0 && d <= 1;
+            *(k[0] == 'f' ? &nk.fail_rate : &nk.malformed_rate) = d;
+        } else if (strcmp(k, "rate") == 0) {
+            ok = parse_double(v, &nk.rate) && nk.rate >= 0 && nk.rate <= 1e9;
+            rate_set = true;
+        } else if (strcmp(k, "burst") == 0) {
+            ok = parse_double(v, &nk.burst) && nk.burst >= 1 && nk.burst <= 1e9;
+            burst_set = true;
+        } else if (strcmp(k, "latency_ms") == 0) {
+            ok = parse_int(v, &iv, &why) && iv >= 0 && iv <= 3600000;
+            nk.latency_ms = iv;
+        } else if (strcmp(k, "key") == 0 || strcmp(k, "secret") == 0) {
+            ok = strlen(v) < SIM_STR_MAX;
+            if (ok)
+                snprintf(k[0] == 'k' ? nk.key : nk.secret, SIM_STR_MAX, "%s", v);
+        } else if (strcmp(k, "short_pages") == 0) {
+            ok = parse_bool01(v, &nk.short_pages);
+        } else if (strcmp(k, "trailing_empty") == 0) {
+            ok = parse_bool01(v, &nk.trailing_empty);
+        } else {
+            sb_printf(&msg, "unknown knob: %s", k);
+            resp_message(resp, 400, msg.p);
+            goto out;
+        }
+        if (!ok) {
+            sb_printf(&msg, "invalid value for %s: %s", k, v);
+            resp_message(resp, 400, msg.p);
+            goto out;
+        }
+    }
+    if (rate_set && !burst_set)
+        nk.burst = nk.rate > 1 ? nk.rate : 1;
+    s->k = nk;
+    if (rate_set || burst_set)
+        bucket_reset(s);
+    resp_set(resp, 200, CT_JSON, "{\"ok\":true}");
+out:
+    sb_free(&msg);
+}
+
+static void control_handle(sim_t *s, http_req_t *r, response_t *resp)
+{
+    const char *what = r->path + strlen("/__sim/");
+
+    if (strcmp(what, "health") == 0) {
+        resp_set(resp, 200, CT_JSON, "{\"ok\":true}");
+    } else if (strcmp(what, "reset") == 0) {
+        memset(&s->ctr, 0, sizeof s->ctr);
+        resp_set(resp, 200, CT_JSON, "{\"ok\":true}");
+    } else if (strcmp(what, "counters") == 0) {
+        resp->status = 200;
+        resp->ctype = CT_JSON;
+        resp->body.len = 0;
+        counters_json(&s->ctr, wall_now(), &resp->body);
+    } else if (strcmp(what, "set") == 0) {
+        control_set(s, r->query, resp);
+    } else {
+        resp_message(resp, 404, "Not Found");
+    }
+}
+
+/* Does the comma-separated header value hold token (case-insensitively)? */
+static bool header_has_token(const char *value, const char *token)
+{
+    size_t n = strlen(token);
+    for (const char *p = value; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ';')
+            e++;
+        const char *te = e;
+        while (te > p && (te[-1] == ' ' || te[-1] == '\t'))
+            te--;
+        if ((size_t)(te - p) == n && strncasecmp(p, token, n) == 0)
+            return true;
+        while (*e && *e != ',')
+            e++;
+        p = e;
+    }
+    return false;
+}
+
+/*
+ * Parses a request head (request line and headers, ending with an empty
+ * line) in place. Returns false for anything that is not a bodiless
+ * HTTP/1.x request.
+ */
+static bool http_parse(char *head, size_t len, http_req_t *r)
+{
+    char *end = head + len;
+    char *line = head;
+    bool first = true, version_11;
+
+    memset(r, 0, sizeof *r);
+    if (memchr(head, '\0', len))
+        return false;
+    while (line < end) {
+        char *nl = memchr(line, '\n', (size_t)(end - line));
+        if (!nl)
+            return false;
+        *nl = '\0';
+        if (nl > line && nl[-1] == '\r')
+            nl[-1] = '\0';
+        char *next = nl + 1;
+        if (first) {
+            char *sp1 = strchr(line, ' ');
+            char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+            if (!sp1 || !sp2 || strchr(sp2 + 1, ' ') || sp1 == line)
+                return false;
+            *sp1 = *sp2 = '\0';
+            for (const char *p = line; *p; p++)
+                if (*p < 'A' || *p > 'Z')
+                    return false;
+            if (strcmp(sp2 + 1, "HTTP/1.1") == 0)
+                version_11 = true;
+            else if (strcmp(sp2 + 1, "HTTP/1.0") == 0)
+                version_11 = false;
+            else
+                return false;
+            r->method = line;
+            r->path = sp1 + 1;
+            if (r->path[0] != '/')
+                return false;
+            char *qm = strchr(r->path, '?');
+            if (qm)
+                *qm = '\0';
+            r->query = qm ? qm + 1 : r->path + strlen(r->path);
+            r->keep_alive = version_11;
+            first = false;
+        } else if (*line) {
+            char *colon = strchr(line, ':');
+            if (!colon || colon == line)
+                return false;
+            *colon = '\0';
+            for (const char *p = line; *p; p++)
+                if (*p == ' ' || *p == '\t')
+                    return false;
+            char *v = colon + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            char *ve = v + strlen(v);
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                *--ve = '\0';
+            if (strcasecmp(line, "APCA-API-KEY-ID") == 0) {
+                r->key_id = v;
+            } else if (strcasecmp(line, "APCA-API-SECRET-KEY") == 0) {
+                r->secret_key = v;
+            } else if (strcasecmp(line, "Connection") == 0) {
+                if (header_has_token(v, "close"))
+                    r->keep_alive = false;
+                else if (header_has_token(v, "keep-alive"))
+                    r->keep_alive = true;
+            } else if (strcasecmp(line, "Accept-Encoding") == 0) {
+                r->gzip_ok = strstr(v, "gzip") != NULL;
+            } else if (strcasecmp(line, "Content-Length") == 0) {
+                /* Requests are GETs without bodies; a body would desync us. */
+                if (strcmp(v, "0") != 0)
+                    return false;
+            } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+                return false;
+            }
+        }
+        line = next;
+    }
+    return !first;
+}
+
+/* Routes one request head; fills resp. */
+static void sim_handle(sim_t *s, char *head, size_t len, response_t *resp)
+{
+    static const char prefix[] = "/v2/stocks/";
+    http_req_t r;
+
+    resp->counted = true;
+    if (!http_parse(head, len, &r)) {
+        resp_message(resp, 400, "malformed HTTP request");
+        resp->close = true;
+        return;
+    }
+    resp->close = !r.keep_alive;
+    resp->gzip_ok = r.gzip_ok;
+    if (strncmp(r.path, "/__sim/", 7) == 0 && strcmp(r.method, "GET") == 0) {
+        resp->counted = false;
+        control_handle(s, &r, resp);
+        return;
+    }
+    if (strcmp(r.method, "GET") != 0) {
+        resp_message(resp, 405, "method not allowed");
+        snprintf(resp->extra, sizeof resp->extra, "Allow: GET\r\n");
+        return;
+    }
+    if (strcmp(r.path, "/v2/stocks/bars") == 0) {
+        bars_handle(s, &r, NULL, resp);
+        return;
+    }
+    if (strncmp(r.path, prefix, sizeof prefix - 1) == 0) {
+        char *sym = r.path + sizeof prefix - 1;
+        char *slash = strchr(sym, '/');
+        if (slash && slash != sym && strcmp(slash, "/bars") == 0) {
+            *slash = '\0';
+            bars_handle(s, &r, sym, resp);
+            return;
+        }
+    }
+    resp_message(resp, 404, "Not Found");
+}
+
+static void sim_count(sim_t *s, const response_t *resp)
+{
+    if (!resp->counted)
+        return;
+    s->ctr.requests++;
+    if (resp->malformed)
+        s->ctr.malformed++;
+    else if (resp->status >= 100 && resp->status < 600)
+        s->ctr.by_status[resp->status]++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connections                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* One queued response: the request and both buffers are freed together in
+ * the write callback. */
+typedef struct wreq {
+    uv_write_t req;
+    conn_t *conn;
+    sbuf_t head;
+    sbuf_t body;
+} wreq_t;
+
+/*
+ * A client connection owns two handles, the socket and the latency timer, and
+ * is freed when the second close callback has run. Requests are answered in
+ * order; while a delayed response waits on the timer, reading stops so that
+ * pipelined requests queue up in the socket, not in memory.
+ */
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    sim_t *sim;
+    conn_t *prev;
+    conn_t *next;
+    int open_handles; /* closes still to come */
+    int writes;       /* uv_writes not yet called back */
+    bool closing;
+    bool reading;
+    bool waiting;     /* a response sits in `pending` until the timer fires */
+    bool close_after; /* a response said "Connection: close" */
+    bool peer_eof;    /* the client finished sending */
+    wreq_t *pending;
+    size_t in_len;
+    char in[SIM_IN_CAP];
+};
+
+static void wreq_free(wreq_t *w)
+{
+    if (!w)
+        return;
+    sb_free(&w->head);
+    sb_free(&w->body);
+    free(w);
+}
+
+static const char *http_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Time-out";
+    default:
+        return "Unknown";
+    }
+}
+
+/* gzip (not zlib) framing, level 1 as nginx's gzip_comp_level default. */
+static bool gzip_body(const sbuf_t *in, sbuf_t *out)
+{
+    z_stream zs;
+    bool ok = false;
+
+    memset(&zs, 0, sizeof zs);
+    if (deflateInit2(&zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return false;
+    uLong bound = deflateBound(&zs, (uLong)in->len);
+    if (!sb_reserve(out, bound))
+        goto out;
+    zs.next_in = (const Bytef *)in->p;
+    zs.avail_in = (uInt)in->len;
+    zs.next_out = (Bytef *)out->p;
+    zs.avail_out = (uInt)bound;
+    if (deflate(&zs, Z_FINISH) != Z_STREAM_END)
+        goto out;
+    out->len = zs.total_out;
+    ok = true;
+out:
+    deflateEnd(&zs);
+    return ok;
+}
+
+static void conn_on_close(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+
+    if (--c->open_handles > 0)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->sim->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    wreq_free(c->pending);
+    free(c);
+}
+
+/* Starts closing; safe to call repeatedly and from any callback, because the
+ * memory goes only in the last close callback. Pending writes are cancelled
+ * (their callbacks free their buffers); a pending delayed response is freed
+ * with the connection. */
+static void conn_close(conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+    uv_close((uv_handle_t *)&c->timer, conn_on_close);
+}
+
+static void conn_maybe_finish(conn_t *c)
+{
+    if (!c->closing && !c->waiting && c->writes == 0 && (c->close_after || c->peer_eof))
+        conn_close(c);
+}
+
+static void conn_process(conn_t *c);
+
+static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    conn_t *c = h->data;
+    buf->base = c->in + c->in_len;
+    buf->len = SIM_IN_CAP - c->in_len;
+}
+
+static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *c = st->data;
+
+    if (nread > 0) {
+        c->in_len += (size_t)nread;
+        conn_process(c);
+    } else if (nread == UV_EOF) {
+        /* Answer what has arrived, then close once it is written. */
+        c->peer_eof = true;
+        conn_process(c);
+    } else if (nread < 0) {
+        conn_close(c);
+    }
+}
+
+static void conn_set_reading(conn_t *c, bool on)
+{
+    if (c->closing || on == c->reading)
+        return;
+    if (on) {
+        int rc = uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+        if (rc < 0) {
+            fprintf(stderr, "alpaca-sim: uv_read_start: %s\n", uv_strerror(rc));
+            conn_close(c);
+            return;
+        }
+    } else {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    c->reading = on;
+}
+
+static void conn_on_write(uv_write_t *req, int status)
+{
+    wreq_t *w = (wreq_t *)req;
+    conn_t *c = w->conn;
+
+    wreq_free(w);
+    c->writes--;
+    if (status < 0)
+        conn_close(c);
+    else
+        conn_maybe_finish(c);
+}
+
+static void conn_write(conn_t *c, wreq_t *w)
+{
+    uv_buf_t bufs[2] = {uv_buf_init(w->head.p, (unsigned)w->head.len),
+                        uv_buf_init(w->body.p, (unsigned)w->body.len)};
+
+    c->writes++;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, w->body.len ? 2 : 1, conn_on_write);
+    if (rc < 0) {
+        c->writes--;
+        wreq_free(w);
+        conn_close(c);
+    }
+}
+
+static void conn_on_timer(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    wreq_t *w = c->pending;
+
+    c->pending = NULL;
+    c->waiting = false;
+    conn_write(c, w);
+    conn_process(c);
+}
+
+/* Serialises resp (taking its body) and sends it now or after the latency. */
+static void conn_respond(conn_t *c, response_t *resp)
+{
+    const sim_t *s = c->sim;
+    const char *encoding = "";
+    wreq_t *w = calloc(1, sizeof *w);
+
+    if (!w) {
+        sb_free(&resp->body);
+        conn_close(c);
+        return;
+    }
+    w->conn = c;
+    w->body = resp->body;
+    memset(&resp->body, 0, sizeof resp->body);
+    if (w->body.oom) {
+        sb_free(&w->body);
+        resp->status = 500;
+        resp->ctype = CT_JSON;
+        resp->extra[0] = '\0';
+        sb_puts(&w->body, "{\"message\":\"internal server error\"}");
+    }
+    if (s->k.gzip && resp->gzip_ok && w->body.len > 0) {
+        sbuf_t z = {0};
+        if (gzip_body(&w->body, &z)) {
+            sb_free(&w->body);
+            w->body = z;
+            encoding = "Content-Encoding: gzip\r\n";
+        } else {
+            sb_free(&z);
+        }
+    }
+    sb_printf(&w->head,
+              "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n"
+              "%s%s\r\n",
+              resp->status, http_reason(resp->status), resp->ctype ? resp->ctype : CT_JSON,
+              w->body.len, resp->close ? "close" : "keep-alive", encoding, resp->extra);
+    if (w->head.oom || w->body.oom) {
+        wreq_free(w);
+        conn_close(c);
+        return;
+    }
+    if (resp->close)
+        c->close_after = true;
+    if (s->k.latency_ms > 0) {
+        c->pending = w;
+        c->waiting = true;
+        if (uv_timer_start(&c->timer, conn_on_timer, (uint64_t)s->k.latency_ms, 0) < 0)
+            conn_close(c);
+        return;
+    }
+    conn_write(c, w);
+}
+
+/* The offset just past the empty line ending the head, or 0 if incomplete. */
+static size_t head_end(const char *p, size_t n)
+{
+    const char *q = p, *end = p + n;
+
+    while ((q = memchr(q, '\n', (size_t)(end - q)))) {
+        if (q + 1 < end && q[1] == '\n')
+            return (size_t)(q + 2 - p);
+        if (q + 2 < end && q[1] == '\r' && q[2] == '\n')
+            return (size_t)(q + 3 - p);
+        q++;
+    }
+    return 0;
+}
+
+/* Answers every complete request in the buffer, in order, until one must
+ * wait for the latency timer or asked to close. */
+static void conn_process(conn_t *c)
+{
+    sim_t *s = c->sim;
+
+    while (!c->closing && !c->waiting && !c->close_after) {
+        size_t skip = 0;
+        /* Stray line breaks between requests are allowed (RFC 9112 §2.2). */
+        while (skip < c->in_len && (c->in[skip] == '\r' || c->in[skip] == '\n'))
+            skip++;
+        if (skip) {
+            memmove(c->in, c->in + skip, c->in_len - skip);
+            c->in_len -= skip;
+        }
+        size_t n = head_end(c->in, c->in_len);
+        if (n == 0 && c->in_len <= SIM_MAX_HEAD)
+            break;
+        response_t resp = {0};
+        if (n == 0 || n > SIM_MAX_HEAD) {
+            resp_message(&resp, 431, "request header fields too large");
+            resp.close = true;
+            resp.counted = true;
+            c->in_len = 0;
+        } else {
+            sim_handle(s, c->in, n, &resp);
+            memmove(c->in, c->in + n, c->in_len - n);
+            c->in_len -= n;
+        }
+        sim_count(s, &resp);
+        conn_respond(c, &resp);
+    }
+    conn_maybe_finish(c);
+    conn_set_reading(c, !c->waiting && !c->close_after && !c->peer_eof);
+}
+
+static void sim_on_connection(uv_stream_t *server, int status)
+{
+    sim_t *s = server->data;
+    conn_t *c;
+
+    if (status < 0) {
+        fprintf(stderr, "alpaca-sim: listen: %s\n", uv_strerror(status));
+        return;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        fprintf(stderr, "alpaca-sim: out of memory accepting a connection\n");
+        return;
+    }
+    c->sim = s;
+    if (uv_tcp_init(&s->loop, &c->tcp) < 0) {
+        free(c);
+        return;
+    }
+    uv_timer_init(&s->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc < 0) {
+        fprintf(stderr, "alpaca-sim: accept: %s\n", uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_set_reading(c, true);
+}
+
+/* Closes every handle so uv_run returns and uv_loop_close succeeds. */
+static void sim_stop(sim_t *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    uv_close((uv_handle_t *)&s->sig_int, NULL);
+    uv_close((uv_handle_t *)&s->sig_term, NULL);
+    for (conn_t *c = s->conns; c; c = c->next)
+        conn_close(c);
+}
+
+static void sim_on_signal(uv_signal_t *h, int signum)
+{
+    sim_stop(h->data);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command line                                                              */
+/* ------------------------------------------------------------------------ */
+
+static const char usage_text[] =
+    "usage: alpaca-sim [options]\n"
+    "       alpaca-sim dump --symbols A,B --timeframe TF [--start T] [--end T] [--feed F]\n"
+    "\n"
+    "A loopback fake of the Alpaca market-data v2 bars API with deterministic data.\n"
+    "\n"
+    "server options:\n"
+    "  --host ADDR            address to listen on (default 127.0.0.1)\n"
+    "  --port N               port (default 0: an ephemeral port)\n"
+    "  --port-file PATH       after listening, write the port to PATH (atomically)\n"
+    "  --key K                expected APCA-API-KEY-ID (default test-key)\n"
+    "  --secret S             expected APCA-API-SECRET-KEY (default test-secret)\n"
+    "  --latency-ms N         delay every response by N ms (default 0)\n"
+    "  --rate R               token-bucket refill, requests/s; 0 = unlimited (default 0)\n"
+    "  --burst B              bucket size (default max(1, R))\n"
+    "  --fail-rate F          fraction of bars requests answered 500/502/503/504\n"
+    "  --malformed-rate F     fraction of 200 bars responses with a broken body\n"
+    "  --seed N               seed of the fault and short-page generator (default 1)\n"
+    "  --short-pages          pages hold between limit/3 and limit bars\n"
+    "  --trailing-empty       the last page carries a token to an empty page\n"
+    "  --gzip                 gzip bodies when the client accepts it\n"
+    "  --free-plan            403 for SIP data younger than 15 minutes\n"
+    "  --max-bars N           cap on bars per response (default 10000000)\n"
+    "  --help                 this text\n"
+    "\n"
+    "control endpoints (no auth): GET /__sim/health, /__sim/counters, /__sim/reset,\n"
+    "  /__sim/set?fail_rate=&malformed_rate=&rate=&burst=&latency_ms=&key=&secret=\n"
+    "            &short_pages=0|1&trailing_empty=0|1\n"
+    "\n"
+    "dump prints the bars the server would serve, as CSV lines\n"
+    "  SYMBOL,t,o,h,l,c,v,n,vw (symbol asc, t asc; start/end default as the API's).\n";
+
+/* Splits "--name=value" or "--name value"; *val is NULL when absent. */
+static const char *opt_take(int argc, char **argv, int *i, char *name, size_t cap, bool needs_value,
+                            bool *missing)
+{
+    const char *arg = argv[*i];
+    const char *eq = strchr(arg, '=');
+    size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+
+    *missing = false;
+    snprintf(name, cap, "%.*s", (int)n, arg);
+    if (eq)
+        return eq + 1;
+    if (!needs_value)
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static bool opt_is_flag(const char *name)
+{
+    return strcmp(name, "--short-pages") == 0 || strcmp(name, "--trailing-empty") == 0 ||
+           strcmp(name, "--gzip") == 0 || strcmp(name, "--free-plan") == 0 ||
+           strcmp(name, "--help") == 0;
+}
+
+/* Whether argv[i] names a server option that takes a value, so that an
+ * unknown option is reported as unknown rather than as missing its value. */
+static bool opt_takes_value(const char *arg)
+{
+    static const char *const names[] = {
+        "--host",      "--port",           "--port-file", "--key",
+        "--secret",    "--latency-ms",     "--rate",      "--burst",
+        "--fail-rate", "--malformed-rate", "--seed",      "--max-bars",
+    };
+    size_t n = strcspn(arg, "=");
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == n && strncmp(arg, names[i], n) == 0)
+            return true;
+    return false;
+}
+
+static int dump_main(int argc, char **argv)
+{
+    const char *symbols = NULL, *timeframe = NULL, *start = NULL, *end = NULL, *feed = "sip";
+    char *list = NULL, **syms = NULL;
+    size_t nsyms = 0;
+    sbuf_t msg = {0}, out = {0};
+    int rc = 2;
+    tf_t tf;
+    int64_t lo, hi, now = wall_now();
+    ts_t end_ts;
+    int feed_id;
+
+    for (int i = 1; i < argc; i++) {
+        char name[64];
+        bool missing;
+        const char *v =
+            opt_take(argc, argv, &i, name, sizeof name, strcmp(argv[i], "--help") != 0, &missing);
+        if (strcmp(name, "--help") == 0) {
+            fputs(usage_text, stdout);
+            rc = 0;
+            goto out;
+        }
+        if (missing) {
+            fprintf(stderr, "alpaca-sim dump: %s needs a value\n", name);
+            goto out;
+        }
+        if (strcmp(name, "--symbols") == 0)
+            symbols = v;
+        else if (strcmp(name, "--timeframe") == 0)
+            timeframe = v;
+        else if (strcmp(name, "--start") == 0)
+            start = v;
+        else if (strcmp(name, "--end") == 0)
+            end = v;
+        else if (strcmp(name, "--feed") == 0)
+            feed = v;
+        else {
+            fprintf(stderr, "alpaca-sim dump: unknown option %s (see --help)\n", argv[i]);
+            goto out;
+        }
+    }
+    if (!symbols || !*symbols || !timeframe) {
+        fprintf(stderr, "alpaca-sim dump: --symbols and --timeframe are required\n");
+        goto out;
+    }
+    list = strdup(symbols);
+    if (!list) {
+        fprintf(stderr, "alpaca-sim dump: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    const char *bad = NULL;
+    int src = symbols_split(list, &syms, &nsyms, &bad);
+    if (src < 0) {
+        if (src == -1)
+            fprintf(stderr, "alpaca-sim dump: invalid symbol: %s\n", bad);
+        else
+            fprintf(stderr, "alpaca-sim dump: out of memory\n");
+        rc = src == -1 ? 2 : 1;
+        goto out;
+    }
+    if (!tf_parse(timeframe, &tf)) {
+        fprintf(stderr, "alpaca-sim dump: invalid timeframe: %s\n", timeframe);
+        goto out;
+    }
+    if ((feed_id = feed_parse(feed)) < 0) {
+        fprintf(stderr, "alpaca-sim dump: invalid feed: %s\n", feed);
+        goto out;
+    }
+    if (!range_resolve(start, end, false, now, &lo, &hi, &end_ts, &msg)) {
+        fprintf(stderr, "alpaca-sim dump: %s\n", msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    rc = 1;
+    for (size_t i = 0; i < nsyms; i++) {
+        series_t se;
+        bar_iter_t it;
+        int64_t t;
+        series_init(&se, syms[i], &tf, feed_id);
+        iter_init(&it, &se, lo, hi, 1, lo);
+        while (iter_next(&it, &t)) {
+            bar_t b;
+            if (!sb_reserve(&out, SIM_BAR_MAX))
+                goto oom;
+            bar_make(&se, t, &b);
+            out.len = (size_t)(bar_csv(out.p + out.len, se.sym, &b) - out.p);
+            if (out.len > (1u << 20)) {
+                if (fwrite(out.p, 1, out.len, stdout) != out.len)
+                    goto io;
+                out.len = 0;
+            }
+        }
+    }
+    if (out.len && fwrite(out.p, 1, out.len, stdout) != out.len)
+        goto io;
+    if (fflush(stdout) != 0)
+        goto io;
+    rc = 0;
+    goto out;
+oom:
+    fprintf(stderr, "alpaca-sim dump: out of memory\n");
+    goto out;
+io:
+    fprintf(stderr, "alpaca-sim dump: write error: %s\n", strerror(errno));
+out:
+    sb_free(&out);
+    sb_free(&msg);
+    free(syms);
+    free(list);
+    return rc;
+}
+
+static bool opt_double(const char *v, double lo, double hi, double *out)
+{
+    return v && parse_double(v, out) && *out >= lo && *out <= hi;
+}
+
+static bool opt_int(const char *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    const char *why;
+    return v && parse_int(v, out, &why) && *out >= lo && *out <= hi;
+}
+
+/* Writes the port to path via a temporary file and rename, so a poller never
+ * reads a half-written number. */
+static bool write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return false;
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return false;
+    bool ok = fprintf(f, "%d\n", port) > 0;
+    ok = fclose(f) == 0 && ok;
+    if (ok && rename(tmp, path) == 0)
+        return true;
+    unlink(tmp);
+    return false;
+}
+
+static int serve_main(int argc, char **argv)
+{
+    const char *host = "127.0.0.1", *port_file = NULL;
+    int64_t port = 0, seed = 1;
+    bool burst_given = false, loop_ready = false, listener_ready = false, signals_ready = false;
+    int rc = 2, uvrc;
+    struct sockaddr_storage addr;
+    sim_t *s = calloc(1, sizeof *s);
+
+    if (!s) {
+        fprintf(stderr, "alpaca-sim: out of memory\n");
+        return 1;
+    }
+    snprintf(s->k.key, sizeof s->k.key, "%s", "test-key");
+    snprintf(s->k.secret, sizeof s->k.secret, "%s", "test-secret");
+    s->k.max_bars = 10000000;
+    for (int i = 1; i < argc; i++) {
+        char name[64];
+        bool missing, ok = true;
+        const char *v =
+            opt_take(argc, argv, &i, name, sizeof name, opt_takes_value(argv[i]), &missing);
+        if (missing) {
+            fprintf(stderr, "alpaca-sim: %s needs a value\n", name);
+            goto out;
+        }
+        if (strcmp(name, "--help") == 0) {
+            fputs(usage_text, stdout);
+            rc = 0;
+            goto out;
+        } else if (strcmp(name, "--host") == 0) {
+            host = v;
+        } else if (strcmp(name, "--port") == 0) {
+            ok = opt_int(v, 0, 65535, &port);
+        } else if (strcmp(name, "--port-file") == 0) {
+            port_file = v;
+        } else if (strcmp(name, "--key") == 0 || strcmp(name, "--secret") == 0) {
+            ok = v && strlen(v) < SIM_STR_MAX;
+            if (ok)
+                snprintf(name[2] == 'k' ? s->k.key : s->k.secret, SIM_STR_MAX, "%s", v);
+        } else if (strcmp(name, "--latency-ms") == 0) {
+            ok = opt_int(v, 0, 3600000, &s->k.latency_ms);
+        } else if (strcmp(name, "--rate") == 0) {
+            ok = opt_double(v, 0, 1e9, &s->k.rate);
+        } else if (strcmp(name, "--burst") == 0) {
+            ok = opt_double(v, 1, 1e9, &s->k.burst);
+            burst_given = true;
+        } else if (strcmp(name, "--fail-rate") == 0) {
+            ok = opt_double(v, 0, 1, &s->k.fail_rate);
+        } else if (strcmp(name, "--malformed-rate") == 0) {
+            ok = opt_double(v, 0, 1, &s->k.malformed_rate);
+        } else if (strcmp(name, "--seed") == 0) {
+            ok = opt_int(v, INT64_MIN, INT64_MAX, &seed);
+        } else if (strcmp(name, "--max-bars") == 0) {
+            ok = opt_int(v, 1, INT64_MAX, &s->k.max_bars);
+        } else if (opt_is_flag(name) && !v) {
+            if (strcmp(name, "--short-pages") == 0)
+                s->k.short_pages = true;
+            else if (strcmp(name, "--trailing-empty") == 0)
+                s->k.trailing_empty = true;
+            else if (strcmp(name, "--gzip") == 0)
+                s->k.gzip = true;
+            else
+                s->k.free_plan = true;
+        } else {
+            fprintf(stderr, "alpaca-sim: unknown option %s (see --help)\n", argv[i]);
+            goto out;
+        }
+        if (!ok) {
+            fprintf(stderr, "alpaca-sim: invalid value for %s: %s\n", name, v ? v : "");
+            goto out;
+        }
+    }
+    if (!burst_given)
+        s->k.burst = s->k.rate > 1 ? s->k.rate : 1;
+    s->rng = (uint64_t)seed;
+    bucket_reset(s);
+    rc = 1;
+
+    /* A client hanging up mid-write must cost an EPIPE, not the process. */
+    signal(SIGPIPE, SIG_IGN);
+    if ((uvrc = uv_loop_init(&s->loop)) < 0)
+        goto uv_fail;
+    loop_ready = true;
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&addr) != 0) {
+        fprintf(stderr, "alpaca-sim: invalid --host %s\n", host);
+        rc = 2;
+        goto out;
+    }
+    if ((uvrc = uv_tcp_init(&s->loop, &s->listener)) < 0)
+        goto uv_fail;
+    listener_ready = true;
+    s->listener.data = s;
+    if ((uvrc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0)) < 0 ||
+        (uvrc = uv_listen((uv_stream_t *)&s->listener, 511, sim_on_connection)) < 0)
+        goto uv_fail;
+    int alen = sizeof addr;
+    if ((uvrc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &alen)) < 0)
+        goto uv_fail;
+    int bound = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                                 : ((struct sockaddr_in *)&addr)->sin_port);
+    uv_signal_init(&s->loop, &s->sig_int);
+    uv_signal_init(&s->loop, &s->sig_term);
+    signals_ready = true;
+    s->sig_int.data = s;
+    s->sig_term.data = s;
+    if ((uvrc = uv_signal_start(&s->sig_int, sim_on_signal, SIGINT)) < 0 ||
+        (uvrc = uv_signal_start(&s->sig_term, sim_on_signal, SIGTERM)) < 0)
+        goto uv_fail;
+    if (port_file && !write_port_file(port_file, bound)) {
+        fprintf(stderr, "alpaca-sim: cannot write %s: %s\n", port_file, strerror(errno));
+        goto out;
+    }
+    printf("alpaca-sim listening on %s:%d\n", host, bound);
+    fflush(stdout);
+
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    rc = 0;
+    goto out;
+uv_fail:
+    fprintf(stderr, "alpaca-sim: %s\n", uv_strerror(uvrc));
+out:
+    if (loop_ready) {
+        if (!s->stopping) {
+            if (listener_ready)
+                uv_close((uv_handle_t *)&s->listener, NULL);
+            if (signals_ready) {
+                uv_close((uv_handle_t *)&s->sig_int, NULL);
+                uv_close((uv_handle_t *)&s->sig_term, NULL);
+            }
+            s->stopping = true;
+        }
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(&s->loop) != 0) {
+            fprintf(stderr, "alpaca-sim: handles still open at exit\n");
+            rc = 1;
+        }
+    }
+    free(s);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "dump") == 0)
+        return dump_main(argc - 1, argv + 1);
+    return serve_main(argc, argv);
+}

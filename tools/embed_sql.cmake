@@ -1,0 +1,15 @@
+# Writes a C file holding every migration as a byte array, in file-name order.
+# Called by CMakeLists.txt with -DOUT=... -DFILES=a.sql;b.sql
+set(body "/* Generated from the files in sql/ by tools/embed_sql.cmake. Do not edit. */\n#include <stddef.h>\n#include \"migrations.h\"\n")
+set(table "")
+set(i 0)
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND body "static const char m${i}[] = {${hex}0x00};\n")
+  string(APPEND table "    {\"${name}\", m${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "const struct migration migrations[] = {\n${table}    {NULL, NULL}\n};\n")
+file(WRITE ${OUT} "${body}")
