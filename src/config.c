@@ -130,9 +130,12 @@ static int set_value(struct config *c, const struct cfg_key *k, const char *val,
                        : k->type == CFG_LEVEL ? "one of debug, info, notice, warn, error"
                        : k->type == CFG_INT   ? "a whole number"
                                               : "a number";
-    if (k->type == CFG_INT || k->type == CFG_DBL)
-        snprintf(err, errlen, "%s (%s): must be %s from %g to %g, got \"%s\"", k->name, origin,
-                 want, k->min, k->max, k->secret ? "[redacted]" : val);
+    if (k->type == CFG_INT)
+        snprintf(err, errlen, "%s (%s): must be %s from %lld to %lld, got \"%s\"", k->name, origin,
+                 want, (long long)k->min, (long long)k->max, k->secret ? "[redacted]" : val);
+    else if (k->type == CFG_DBL)
+        snprintf(err, errlen, "%s (%s): must be %s from %.15g to %.15g, got \"%s\"", k->name,
+                 origin, want, k->min, k->max, k->secret ? "[redacted]" : val);
     else
         snprintf(err, errlen, "%s (%s): must be %s, got \"%s\"", k->name, origin, want,
                  k->secret ? "[redacted]" : val);

@@ -5,8 +5,10 @@
 
 #include "util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,7 +26,7 @@ static size_t nsecrets;
 int log_level_parse(const char *name)
 {
     for (size_t i = 0; i < ARRAY_SIZE(level_names); i++)
-        if (name && strcmp(name, level_names[i]) == 0)
+        if (name && strcasecmp(name, level_names[i]) == 0)
             return (int)i;
     return -1;
 }
@@ -105,7 +107,9 @@ static int append_scrubbed(dynbuf_t *b, const char *s)
         size_t hit = n, hitlen = 0;
         for (size_t k = 0; k < nsecrets; k++) {
             const char *p = strstr(s + i, secrets[k]);
-            if (p && (size_t)(p - s) < hit) {
+            /* At the same position the longer secret wins, or its tail would leak. */
+            if (p && ((size_t)(p - s) < hit ||
+                      ((size_t)(p - s) == hit && strlen(secrets[k]) > hitlen))) {
                 hit = (size_t)(p - s);
                 hitlen = strlen(secrets[k]);
             }
@@ -164,7 +168,11 @@ void log_write(int level, const char *msg, const struct log_field *fields)
             rc |= dynbuf_printf(&b, "%lld", (long long)f->i);
             break;
         case LF_DBL:
-            rc |= dynbuf_printf(&b, "%.6g", f->d);
+            /* JSON has no NaN or Infinity: a rate over a zero interval is null. */
+            if (isfinite(f->d))
+                rc |= dynbuf_printf(&b, "%.10g", f->d);
+            else
+                rc |= dynbuf_append(&b, "null", 4);
             break;
         case LF_BOOL:
             rc |= dynbuf_append(&b, f->i ? "true" : "false", f->i ? 4 : 5);

@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <curl/curl.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,19 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
     return dm.exit_code;
 }
 
+/* The database password, wherever it comes from, is scrubbed from every log line. */
+static void register_db_password(const char *conninfo)
+{
+    log_add_secret(getenv("PGPASSWORD"));
+    if (!conninfo || !*conninfo)
+        return;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val)
+            log_add_secret(o->val);
+    PQconninfoFree(opts);
+}
+
 /* --- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -263,6 +277,7 @@ int main(int argc, char **argv)
         }
     }
     log_min_level = cfg.log_level;
+    register_db_password(cfg.database_url);
     if (strcmp(cmd, "run") == 0)
         rc = cmd_run(&cfg, config_file, sub_argc, sub_argv);
     else if (strcmp(cmd, "migrate") == 0)

@@ -26,8 +26,7 @@ void pager_init(pager_t *p, uint64_t max_bars)
 {
     memset(p, 0, sizeof *p);
     /* Every non-empty page holds ≥ 1 bar, plus room for empty pages. */
-    uint64_t bound = max_bars + 2;
-    p->max_pages = bound > 1000000 ? 1000000 : (unsigned)bound;
+    p->max_pages = max_bars > 1000000 - 2 ? 1000000 : (unsigned)(max_bars + 2);
 }
 
 void pager_reset(pager_t *p)

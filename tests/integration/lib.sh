@@ -28,6 +28,7 @@ dump_logs() {
 
 cleanup() {
     local rc=$?
+    disown -a 2>/dev/null || true   # no "Killed" job notices for what we stop here
     for p in "${PIDS[@]:-}"; do
         [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
     done
@@ -81,6 +82,11 @@ wait_for() {
         fi
         sleep 0.1
     done
+}
+
+# count_ge FILE PATTERN N: FILE has at least N lines matching PATTERN (for wait_for).
+count_ge() {
+    [ "$(grep -c -- "$2" "$1" 2>/dev/null || true)" -ge "$3" ]
 }
 
 finish() {

@@ -1,0 +1,427 @@
+/*
+ * Unit tests for the log module: one JSON object per line.
+ *
+ * Output is captured with open_memstream through log_set_stream(). Each test
+ * gets a fresh stream from its setup, and the teardown puts stderr, the
+ * minimum level and the secret list back, so a failing test cannot leak its
+ * settings into the next one.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+/* Length of `{"ts":"YYYY-MM-DDTHH:MM:SS.mmmZ"`: everything after it is deterministic. */
+#define TS_PREFIX_LEN 32
+
+struct capture {
+    FILE *f;
+    char *buf;
+    size_t len;
+    int saved_level;
+};
+
+static int cap_setup(void **state)
+{
+    struct capture *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->f = open_memstream(&c->buf, &c->len);
+    if (!c->f) {
+        free(c);
+        return -1;
+    }
+    c->saved_level = log_min_level;
+    log_set_stream(c->f);
+    *state = c;
+    return 0;
+}
+
+static int cap_teardown(void **state)
+{
+    struct capture *c = *state;
+    log_set_stream(NULL);
+    log_min_level = c->saved_level;
+    log_clear_secrets();
+    fclose(c->f);
+    free(c->buf);
+    free(c);
+    return 0;
+}
+
+/* Everything written so far (log_write flushes after each line). */
+static const char *captured(struct capture *c)
+{
+    fflush(c->f);
+    return c->buf ? c->buf : "";
+}
+
+static size_t count_char(const char *s, char ch)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == ch;
+    return n;
+}
+
+/* Checks that out is exactly one line and returns the part after the timestamp. */
+static const char *one_line_body(struct capture *c)
+{
+    const char *out = captured(c);
+    size_t n = strlen(out);
+    assert_int_equal(count_char(out, '\n'), 1);
+    assert_true(n > TS_PREFIX_LEN);
+    assert_int_equal(out[n - 1], '\n');
+    assert_memory_equal(out, "{\"ts\":\"", 7);
+    return out + TS_PREFIX_LEN;
+}
+
+static void test_fields_exact(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "run started", F_I64("job_id", 42), F_STR("symbol", "AAPL"), F_DBL("x", 1.5),
+        F_BOOL("ok", true));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"run started\","
+                                          "\"job_id\":42,\"symbol\":\"AAPL\",\"x\":1.5,"
+                                          "\"ok\":true}\n");
+}
+
+static void test_timestamp_format(void **state)
+{
+    struct capture *c = *state;
+    time_t before = time(NULL);
+    LOG(LOG_INFO, "tick");
+    time_t after = time(NULL);
+    const char *out = captured(c);
+    const char *ts = out + 7;
+    /* YYYY-MM-DDTHH:MM:SS.mmmZ" */
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ\"";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        if (shape[i] == 'd') {
+            if (!isdigit((unsigned char)ts[i]))
+                fail_msg("ts[%zu] = '%c' in %s: want a digit", i, ts[i], out);
+        } else if (ts[i] != shape[i]) {
+            fail_msg("ts[%zu] = '%c' in %s: want '%c'", i, ts[i], out, shape[i]);
+        }
+    }
+    /* It is UTC wall-clock time now. */
+    struct tm tm = {0};
+    char *end = strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    assert_non_null(end);
+    assert_ptr_equal(end, ts + 19);
+    time_t t = timegm(&tm);
+    assert_true(t >= before && t <= after);
+}
+
+static void test_below_min_level_writes_nothing(void **state)
+{
+    struct capture *c = *state;
+    int evaluated = 0;
+    log_min_level = LOG_WARN;
+    LOG(LOG_DEBUG, "quiet");
+    LOG(LOG_INFO, "quiet", F_I64("n", ++evaluated));
+    LOG(LOG_NOTICE, "quiet");
+    assert_string_equal(captured(c), "");
+    /* The level is checked before the fields are even evaluated. */
+    assert_int_equal(evaluated, 0);
+    LOG(LOG_WARN, "loud", F_I64("n", ++evaluated));
+    assert_int_equal(evaluated, 1);
+    assert_string_equal(one_line_body(c), ",\"level\":\"warn\",\"msg\":\"loud\",\"n\":1}\n");
+}
+
+static void test_level_names_in_output(void **state)
+{
+    struct capture *c = *state;
+    log_min_level = LOG_DEBUG;
+    LOG(LOG_DEBUG, "a");
+    LOG(LOG_NOTICE, "b");
+    LOG(LOG_ERROR, "c");
+    LOG(LOG_CRIT, "d");
+    const char *out = captured(c);
+    assert_int_equal(count_char(out, '\n'), 4);
+    assert_non_null(strstr(out, ",\"level\":\"debug\",\"msg\":\"a\"}\n"));
+    assert_non_null(strstr(out, ",\"level\":\"notice\",\"msg\":\"b\"}\n"));
+    assert_non_null(strstr(out, ",\"level\":\"error\",\"msg\":\"c\"}\n"));
+    assert_non_null(strstr(out, ",\"level\":\"crit\",\"msg\":\"d\"}\n"));
+}
+
+static void test_escaping(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "esc", F_STR("s", "a\"b\\c\nd\001e\tf\rg\177h/"));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"esc\","
+                                          "\"s\":\"a\\\"b\\\\c\\nd\\u0001e\\tf\\rg\\u007fh/\"}\n");
+}
+
+static void test_escaping_in_msg_and_key(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "a\"b", F_I64("k\\", 1));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"a\\\"b\",\"k\\\\\":1}\n");
+}
+
+static void test_null_string_field(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "n", F_STR("s", NULL), F_STR("e", ""));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"n\",\"s\":null,\"e\":\"\"}\n");
+}
+
+static void test_numbers(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "num", F_I64("min", INT64_MIN), F_I64("max", INT64_MAX), F_DBL("z", 0.0),
+        F_DBL("neg", -2.25), F_BOOL("no", false));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"num\","
+                                          "\"min\":-9223372036854775808,"
+                                          "\"max\":9223372036854775807,"
+                                          "\"z\":0,\"neg\":-2.25,\"no\":false}\n");
+}
+
+/*
+ * Regression test (bug found and fixed in log.c, log_write, case LF_DBL): "%.6g" prints NaN and infinities as
+ * nan / inf / -inf, which are not JSON, so the whole line is rejected by jq
+ * and log shippers. A rate or ratio computed over a zero interval produces
+ * exactly these. Fixed: such values are written as null.
+ */
+static void test_non_finite_double_is_valid_json(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "nf", F_DBL("a", NAN), F_DBL("b", INFINITY), F_DBL("c", -INFINITY));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"nf\",\"a\":null,\"b\":null,\"c\":null}\n");
+}
+
+static void test_no_fields(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "hello");
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"hello\"}\n");
+}
+
+static void test_one_line_per_call(void **state)
+{
+    struct capture *c = *state;
+    LOG(LOG_INFO, "one");
+    LOG(LOG_INFO, "two", F_STR("s", "multi\nline"));
+    const char *out = captured(c);
+    assert_int_equal(count_char(out, '\n'), 2);
+    const char *second = strchr(out, '\n') + 1;
+    assert_memory_equal(second, "{\"ts\":\"", 7);
+    assert_string_equal(second + TS_PREFIX_LEN,
+                        ",\"level\":\"info\",\"msg\":\"two\",\"s\":\"multi\\nline\"}\n");
+}
+
+static void test_secret_redacted(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("topsecret");
+    LOG(LOG_INFO, "s", F_STR("x", "x topsecret y"));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"x [redacted] y\"}\n");
+    assert_null(strstr(captured(c), "topsecret"));
+}
+
+static void test_two_secrets_in_one_string(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("topsecret");
+    log_add_secret("hunter2");
+    LOG(LOG_INFO, "s", F_STR("x", "hunter2 then topsecret then hunter2topsecret"));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"[redacted] "
+                                          "then [redacted] then [redacted][redacted]\"}\n");
+}
+
+static void test_secret_in_msg_and_escaped_neighbours(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("topsecret");
+    LOG(LOG_INFO, "bad topsecret", F_STR("x", "\"topsecret\"\n"));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"bad [redacted]\","
+                                          "\"x\":\"\\\"[redacted]\\\"\\n\"}\n");
+}
+
+static void test_clear_secrets_prints_again(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("topsecret");
+    log_clear_secrets();
+    LOG(LOG_INFO, "s", F_STR("x", "x topsecret y"));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"x topsecret y\"}\n");
+}
+
+static void test_empty_secret_ignored(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("");
+    log_add_secret(NULL);
+    LOG(LOG_INFO, "s", F_STR("x", "abc"));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"abc\"}\n");
+}
+
+static void test_secret_copied(void **state)
+{
+    struct capture *c = *state;
+    char buf[] = "topsecret";
+    log_add_secret(buf);
+    memset(buf, 'z', sizeof buf - 1);
+    LOG(LOG_INFO, "s", F_STR("x", "topsecret"));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"[redacted]\"}\n");
+}
+
+/*
+ * Regression test (bug found and fixed in log.c, append_scrubbed): when two secrets match at the same position
+ * the first registered one wins even if it is shorter, so a secret that has
+ * another secret as a prefix is only partly replaced and its tail ("def"
+ * here) is printed. Suggested fix: on a tie (p - s == hit) keep the longer
+ * match, i.e. `if (p && ((size_t)(p - s) < hit || ((size_t)(p - s) == hit &&
+ * strlen(secrets[k]) > hitlen)))`.
+ */
+static void test_overlapping_secrets_fully_redacted(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("abc");
+    log_add_secret("abcdef");
+    LOG(LOG_INFO, "s", F_STR("x", "xabcdefy"));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"x[redacted]y\"}\n");
+    assert_null(strstr(captured(c), "def"));
+}
+
+static void test_too_long_line(void **state)
+{
+    struct capture *c = *state;
+    size_t n = 70000;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    memset(big, 'a', n);
+    big[n] = '\0';
+    LOG(LOG_ERROR, "huge", F_STR("body", big));
+    free(big);
+    assert_string_equal(one_line_body(c), ",\"level\":\"error\",\"msg\":\"log line too long\"}\n");
+}
+
+static void test_level_parse(void **state)
+{
+    static const char *names[] = {"debug", "info", "notice", "warn", "error", "crit"};
+    static const int levels[] = {LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARN, LOG_ERROR, LOG_CRIT};
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(log_level_parse(names[i]), levels[i]);
+        assert_string_equal(log_level_name(levels[i]), names[i]);
+    }
+    assert_int_equal(log_level_parse("verbose"), -1);
+    assert_int_equal(log_level_parse("warning"), -1);
+    assert_int_equal(log_level_parse(""), -1);
+    assert_int_equal(log_level_parse(NULL), -1);
+    assert_int_equal(log_level_parse("info "), -1);
+    assert_string_equal(log_level_name(-1), "info");
+    assert_string_equal(log_level_name(99), "info");
+}
+
+static void test_log_write_clamps_level(void **state)
+{
+    struct capture *c = *state;
+    log_write(99, "x", NULL);
+    assert_string_equal(one_line_body(c), ",\"level\":\"crit\",\"msg\":\"x\"}\n");
+}
+
+static void test_json_string_helper(void **state)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, 1024);
+    assert_int_equal(log_json_string(&b, "q\"\\\x1f"), 0);
+    assert_int_equal(log_json_string(&b, NULL), 0);
+    assert_string_equal(b.data, "\"q\\\"\\\\\\u001f\"null");
+    dynbuf_free(&b);
+
+    /* A cap too small for the result is an error, not a truncated literal. */
+    dynbuf_init(&b, 4);
+    assert_int_equal(log_json_string(&b, "abcdef"), -1);
+    dynbuf_free(&b);
+}
+
+static void test_journal_prefix(void **state)
+{
+    struct capture *c = *state;
+    char *saved = getenv("JOURNAL_STREAM") ? strdup(getenv("JOURNAL_STREAM")) : NULL;
+    struct stat st;
+    assert_int_equal(fstat(STDERR_FILENO, &st), 0);
+    char js[64];
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    log_init();
+    LOG(LOG_WARN, "j");
+    /* A variable naming some other stream is inherited, not ours: no prefix. */
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", js, 1);
+    log_init();
+    LOG(LOG_WARN, "k");
+    if (saved) {
+        setenv("JOURNAL_STREAM", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("JOURNAL_STREAM");
+    }
+    log_init();
+    const char *out = captured(c);
+    assert_memory_equal(out, "<4>{\"ts\":\"", 10);
+    static const char first_body[] = ",\"level\":\"warn\",\"msg\":\"j\"}\n";
+    assert_memory_equal(out + 3 + TS_PREFIX_LEN, first_body, sizeof first_body - 1);
+    const char *second = strchr(out, '\n') + 1;
+    assert_memory_equal(second, "{\"ts\":\"", 7);
+    assert_string_equal(second + TS_PREFIX_LEN, ",\"level\":\"warn\",\"msg\":\"k\"}\n");
+}
+
+int main(void)
+{
+    /* Start from plain JSON lines whatever stderr is connected to. */
+    unsetenv("JOURNAL_STREAM");
+    log_init();
+#define T(f) cmocka_unit_test_setup_teardown(f, cap_setup, cap_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fields_exact),
+        T(test_timestamp_format),
+        T(test_below_min_level_writes_nothing),
+        T(test_level_names_in_output),
+        T(test_escaping),
+        T(test_escaping_in_msg_and_key),
+        T(test_null_string_field),
+        T(test_numbers),
+        T(test_non_finite_double_is_valid_json),
+        T(test_no_fields),
+        T(test_one_line_per_call),
+        T(test_secret_redacted),
+        T(test_two_secrets_in_one_string),
+        T(test_secret_in_msg_and_escaped_neighbours),
+        T(test_clear_secrets_prints_again),
+        T(test_empty_secret_ignored),
+        T(test_secret_copied),
+        T(test_overlapping_secrets_fully_redacted),
+        T(test_too_long_line),
+        T(test_level_parse),
+        T(test_log_write_clamps_level),
+        T(test_json_string_helper),
+        T(test_journal_prefix),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
