@@ -28,6 +28,8 @@ struct config {
     int64_t claim_batch;
     int64_t poll_interval_ms;
     int64_t lease_seconds;
+    int64_t rescue_interval_ms;
+    int64_t schedule_interval_ms;
     int64_t max_attempts;
     int64_t page_limit;
     int64_t page_retries;

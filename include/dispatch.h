@@ -37,9 +37,12 @@ struct dispatch_hooks {
 /* cfg is borrowed and must outlive the dispatcher; until_idle: exit 0 when no work is left. */
 dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker_id,
                          bool until_idle, const struct dispatch_hooks *hooks);
-void dispatch_start(dispatch_t *d);
+/* Starts connecting and serving; -1 (logged) if the metrics address cannot be served. */
+int dispatch_start(dispatch_t *d);
 /* Graceful stop (first signal). A second call exits at once. */
 void dispatch_stop(dispatch_t *d, const char *why);
+/* Closes everything at once (start-up failure); hooks.exited gets code. */
+void dispatch_abort(dispatch_t *d, int code);
 /* Reloadable settings changed in the borrowed cfg: apply them. */
 void dispatch_reconfigure(dispatch_t *d);
 
@@ -49,7 +52,7 @@ void dispatch_free(dispatch_t *d);
 /* Counters for /metrics and health. */
 struct dispatch_metrics {
     uint64_t runs_claimed, runs_succeeded, runs_failed, runs_retried, runs_released,
-        runs_abandoned, pages, bars, requests, page_retries, rate_limited, http_by_class[6];
+        runs_abandoned, pages, bars, requests, page_retries, rate_limited;
     uint64_t rescued;
     size_t inflight;
     int64_t queue_ready, queue_later, queue_running, oldest_queued_s;

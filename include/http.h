@@ -56,6 +56,9 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
 /* Stops a request; its callback will not run. Not from inside that callback. */
 void http_cancel(http_req_t *req);
 
+/* Called for every finished request (status 0 when no response came), for metrics. */
+void http_set_observer(http_client_t *c, void (*fn)(void *arg, long status, double ms), void *arg);
+
 /* Requests in flight. */
 size_t http_inflight(const http_client_t *c);
 

@@ -38,8 +38,8 @@ struct store_cbs {
     void (*committed)(void *owner, int64_t nbars, bool final, bool completed);
     /* A page of owner's run could not be written (once per page); err is the database's message. */
     void (*failed)(void *owner, const char *err);
-    /* A batch finished (either way): backlog went down. */
-    void (*drained)(void *arg);
+    /* A batch finished (either way): backlog went down. ms: its duration. */
+    void (*drained)(void *arg, bool ok, size_t rows, double ms);
     void *arg;
 };
 

@@ -65,6 +65,19 @@ CREATE INDEX job_runs_def ON job_runs (job_def_id, status);
 -- Finished runs are kept for history; let autovacuum keep up with queue churn.
 ALTER TABLE job_runs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 
+-- Every claim, as history: which worker held which attempt of which run and
+-- when. It is how "never one run to two workers" is checked from the database
+-- (one row per run and attempt, unless a release handed the attempt back), and
+-- what ops read to see where a run went. Prune old rows freely.
+CREATE TABLE job_run_claims (
+    id         bigserial PRIMARY KEY,
+    run_id     bigint NOT NULL REFERENCES job_runs (id) ON DELETE CASCADE,
+    attempt    integer NOT NULL,
+    worker     text NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX job_run_claims_run ON job_run_claims (run_id, attempt);
+
 CREATE TABLE bars (
     symbol      text NOT NULL,
     timeframe   text NOT NULL,
@@ -115,9 +128,13 @@ $$;
 
 -- Queues runs for the chunks of [p_from, p_to) of one definition that are not
 -- already covered by a succeeded run (unless p_force) and not already queued
--- or running. Returns the number of runs queued.
+-- or running. A chunk whose run failed for good is queued again only when
+-- p_retry_failed (an operator's enqueue); the scheduler passes false, so a
+-- chunk that cannot succeed is not retried for ever: it stays failed, and
+-- visible, until an operator acts. Returns the number of runs queued.
 CREATE FUNCTION enqueue_range(p_def_id bigint, p_from timestamptz, p_to timestamptz,
-                              p_force boolean DEFAULT false, p_max_attempts integer DEFAULT 5)
+                              p_force boolean DEFAULT false, p_max_attempts integer DEFAULT 5,
+                              p_retry_failed boolean DEFAULT true)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
@@ -130,7 +147,8 @@ BEGIN
      WHERE d.id = p_def_id
        AND (p_force OR NOT EXISTS (
              SELECT 1 FROM job_runs r
-              WHERE r.job_def_id = d.id AND r.status = 'succeeded'
+              WHERE r.job_def_id = d.id
+                AND (r.status = 'succeeded' OR (r.status = 'failed' AND NOT p_retry_failed))
                 AND r.range_start <= c.chunk_start AND r.range_end >= c.chunk_end))
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -154,14 +172,19 @@ RETURNS SETOF job_runs LANGUAGE sql AS $$
          WHERE r.status = 'queued' AND r.run_after <= now() AND d.enabled
          ORDER BY r.priority DESC, r.run_after, r.id
          LIMIT p_limit
-           FOR UPDATE OF r SKIP LOCKED)
-    UPDATE job_runs r
-       SET status = 'running', attempt = r.attempt + 1, locked_by = p_worker,
-           locked_until = now() + make_interval(secs => p_lease_seconds),
-           started_at = now(), finished_at = NULL, updated_at = now()
-      FROM c
-     WHERE r.id = c.id
-    RETURNING r.*
+           FOR UPDATE OF r SKIP LOCKED),
+    u AS (
+        UPDATE job_runs r
+           SET status = 'running', attempt = r.attempt + 1, locked_by = p_worker,
+               locked_until = now() + make_interval(secs => p_lease_seconds),
+               started_at = now(), finished_at = NULL, updated_at = now()
+          FROM c
+         WHERE r.id = c.id
+        RETURNING r.*),
+    h AS (
+        INSERT INTO job_run_claims (run_id, attempt, worker)
+        SELECT id, attempt, p_worker FROM u)
+    SELECT * FROM u
 $$;
 
 -- Every later transition is fenced by (id, attempt, locked_by): a worker whose
@@ -191,24 +214,41 @@ RETURNS interval LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- Records a failed attempt. Retryable failures with attempts left go back to
--- queued after a backoff; the rest end as failed. Returns the new status, or
--- no row when the caller no longer holds the lease.
+-- queued after a backoff; the rest end as failed. Each failure is appended to
+-- errors with the time the retry is due (retry_at), so the backoff schedule
+-- can be read back. Returns the new status, or NULL when the caller no longer
+-- holds the lease.
 CREATE FUNCTION fail_job_run(p_worker text, p_id bigint, p_attempt integer, p_error text,
                              p_retryable boolean, p_base_ms bigint DEFAULT 5000,
                              p_cap_ms bigint DEFAULT 600000)
-RETURNS text LANGUAGE sql AS $$
-    UPDATE job_runs r
-       SET status = CASE WHEN p_retryable AND r.attempt < r.max_attempts THEN 'queued' ELSE 'failed' END,
-           run_after = CASE WHEN p_retryable AND r.attempt < r.max_attempts
-                            THEN now() + job_retry_delay(r.attempt, p_base_ms, p_cap_ms)
-                            ELSE r.run_after END,
-           finished_at = CASE WHEN p_retryable AND r.attempt < r.max_attempts THEN NULL ELSE now() END,
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    r job_runs;
+    retry boolean;
+    retry_at timestamptz;
+BEGIN
+    SELECT * INTO r FROM job_runs
+     WHERE id = p_id AND attempt = p_attempt AND locked_by = p_worker AND status = 'running'
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    retry := p_retryable AND r.attempt < r.max_attempts;
+    IF retry THEN
+        retry_at := now() + job_retry_delay(r.attempt, p_base_ms, p_cap_ms);
+    END IF;
+    UPDATE job_runs
+       SET status = CASE WHEN retry THEN 'queued' ELSE 'failed' END,
+           run_after = coalesce(retry_at, run_after),
+           finished_at = CASE WHEN retry THEN NULL ELSE now() END,
            last_error = p_error,
-           errors = r.errors || jsonb_build_array(jsonb_build_object(
-                        'at', now(), 'attempt', r.attempt, 'error', p_error, 'worker', p_worker)),
+           errors = errors || jsonb_build_array(jsonb_build_object(
+                        'at', now(), 'attempt', r.attempt, 'error', p_error, 'worker', p_worker,
+                        'retry_at', retry_at)),
            locked_by = NULL, locked_until = NULL, updated_at = now()
-     WHERE r.id = p_id AND r.attempt = p_attempt AND r.locked_by = p_worker AND r.status = 'running'
-    RETURNING r.status
+     WHERE id = p_id;
+    RETURN CASE WHEN retry THEN 'queued' ELSE 'failed' END;
+END
 $$;
 
 -- Gives runs back without spending their attempt (graceful shutdown, bad
@@ -254,20 +294,20 @@ DECLARE
     n integer;
 BEGIN
     WITH x AS MATERIALIZED (
-        SELECT id FROM job_runs
+        SELECT id, CASE WHEN attempt < max_attempts
+                        THEN now() + job_retry_delay(attempt, p_base_ms, p_cap_ms) END AS retry_at
+          FROM job_runs
          WHERE status = 'running' AND locked_until < now()
            FOR UPDATE SKIP LOCKED)
     UPDATE job_runs r
-       SET status = CASE WHEN r.attempt < r.max_attempts THEN 'queued' ELSE 'failed' END,
-           run_after = CASE WHEN r.attempt < r.max_attempts
-                            THEN now() + job_retry_delay(r.attempt, p_base_ms, p_cap_ms)
-                            ELSE r.run_after END,
-           finished_at = CASE WHEN r.attempt < r.max_attempts THEN NULL ELSE now() END,
+       SET status = CASE WHEN x.retry_at IS NOT NULL THEN 'queued' ELSE 'failed' END,
+           run_after = coalesce(x.retry_at, r.run_after),
+           finished_at = CASE WHEN x.retry_at IS NOT NULL THEN NULL ELSE now() END,
            last_error = 'lease expired: worker ' || coalesce(r.locked_by, '?') || ' stopped renewing',
            errors = r.errors || jsonb_build_array(jsonb_build_object(
                         'at', now(), 'attempt', r.attempt,
                         'error', 'lease expired: worker ' || coalesce(r.locked_by, '?') || ' stopped renewing',
-                        'worker', r.locked_by, 'rescued', true)),
+                        'worker', r.locked_by, 'rescued', true, 'retry_at', x.retry_at)),
            locked_by = NULL, locked_until = NULL, updated_at = now()
       FROM x WHERE r.id = x.id;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -278,7 +318,7 @@ $$;
 -- Turns enabled definitions into runs. Only one caller at a time does the
 -- work (a transaction-level advisory lock); the others return 0 at once.
 --  * fetch_historical: the chunks of [backfill_from, backfill_to or now)
---    not covered by succeeded runs;
+--    not covered by succeeded (or finally failed) runs;
 --  * fetch_intraday: one run from the last stored bar (or now - lookback) to
 --    now, every refresh_interval, never two at once.
 CREATE FUNCTION schedule_due_jobs(p_max_attempts integer DEFAULT 5)
@@ -297,7 +337,7 @@ BEGIN
     LOOP
         n := n + enqueue_range(d.id, d.backfill_from,
                                coalesce(d.backfill_to, date_trunc('hour', now())),
-                               false, p_max_attempts);
+                               false, p_max_attempts, false);
     END LOOP;
     FOR d IN SELECT * FROM job_definitions j
               WHERE enabled AND job_type = 'fetch_intraday'

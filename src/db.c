@@ -518,8 +518,17 @@ static void conn_lost(db_conn_t *db, const char *why)
     uv_timer_start(&db->timer, on_backoff_timer, (uint64_t)delay, 0);
 }
 
+/* Server NOTICEs would go to stderr as raw text, breaking the JSON log stream. */
+static void on_notice(void *arg, const char *message)
+{
+    db_conn_t *db = arg;
+    LOG(LOG_DEBUG, "db notice", F_STR("conn", db->name),
+        F_STR("notice", message));
+}
+
 static void on_connected(db_conn_t *db)
 {
+    PQsetNoticeProcessor(db->pg, on_notice, db);
     if (PQsetnonblocking(db->pg, 1) != 0) {
         conn_lost(db, PQerrorMessage(db->pg));
         return;

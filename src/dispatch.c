@@ -14,6 +14,7 @@
 #include "http.h"
 #include "jobs.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrations.h"
 #include "ratelimit.h"
 #include "store.h"
@@ -24,8 +25,6 @@
 #include <string.h>
 
 #define TICK_MS 100
-#define RESCUE_EVERY_MS 3000
-#define SCHEDULE_EVERY_MS 10000
 #define AUTH_PAUSE_MS 60000
 
 enum outcome { O_NONE = 0, O_SUCCEEDED, O_FAILED, O_RELEASED, O_ABANDONED };
@@ -61,12 +60,15 @@ struct dispatch {
     alpaca_t *alpaca;
     store_t *store;
     uv_timer_t tick;
+    uv_timer_t kick; /* zero-delay: reap and claim right after a slot frees or a wake-up */
 
     struct run *runs; /* doubly linked */
     size_t nruns;
 
     bool ready_sent, schema_checked;
     bool claiming, want_claim, renewing, rescuing, scheduling, statsing, idle_checking;
+    bool last_claim_empty; /* the latest claim returned no rows */
+    int last_claim_asked;
     int64_t last_claim_ms, last_renew_ms, last_rescue_ms, last_schedule_ms, last_progress_ms;
     int64_t auth_pause_until, last_auth_log_ms;
     bool want_schedule;
@@ -78,6 +80,9 @@ struct dispatch {
     bool exited;
 
     struct dispatch_metrics m;
+    metrics_server_t *metrics;
+    metrics_histogram_t upsert_hist, http_hist;
+    uint64_t http_status[600]; /* responses by status code; [0] = no response */
     uint64_t prev_bars, prev_requests;
     int64_t prev_succeeded;
     int64_t prev_progress_ms;
@@ -85,6 +90,8 @@ struct dispatch {
 };
 
 static void begin_close(dispatch_t *d, int code);
+static void kick(dispatch_t *d);
+static void wake_claim(dispatch_t *d);
 
 /* --- logging helpers -------------------------------------------------------- */
 
@@ -92,10 +99,11 @@ static void begin_close(dispatch_t *d, int code);
     F_I64("job_id", (r)->j.id), F_STR("symbol", (r)->j.symbol),                                    \
         F_STR("timeframe", (r)->j.timeframe), F_I64("attempt", (r)->j.attempt)
 
-static void count_status(dispatch_t *d, long status)
+static void on_http_done(void *arg, long status, double ms)
 {
-    int cls = status >= 100 && status < 600 ? (int)(status / 100) : 0;
-    d->m.http_by_class[cls]++;
+    dispatch_t *d = arg;
+    d->http_status[status >= 100 && status < 600 ? status : 0]++;
+    metrics_hist_observe(&d->http_hist, ms / 1000.0);
 }
 
 /* --- run life cycle ----------------------------------------------------------- */
@@ -121,7 +129,7 @@ static void reap(dispatch_t *d)
             d->nruns--;
             store_forget(d->store, r);
             free(r);
-            d->want_claim = true;
+            wake_claim(d);
         }
         r = next;
     }
@@ -148,6 +156,7 @@ static void on_fail_recorded(void *arg, int status, const char *err, const char 
     struct run *r = arg;
     dispatch_t *d = r->d;
     r->db_ops--;
+    kick(d);
     if (status == DB_ECONN && !d->stopping) {
         /* Unknown whether it landed; the call is fenced, so repeating it is safe. */
         r->db_ops++;
@@ -199,6 +208,7 @@ static void on_committed(void *owner, int64_t nbars, bool final, bool completed)
     d->m.bars += (uint64_t)nbars;
     if (!final)
         return;
+    kick(d);
     if (completed) {
         r->outcome = O_SUCCEEDED;
         d->m.runs_succeeded++;
@@ -215,6 +225,7 @@ static void on_write_failed(void *owner, const char *err)
 {
     struct run *r = owner;
     r->pending_pages--;
+    kick(r->d);
     if (r->outcome != O_NONE)
         return;
     stop_fetch(r);
@@ -225,9 +236,12 @@ static void on_write_failed(void *owner, const char *err)
 
 static void resume_held(dispatch_t *d);
 
-static void on_drained(void *arg)
+static void on_drained(void *arg, bool ok, size_t rows, double ms)
 {
-    resume_held(arg);
+    dispatch_t *d = arg;
+    if (ok)
+        metrics_hist_observe(&d->upsert_hist, ms / 1000.0);
+    resume_held(d);
 }
 
 /* --- the fetch's callbacks ----------------------------------------------------- */
@@ -283,8 +297,7 @@ static void on_fetch_failed(void *arg, int kind, const char *error, long http_st
     dispatch_t *d = r->d;
     r->fetch = NULL;
     r->held = false;
-    if (http_status)
-        count_status(d, http_status);
+    kick(d);
     if (r->outcome != O_NONE)
         return;
     if (kind == ALPACA_EAUTH) {
@@ -315,6 +328,7 @@ static void on_run_released(void *arg, int status, const char *err, const char *
 {
     struct run *r = arg;
     r->db_ops--;
+    kick(r->d);
     if (status != DB_OK)
         LOG(LOG_ERROR, "run release failed", RUN_FIELDS(r), F_STR("error", err));
     else
@@ -326,8 +340,6 @@ static void on_retrying(void *arg, const char *cause, long http_status, unsigned
 {
     struct run *r = arg;
     dispatch_t *d = r->d;
-    if (http_status)
-        count_status(d, http_status);
     if (http_status == 429) {
         d->m.rate_limited++;
         LOG(LOG_WARN, "rate limited, waiting", RUN_FIELDS(r), F_I64("http_status", 429),
@@ -399,6 +411,8 @@ static void on_claimed(void *arg, int status, const char *err, const char *sqlst
         return;
     }
     int n = PQntuples(res[0]);
+    d->last_claim_empty = n == 0;
+    int asked = d->last_claim_asked;
     for (int i = 0; i < n; i++) {
         struct job_run j;
         char perr[200];
@@ -414,10 +428,12 @@ static void on_claimed(void *arg, int status, const char *err, const char *sqlst
         }
         start_run(d, &j);
     }
-    if (n > 0) {
+    if (n > 0)
         LOG(LOG_DEBUG, "claimed", F_I64("runs", n), F_I64("in_flight", d->nruns));
-        d->want_claim = true; /* there may be more */
-    }
+    if (n == asked)
+        wake_claim(d); /* a full batch: there may be more */
+    else
+        kick(d);       /* an empty claim may mean --until-idle is done */
 }
 
 static void maybe_claim(dispatch_t *d)
@@ -436,6 +452,7 @@ static void maybe_claim(dispatch_t *d)
     d->want_claim = false;
     d->claiming = true;
     d->last_claim_ms = now;
+    d->last_claim_asked = n;
     jobs_claim(d->db, d->worker, n, (int)d->cfg->lease_seconds, on_claimed, d);
 }
 
@@ -512,7 +529,7 @@ static void on_rescued(void *arg, int status, const char *err, const char *sqlst
     parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &n);
     if (n > 0) {
         d->m.rescued += (uint64_t)n;
-        d->want_claim = true;
+        wake_claim(d);
         LOG(LOG_WARN, "expired leases rescued", F_I64("runs", n));
     }
 }
@@ -530,7 +547,7 @@ static void on_scheduled(void *arg, int status, const char *err, const char *sql
     int64_t n = 0;
     parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &n);
     if (n > 0) {
-        d->want_claim = true;
+        wake_claim(d);
         LOG(LOG_INFO, "runs scheduled", F_I64("runs", n));
     }
 }
@@ -596,7 +613,17 @@ static void on_idle_check(void *arg, int status, const char *err, const char *sq
             F_I64("requests", d->m.requests));
         dispatch_stop(d, "idle");
     } else if (ready > 0) {
-        d->want_claim = true;
+        wake_claim(d);
+    }
+}
+
+/* --until-idle: once a claim came back empty and nothing is in flight here, ask the database. */
+static void maybe_idle_check(dispatch_t *d)
+{
+    if (d->until_idle && !d->stopping && !d->idle_checking && !d->claiming &&
+        d->last_claim_empty && d->nruns == 0 && store_idle(d->store) && db_conn_is_up(d->db)) {
+        d->idle_checking = true;
+        jobs_queue_stats(d->db, on_idle_check, d);
     }
 }
 
@@ -618,13 +645,13 @@ static void on_tick(uv_timer_t *t)
     }
     if (!d->ready_sent)
         return;
-    if (!d->rescuing && db_conn_is_up(d->db) && now - d->last_rescue_ms >= RESCUE_EVERY_MS) {
+    if (!d->rescuing && db_conn_is_up(d->db) && now - d->last_rescue_ms >= d->cfg->rescue_interval_ms) {
         d->rescuing = true;
         d->last_rescue_ms = now;
         jobs_rescue(d->db, d->cfg->run_retry_base_ms, d->cfg->run_retry_max_ms, on_rescued, d);
     }
     if (!d->scheduling && db_conn_is_up(d->db) &&
-        (d->want_schedule || now - d->last_schedule_ms >= SCHEDULE_EVERY_MS)) {
+        (d->want_schedule || now - d->last_schedule_ms >= d->cfg->schedule_interval_ms)) {
         d->scheduling = true;
         d->want_schedule = false;
         d->last_schedule_ms = now;
@@ -637,12 +664,30 @@ static void on_tick(uv_timer_t *t)
         d->last_progress_ms = now;
         jobs_queue_stats(d->db, on_stats, d);
     }
-    if (d->until_idle && !d->idle_checking && !d->claiming && d->nruns == 0 &&
-        store_idle(d->store) && db_conn_is_up(d->db) &&
-        now - d->last_claim_ms >= 200) {
-        d->idle_checking = true;
-        jobs_queue_stats(d->db, on_idle_check, d);
-    }
+    maybe_idle_check(d);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    dispatch_t *d = t->data;
+    reap(d);
+    if (d->stopping)
+        return;
+    maybe_claim(d);
+    maybe_idle_check(d);
+}
+
+/* Reaps and claims on the next loop iteration, outside whatever callback asked. */
+static void kick(dispatch_t *d)
+{
+    if (!d->stopping && !uv_is_active((uv_handle_t *)&d->kick))
+        uv_timer_start(&d->kick, on_kick, 0, 0);
+}
+
+static void wake_claim(dispatch_t *d)
+{
+    d->want_claim = true;
+    kick(d);
 }
 
 /* --- database session events ------------------------------------------------------ */
@@ -671,8 +716,8 @@ static void on_schema(void *arg, int status, const char *err, const char *sqlsta
     d->schema_checked = true;
     if (!d->ready_sent) {
         d->ready_sent = true;
-        d->want_claim = true;
         d->want_schedule = true;
+        wake_claim(d);
         LOG(LOG_INFO, "ready", F_STR("worker", d->worker), F_I64("schema_version", v),
             F_I64("concurrency", d->cfg->concurrency), F_DBL("rate_limit_per_min", d->cfg->rate_limit));
         if (d->hooks.ready)
@@ -684,7 +729,7 @@ static void on_db_up(void *arg)
 {
     dispatch_t *d = arg;
     d->m.db_up = true;
-    d->want_claim = true;
+    wake_claim(d);
     if (!d->schema_checked) {
         db_req_t *r = db_req_new(on_schema, d, false);
         db_req_sql(r, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL);
@@ -704,7 +749,7 @@ static void on_notify(void *arg, const char *channel)
     dispatch_t *d = arg;
     if (strcmp(channel, "backfilld_defs") == 0)
         d->want_schedule = true;
-    d->want_claim = true;
+    wake_claim(d);
 }
 
 /* --- shutdown --------------------------------------------------------------------- */
@@ -779,7 +824,7 @@ static void begin_close(dispatch_t *d, int code)
         stop_fetch(r);
         store_forget(d->store, r);
     }
-    d->pending_closes = 3;
+    d->pending_closes = 4;
     db_conn_close(d->db, on_closed, d);
     db_conn_close(d->wdb, on_closed, d);
     while (d->runs) {
@@ -790,6 +835,10 @@ static void begin_close(dispatch_t *d, int code)
     d->nruns = 0;
     uv_timer_stop(&d->tick);
     uv_close((uv_handle_t *)&d->tick, on_tick_closed);
+    uv_timer_stop(&d->kick);
+    uv_close((uv_handle_t *)&d->kick, on_tick_closed);
+    metrics_server_close(d->metrics);
+    d->metrics = NULL;
     store_close(d->store);
     http_client_close(d->http);
     ratelimit_close(d->rl);
@@ -826,6 +875,84 @@ static void finish_stop(dispatch_t *d)
     begin_close(d, d->exit_code);
 }
 
+/* --- /metrics and /healthz ---------------------------------------------------------- */
+
+static const double upsert_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double http_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+
+static void render_metrics(void *arg, dynbuf_t *out)
+{
+    dispatch_t *d = arg;
+    struct ratelimit_stats rs;
+    ratelimit_stats(d->rl, &rs);
+    int rc = 0;
+    rc |= metrics_counter(out, "backfilld_runs_claimed_total", "Runs claimed by this daemon.", (double)d->m.runs_claimed);
+    rc |= metrics_counter(out, "backfilld_runs_succeeded_total", "Runs completed (succeeded) by this daemon.", (double)d->m.runs_succeeded);
+    rc |= metrics_counter(out, "backfilld_runs_failed_total", "Runs that failed for good on this daemon.", (double)d->m.runs_failed);
+    rc |= metrics_counter(out, "backfilld_runs_retried_total", "Failed attempts queued again with a backoff.", (double)d->m.runs_retried);
+    rc |= metrics_counter(out, "backfilld_runs_rescued_total", "Runs of dead workers put back by this daemon's lease rescue.", (double)d->m.rescued);
+    rc |= metrics_counter(out, "backfilld_runs_released_total", "Runs given back without spending an attempt.", (double)d->m.runs_released);
+    rc |= metrics_counter(out, "backfilld_runs_abandoned_total", "Runs dropped because they were cancelled or their lease was lost.", (double)d->m.runs_abandoned);
+    rc |= metrics_counter(out, "backfilld_bars_written_total", "Bars committed to the bars table.", (double)d->m.bars);
+    rc |= metrics_counter(out, "backfilld_pages_total", "Well-formed pages received from Alpaca.", (double)d->m.pages);
+    rc |= metrics_counter(out, "backfilld_page_retries_total", "Pages retried after a 5xx, timeout or bad body.", (double)d->m.page_retries);
+    rc |= metrics_counter(out, "backfilld_rate_limited_total", "HTTP 429 answers from Alpaca.", (double)d->m.rate_limited);
+    rc |= metrics_counter(out, "backfilld_rate_limit_waits_total", "Requests that waited for a rate-limit token.", (double)rs.waited);
+    rc |= metrics_counter(out, "backfilld_rate_limit_wait_seconds_total", "Time requests spent waiting for rate-limit tokens.", (double)rs.wait_ms / 1000.0);
+    const char *codes[8];
+    double counts[8];
+    char names[8][8];
+    size_t n = 0;
+    static const char *classes[] = {"error", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    double by_class[6] = {0};
+    for (int st = 0; st < 600; st++)
+        by_class[st == 0 ? 0 : st / 100] += (double)d->http_status[st];
+    for (int k = 0; k < 6; k++) {
+        if (k == 1 || k == 3)
+            continue;
+        codes[n] = classes[k];
+        counts[n++] = by_class[k];
+    }
+    snprintf(names[0], sizeof names[0], "429");
+    codes[n] = names[0];
+    counts[n++] = (double)d->http_status[429];
+    rc |= metrics_labeled(out, "backfilld_http_responses_total", "counter",
+                          "Alpaca HTTP responses by status class (429 also counted on its own; error = no response).",
+                          "code", codes, counts, n);
+    rc |= metrics_histogram(out, "backfilld_http_request_duration_seconds", "Alpaca request latency.", &d->http_hist);
+    rc |= metrics_histogram(out, "backfilld_upsert_duration_seconds", "Write transaction (COPY, upsert, completion) latency.", &d->upsert_hist);
+    rc |= metrics_gauge(out, "backfilld_runs_in_flight", "Runs this daemon holds now.", (double)d->nruns);
+    rc |= metrics_gauge(out, "backfilld_write_backlog_bars", "Bars fetched and waiting to be written.", (double)store_backlog(d->store));
+    const char *qs[] = {"queued_ready", "queued_waiting_retry", "running"};
+    double qv[] = {(double)d->m.queue_ready, (double)d->m.queue_later, (double)d->m.queue_running};
+    rc |= metrics_labeled(out, "backfilld_queue_runs", "gauge",
+                          "Runs in the queue (all hosts), by status, as of the last progress tick.", "status", qs, qv, 3);
+    rc |= metrics_gauge(out, "backfilld_oldest_queued_run_age_seconds", "Age of the oldest queued run of an enabled definition.", (double)d->m.oldest_queued_s);
+    rc |= metrics_gauge(out, "backfilld_db_up", "1 while the database session is connected.", db_conn_is_up(d->db) ? 1 : 0);
+    rc |= metrics_gauge(out, "backfilld_alpaca_credentials_ok", "0 while Alpaca rejects the credentials.", mono_ms() >= d->auth_pause_until ? 1 : 0);
+    rc |= metrics_gauge(out, "backfilld_rate_limit_per_minute", "The configured Alpaca request budget.", ratelimit_rate(d->rl));
+    (void)rc; /* a cut-short exposition is still valid up to the cut */
+}
+
+static bool health(void *arg, char *why, size_t whylen)
+{
+    dispatch_t *d = arg;
+    if (!db_conn_is_up(d->db)) {
+        snprintf(why, whylen, "database not connected");
+        return false;
+    }
+    if (mono_ms() < d->auth_pause_until) {
+        snprintf(why, whylen, "Alpaca rejected the credentials");
+        return false;
+    }
+    if (!d->ready_sent) {
+        snprintf(why, whylen, "starting");
+        return false;
+    }
+    /* Answered from the loop itself, so an answer also means the loop is alive. */
+    return true;
+}
+
 /* --- public ----------------------------------------------------------------------- */
 
 dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker_id,
@@ -848,8 +975,6 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
         db_conn_add_setup(d->db, "LISTEN backfilld_defs");
     }
     d->wdb = db_conn_new(loop, cfg->database_url, "writer", NULL);
-    db_conn_add_setup(d->wdb, "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars) "
-                              "ON COMMIT DELETE ROWS");
 
     char key[512], secret[512];
     snprintf(key, sizeof key, "APCA-API-KEY-ID: %s", cfg->api_key);
@@ -862,6 +987,9 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
                            .body_cap = (size_t)64 << 20,
                            .headers = headers};
     d->http = http_client_new(loop, &ho);
+    http_set_observer(d->http, on_http_done, d);
+    metrics_hist_init(&d->upsert_hist, upsert_bounds, ARRAY_SIZE(upsert_bounds));
+    metrics_hist_init(&d->http_hist, http_bounds, ARRAY_SIZE(http_bounds));
     memset(key, 0, sizeof key);
     memset(secret, 0, sizeof secret);
     d->rl = ratelimit_new(loop, cfg->rate_limit);
@@ -878,16 +1006,31 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
     d->store = store_new(loop, d->wdb, d->worker, &sc);
     uv_timer_init(loop, &d->tick);
     d->tick.data = d;
+    uv_timer_init(loop, &d->kick);
+    d->kick.data = d;
     return d;
 }
 
-void dispatch_start(dispatch_t *d)
+int dispatch_start(dispatch_t *d)
 {
+    if (d->cfg->metrics_listen && *d->cfg->metrics_listen) {
+        char err[300];
+        d->metrics = metrics_server_start(d->loop, d->cfg->metrics_listen, render_metrics, health,
+                                          d, err, sizeof err);
+        if (!d->metrics) {
+            LOG(LOG_CRIT, "cannot serve metrics", F_STR("listen", d->cfg->metrics_listen),
+                F_STR("error", err));
+            return -1;
+        }
+        LOG(LOG_INFO, "metrics listening", F_STR("listen", d->cfg->metrics_listen),
+            F_I64("port", metrics_server_port(d->metrics)));
+    }
     LOG(LOG_INFO, "starting", F_STR("worker", d->worker), F_STR("data_url", d->cfg->data_url),
         F_BOOL("poll_only", d->cfg->poll_only), F_BOOL("until_idle", d->until_idle));
     db_conn_start(d->db);
     db_conn_start(d->wdb);
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
+    return 0;
 }
 
 void dispatch_stop(dispatch_t *d, const char *why)
@@ -907,6 +1050,11 @@ void dispatch_stop(dispatch_t *d, const char *why)
             F_I64("deadline_ms", d->cfg->shutdown_timeout_ms));
 }
 
+void dispatch_abort(dispatch_t *d, int code)
+{
+    begin_close(d, code);
+}
+
 void dispatch_reconfigure(dispatch_t *d)
 {
     ratelimit_set_rate(d->rl, d->cfg->rate_limit);
@@ -917,7 +1065,7 @@ void dispatch_reconfigure(dispatch_t *d)
                              .retry_max_ms = d->cfg->retry_max_ms};
     alpaca_set_opts(d->alpaca, &ao);
     log_min_level = d->cfg->log_level;
-    d->want_claim = true;
+    wake_claim(d);
 }
 
 void dispatch_metrics(const dispatch_t *d, struct dispatch_metrics *out)
@@ -932,6 +1080,8 @@ void dispatch_free(dispatch_t *d)
 {
     if (!d)
         return;
+    metrics_hist_free(&d->upsert_hist);
+    metrics_hist_free(&d->http_hist);
     free(d->worker);
     free(d);
 }

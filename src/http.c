@@ -29,6 +29,8 @@ struct http_client {
     size_t inflight;
     bool closing;
     int open_handles;
+    void (*observer)(void *arg, long status, double ms);
+    void *observer_arg;
 };
 
 struct http_req {
@@ -246,6 +248,8 @@ static void check_multi_info(http_client_t *c)
         res.content_type = r->content_type;
         res.ratelimit_reset = r->rl_reset;
         res.ratelimit_remaining = r->rl_remaining;
+        if (c->observer)
+            c->observer(c->observer_arg, code == CURLE_OK ? res.status : 0, res.total_ms);
         if (r->cb)
             r->cb(r->arg, &res);
         free_req(r);
@@ -337,6 +341,12 @@ void http_cancel(http_req_t *r)
     curl_multi_remove_handle(r->c->multi, r->easy);
     unlink_req(r);
     free_req(r);
+}
+
+void http_set_observer(http_client_t *c, void (*fn)(void *arg, long status, double ms), void *arg)
+{
+    c->observer = fn;
+    c->observer_arg = arg;
 }
 
 size_t http_inflight(const http_client_t *c)

@@ -195,7 +195,8 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
     struct dispatch_hooks hooks = {
         .ready = on_ready, .status = on_status, .exited = on_exited, .arg = &dm};
     dm.d = dispatch_new(&dm.loop, cfg, worker, until_idle, &hooks);
-    dispatch_start(dm.d);
+    if (dispatch_start(dm.d) < 0)
+        dispatch_abort(dm.d, EXIT_UNAVAILABLE);
     uv_run(&dm.loop, UV_RUN_DEFAULT);
     /* One more pass so close callbacks that were queued last get to run. */
     uv_run(&dm.loop, UV_RUN_NOWAIT);

@@ -141,10 +141,11 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
                 s->cbs.failed(it->owner, err ? err : "write failed");
         }
     }
+    size_t rows = b->enc.rows;
     batch_free(b);
     free(b);
     if (s->cbs.drained)
-        s->cbs.drained(s->cbs.arg);
+        s->cbs.drained(s->cbs.arg, status == DB_OK, rows, ms);
     if (!s->closing && s->filling.nitems > 0)
         store_flush(s);
 }
@@ -154,6 +155,11 @@ static void submit(store_t *s)
     struct batch *b = s->inflight;
     b->started_ms = mono_ms();
     db_req_t *r = db_req_new(on_done, s, true);
+    /* Created inside the transaction, not once per session: behind a
+     * transaction-mode pooler each transaction may land on another server
+     * connection. When it exists already this costs a notice, nothing more. */
+    db_req_sql(r, "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars) ON COMMIT DELETE ROWS", 0,
+               NULL);
     size_t len = b->enc.buf.len;
     char *copy = xmalloc(len);
     memcpy(copy, b->enc.buf.data, len);

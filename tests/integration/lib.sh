@@ -14,6 +14,8 @@ T=$(mktemp -d "/tmp/bf-$TEST_NAME.XXXXXX")
 chmod 755 "$T"
 PIDS=()
 CHECKS=0
+# Several daemons may run at once: no metrics listener unless a test asks for one.
+export BACKFILLD_METRICS_LISTEN=${BACKFILLD_METRICS_LISTEN-}
 FAILED=0
 
 log() { printf '[%s] %s\n' "$TEST_NAME" "$*"; }
@@ -131,6 +133,15 @@ pg_restart_only() {
 # sql "SELECT ..."  → unaligned, tuples only
 sql() {
     psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# For wait_for, which re-runs its command on every poll (a $(...) argument would
+# be evaluated only once): sql_ge "SELECT n" N, sql_eq "SELECT x" VALUE.
+sql_ge() {
+    [ "$(sql "$1")" -ge "$2" ]
+}
+sql_eq() {
+    [ "$(sql "$1")" = "$2" ]
 }
 
 # --- the simulator ----------------------------------------------------------

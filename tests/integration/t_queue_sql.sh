@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The queue's contract, checked at the SQL level where operators and every
+# daemon meet it: the fence, the claim order and filters, the scheduler.
+. "$(dirname "$0")/lib.sh"
+
+pg_start
+bf migrate >/dev/null
+
+# --- the fence: a stale worker can change nothing ----------------------------
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from, backfill_to)
+     VALUES ('AAPL', 'h1', 'fetch_historical', '2024-01-01', '2024-02-01')"
+check "enqueue_range queues one January run" "1" "$(sql "SELECT enqueue_range(1, '2024-01-01', '2024-02-01')")"
+check "claim by hand with no arguments claims one" "1" "$(sql "SELECT count(*) FROM claim_queued_job()")"
+sql "UPDATE job_runs SET status = 'queued', attempt = 0, locked_by = NULL, locked_until = NULL"
+check "worker A claims attempt 1" "1|A" "$(sql "SELECT attempt, locked_by FROM claim_queued_job('A', 5, 30)")"
+check "nothing left for B" "0" "$(sql "SELECT count(*) FROM claim_queued_job('B', 5, 30)")"
+sql "UPDATE job_runs SET locked_until = now() - interval '1 second'"   # A stops renewing
+check "rescue puts it back" "1" "$(sql "SELECT rescue_expired_job_runs(0, 0)")"
+check "rescue recorded why" "true|A" "$(sql "SELECT (errors->0->>'rescued'), errors->0->>'worker' FROM job_runs")"
+check "B claims attempt 2" "2|B" "$(sql "SELECT attempt, locked_by FROM claim_queued_job('B', 5, 30)")"
+check "stale A cannot complete attempt 1" "0" "$(sql "SELECT count(*) FROM complete_job_runs('A', '{1}', '{1}', '{5}', '{1}')")"
+check "stale A cannot complete claiming attempt 2 either" "0" "$(sql "SELECT count(*) FROM complete_job_runs('A', '{1}', '{2}', '{5}', '{1}')")"
+check "stale A cannot fail it" "" "$(sql "SELECT fail_job_run('A', 1, 1, 'x', true)")"
+check "stale A cannot release it" "0" "$(sql "SELECT release_job_runs('A', '{1}', '{1}')")"
+check "stale A cannot renew it" "0" "$(sql "SELECT count(*) FROM renew_job_leases('A', '{1}', '{1}', '{0}', 30)")"
+check "B still holds it, running" "running|B|2" "$(sql "SELECT status, locked_by, attempt FROM job_runs")"
+check "B completes it" "1" "$(sql "SELECT count(*) FROM complete_job_runs('B', '{1}', '{2}', '{7}', '{1}')")"
+check "succeeded with B's numbers" "succeeded|7|" "$(sql "SELECT status, bars_written, locked_by FROM job_runs")"
+check "claims history: one row per attempt" "1:A,2:B" "$(sql "SELECT string_agg(attempt || ':' || worker, ',' ORDER BY attempt) FROM job_run_claims WHERE worker IN ('A', 'B')")"
+
+# --- claim order and filters ------------------------------------------------
+sql "TRUNCATE job_runs, job_definitions, job_run_claims RESTART IDENTITY CASCADE"
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, priority, backfill_from, backfill_to)
+     VALUES ('LOW', 'd1', 'fetch_historical', 0, '2020-01-01', '2023-01-01'),
+            ('HIGH', 'd1', 'fetch_historical', 0, '2020-01-01', '2023-01-01'),
+            ('OFF', 'd1', 'fetch_historical', 9, '2020-01-01', '2023-01-01')"
+sql "SELECT enqueue_range(id, backfill_from, backfill_to) FROM job_definitions" >/dev/null
+sql "UPDATE job_definitions SET priority = 5 WHERE symbol = 'HIGH'"
+sql "UPDATE job_definitions SET enabled = false WHERE symbol = 'OFF'"
+check "re-prioritising a definition moves its queued runs" "5,5,5" "$(sql "SELECT string_agg(priority::text, ',') FROM job_runs WHERE symbol = 'HIGH'")"
+check "highest priority first, never a disabled one" "HIGH,HIGH,HIGH,LOW" "$(sql "SELECT string_agg(symbol, ',' ORDER BY priority DESC, id) FROM claim_queued_job('W', 4, 30)")"
+sql "UPDATE job_runs SET run_after = now() + interval '1 hour' WHERE symbol = 'LOW' AND status = 'queued'"
+check "run_after in the future is not claimable" "0" "$(sql "SELECT count(*) FROM claim_queued_job('W', 10, 30)")"
+check "a failed attempt with attempts left is queued again" "queued" "$(sql "SELECT fail_job_run('W', id, attempt, 'boom', true, 1000, 5000) FROM job_runs WHERE symbol = 'HIGH' ORDER BY id LIMIT 1")"
+check "a permanent failure is final" "failed" "$(sql "SELECT fail_job_run('W', id, attempt, 'HTTP 400', false) FROM job_runs WHERE symbol = 'HIGH' AND status = 'running' ORDER BY id LIMIT 1")"
+check "release gives the running runs back" "2" "$(sql "SELECT release_job_runs('W', array_agg(id), array_agg(attempt)) FROM job_runs WHERE status = 'running'")"
+check "without spending their attempt" "queued|0|0" "$(sql "SELECT status, attempt, count(*) FILTER (WHERE locked_by IS NOT NULL) FROM job_runs WHERE symbol = 'LOW' AND id = (SELECT min(id) FROM job_runs WHERE symbol = 'LOW') GROUP BY 1, 2")"
+check "the operators' steering SQL from DESIGN.md runs" "0" "$(sql "UPDATE job_definitions SET enabled = false WHERE symbol LIKE 'US_BATCH_%';
+    UPDATE job_definitions SET enabled = true WHERE symbol IN ('AAPL','MSFT') AND timeframe = 'h1';
+    UPDATE job_runs SET status = 'cancelled', finished_at = now(), updated_at = now()
+     WHERE job_def_id IN (SELECT id FROM job_definitions WHERE symbol LIKE 'US_BATCH_%') AND status = 'queued';
+    SELECT count(*) FROM claim_queued_job() WHERE false")"
+
+# --- the scheduler -----------------------------------------------------------
+sql "TRUNCATE job_runs, job_definitions, job_run_claims RESTART IDENTITY CASCADE"
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from, backfill_to)
+     VALUES ('AAPL', 'h1', 'fetch_historical', '2024-01-01', '2025-01-01')"
+check "a one-year h1 definition yields 12 runs" "12" "$(sql "SELECT schedule_due_jobs()")"
+check "monthly chunks, edge to edge" "2024-01-01 2024-02-01|2024-12-01 2025-01-01|12|0" "$(sql "SET TimeZone = 'UTC';
+    SELECT (SELECT to_char(range_start, 'YYYY-MM-DD') || ' ' || to_char(range_end, 'YYYY-MM-DD') FROM job_runs ORDER BY range_start LIMIT 1),
+           (SELECT to_char(range_start, 'YYYY-MM-DD') || ' ' || to_char(range_end, 'YYYY-MM-DD') FROM job_runs ORDER BY range_start DESC LIMIT 1),
+           count(*), count(*) FILTER (WHERE r.range_end <> (SELECT min(x.range_start) FROM job_runs x WHERE x.range_start > r.range_start) )
+      FROM job_runs r")"
+check "scheduling twice adds nothing" "0" "$(sql "SELECT schedule_due_jobs()")"
+sql "UPDATE job_runs SET status = 'succeeded'"
+check "covered ranges are not queued again" "0" "$(sql "SELECT schedule_due_jobs()")"
+sql "UPDATE job_runs SET status = 'failed' WHERE range_start = '2024-02-01T00:00:00Z'"
+check "a finally failed chunk is not retried by the scheduler" "0" "$(sql "SELECT schedule_due_jobs()")"
+check "an operator's enqueue does retry it" "1" "$(sql "SELECT enqueue_range(1, '2024-02-01', '2024-03-01')")"
+sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"
+# An operator deletes March and marks its run for a redo.
+sql "UPDATE job_runs SET status = 'cancelled' WHERE range_start = '2024-03-01T00:00:00Z'"
+check "only March is queued again" "1|2024-03-01 2024-04-01" "$(sql "SELECT schedule_due_jobs(); SET TimeZone = 'UTC';
+    SELECT count(*) || '|' || string_agg(to_char(range_start, 'YYYY-MM-DD') || ' ' || to_char(range_end, 'YYYY-MM-DD'), ',') FROM job_runs WHERE status = 'queued'" | tail -1)"
+sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"
+sql "UPDATE job_definitions SET backfill_from = '2023-11-01'"
+check "moving backfill_from earlier queues only the new months" "2" "$(sql "SELECT schedule_due_jobs()")"
+sql "UPDATE job_definitions SET enabled = false"
+sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"
+check "a disabled definition is not scheduled" "0" "$(sql "UPDATE job_definitions SET backfill_from = '2023-01-01'; SELECT schedule_due_jobs()" | tail -1)"
+
+# Intraday: one run per refresh interval, never two at once, from the last bar.
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, refresh_interval, feed)
+     VALUES ('MSFT', 'm1', 'fetch_intraday', '1 minute', 'iex')"
+sql "INSERT INTO bars VALUES ('MSFT', 'm1', now() - interval '10 minutes', 1, 1, 1, 1, 1, 1, 1)"
+check "an intraday definition gets one run" "1" "$(sql "SELECT schedule_due_jobs()")"
+check "it starts at the last stored bar" "t" "$(sql "SELECT range_start = (SELECT max(ts) FROM bars WHERE symbol = 'MSFT') FROM job_runs WHERE symbol = 'MSFT'")"
+check "never two at once" "0" "$(sql "SELECT schedule_due_jobs()")"
+sql "UPDATE job_runs SET status = 'succeeded' WHERE symbol = 'MSFT'"
+check "not again within the interval" "0" "$(sql "SELECT schedule_due_jobs()")"
+sql "UPDATE job_runs SET created_at = now() - interval '2 minutes' WHERE symbol = 'MSFT'"
+check "again once the interval has passed" "1" "$(sql "SELECT schedule_due_jobs()")"
+
+# Only one scheduler at a time: while another session holds the lock, the call returns 0 at once.
+psql -XAtq -c "BEGIN; SELECT pg_advisory_xact_lock(hashtext('backfilld.schedule_due_jobs')); SELECT pg_sleep(3); COMMIT;" >/dev/null &
+HOLDER=$!
+wait_for "the other scheduler holds the lock" 10 sql_eq "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" 1
+sql "UPDATE job_runs SET created_at = now() - interval '2 minutes', status = 'succeeded' WHERE symbol = 'MSFT'"
+start=$SECONDS
+check "a concurrent call returns 0" "0" "$(sql "SELECT schedule_due_jobs()")"
+check_cmd "and returns at once" test $((SECONDS - start)) -lt 2
+wait "$HOLDER"
+finish
