@@ -26,6 +26,7 @@ struct config {
     char *ca_file;
     int64_t concurrency;
     int64_t claim_batch;
+    int64_t batch_symbols;
     int64_t poll_interval_ms;
     int64_t lease_seconds;
     int64_t rescue_interval_ms;

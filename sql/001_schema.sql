@@ -58,7 +58,10 @@ CREATE TABLE job_runs (
 CREATE UNIQUE INDEX job_runs_one_active
     ON job_runs (job_def_id, range_start, range_end) WHERE status IN ('queued','running');
 -- The claim's predicate and order exactly, so a claim reads only claimable rows.
-CREATE INDEX job_runs_claim ON job_runs (priority DESC, run_after, id) WHERE status = 'queued';
+-- range_start before id: runs queued together come out range by range, so a
+-- claim batch holds many symbols of one range, which one request can serve.
+CREATE INDEX job_runs_claim ON job_runs (priority DESC, run_after, range_start, id)
+    WHERE status = 'queued';
 -- Rescue looks only at running runs by lease expiry.
 CREATE INDEX job_runs_lease ON job_runs (locked_until) WHERE status = 'running';
 CREATE INDEX job_runs_def ON job_runs (job_def_id, status);
@@ -145,11 +148,17 @@ BEGIN
            c.chunk_start, c.chunk_end, d.priority, coalesce(d.max_attempts, p_max_attempts)
       FROM job_definitions d, backfill_chunks(d.timeframe, p_from, p_to) c
      WHERE d.id = p_def_id
-       AND (p_force OR NOT EXISTS (
+       AND NOT EXISTS (
              SELECT 1 FROM job_runs r
               WHERE r.job_def_id = d.id
-                AND (r.status = 'succeeded' OR (r.status = 'failed' AND NOT p_retry_failed))
-                AND r.range_start <= c.chunk_start AND r.range_end >= c.chunk_end))
+                AND r.range_start <= c.chunk_start AND r.range_end >= c.chunk_end
+                -- queued/running are checked here too, not only by the unique
+                -- index: a run that commits as succeeded while this statement
+                -- runs is still running in its snapshot, and the index no
+                -- longer covers it once it has succeeded.
+                AND (r.status IN ('queued', 'running')
+                     OR (r.status = 'succeeded' AND NOT p_force)
+                     OR (r.status = 'failed' AND NOT p_retry_failed)))
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -157,7 +166,7 @@ END
 $$;
 
 -- Claims up to p_limit queued runs for p_worker: highest priority first, then
--- oldest run_after; never a run whose definition is disabled; never one run
+-- oldest run_after, then range (so runs of one range come together); never a run whose definition is disabled; never one run
 -- to two callers (SKIP LOCKED inside a materialised CTE, so the LIMIT can't be
 -- re-evaluated into claiming more rows). Sets the lease and spends an attempt.
 -- SELECT * FROM claim_queued_job(); claims one, for trying by hand.
@@ -170,7 +179,7 @@ RETURNS SETOF job_runs LANGUAGE sql AS $$
           FROM job_runs r
           JOIN job_definitions d ON d.id = r.job_def_id
          WHERE r.status = 'queued' AND r.run_after <= now() AND d.enabled
-         ORDER BY r.priority DESC, r.run_after, r.id
+         ORDER BY r.priority DESC, r.run_after, r.range_start, r.id
          LIMIT p_limit
            FOR UPDATE OF r SKIP LOCKED),
     u AS (

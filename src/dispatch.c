@@ -18,6 +18,7 @@
 #include "migrations.h"
 #include "ratelimit.h"
 #include "store.h"
+#include "timeframe.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -29,12 +30,14 @@
 
 enum outcome { O_NONE = 0, O_SUCCEEDED, O_FAILED, O_RELEASED, O_ABANDONED };
 
+struct group;
+
 struct run {
     struct run *prev, *next;
     dispatch_t *d;
     struct job_run j;
-    alpaca_fetch_t *fetch; /* NULL once the fetch is over */
-    bool held;             /* fetch paused for backpressure */
+    struct group *g;       /* the fetch this run's symbol rides in (counted in g->refs) */
+    int batch;             /* symbols in that fetch */
     bool final_queued;     /* last page handed to the writer */
     int pending_pages;     /* handed to the writer, not yet committed */
     int db_ops;            /* outcome calls in flight */
@@ -44,6 +47,22 @@ struct run {
     int pages;
     int64_t started_ms;
     char error[700];
+};
+
+/*
+ * One fetch (one query, followed page by page) serving 1..N runs that share
+ * timeframe, feed, adjustment and range. Lives while any run points to it.
+ */
+struct group {
+    struct group *prev, *next;
+    dispatch_t *d;
+    alpaca_fetch_t *fetch; /* NULL once over or stopped */
+    struct run **runs;     /* sorted by symbol */
+    size_t n;
+    size_t refs;
+    bool held;             /* paused for backpressure */
+    unsigned pages;
+    char last_symbol[64];  /* the last symbol seen, to check the server's order */
 };
 
 struct dispatch {
@@ -64,6 +83,7 @@ struct dispatch {
 
     struct run *runs; /* doubly linked */
     size_t nruns;
+    struct group *groups;
 
     bool ready_sent, schema_checked;
     bool claiming, want_claim, renewing, rescuing, scheduling, statsing, idle_checking;
@@ -108,12 +128,82 @@ static void on_http_done(void *arg, long status, double ms)
 
 /* --- run life cycle ----------------------------------------------------------- */
 
-static bool run_finished(const struct run *r)
+/* Still waiting for data from its group's fetch. */
+static bool run_active(const struct run *r)
 {
-    return r->outcome != O_NONE && !r->fetch && r->pending_pages == 0 && r->db_ops == 0;
+    return r->outcome == O_NONE && !r->final_queued;
 }
 
-/* Frees finished runs and wakes claiming for the slots they free. Called from the tick. */
+static bool run_finished(const struct run *r)
+{
+    return r->outcome != O_NONE && r->pending_pages == 0 && r->db_ops == 0;
+}
+
+static void group_free(struct group *g)
+{
+    dispatch_t *d = g->d;
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        d->groups = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    free(g->runs);
+    free(g);
+}
+
+/* A run lets go of its group; the last one out stops the fetch and frees it. */
+static void group_unref(struct group *g)
+{
+    if (!g)
+        return;
+    if (--g->refs > 0)
+        return;
+    if (g->fetch) {
+        alpaca_fetch_cancel(g->fetch);
+        g->fetch = NULL;
+    }
+    group_free(g);
+}
+
+/* Takes a run out of its group (before it is freed); the group may go on for the others. */
+static void group_detach(struct run *r)
+{
+    struct group *g = r->g;
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n; i++)
+        if (g->runs[i] == r)
+            g->runs[i] = NULL;
+    r->g = NULL;
+    group_unref(g);
+}
+
+/* The first run still in the group (for log lines); a group with refs has one. */
+static struct run *group_first(const struct group *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        if (g->runs[i])
+            return g->runs[i];
+    return NULL;
+}
+
+/* Stops the group's fetch once none of its runs wants more data. */
+static void group_settle(struct group *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n; i++)
+        if (g->runs[i] && run_active(g->runs[i]))
+            return;
+    if (g->fetch) {
+        alpaca_fetch_cancel(g->fetch);
+        g->fetch = NULL;
+    }
+    g->held = false;
+}
+
+/* Frees finished runs and wakes claiming for the slots they free. Never from a run's own callback. */
 static void reap(dispatch_t *d)
 {
     struct run *r = d->runs;
@@ -128,6 +218,7 @@ static void reap(dispatch_t *d)
                 r->next->prev = r->prev;
             d->nruns--;
             store_forget(d->store, r);
+            group_detach(r);
             free(r);
             wake_claim(d);
         }
@@ -148,6 +239,7 @@ static void record_failure(struct run *r, const char *error, bool retryable)
     r->db_ops++;
     jobs_fail(d->db, d->worker, r->j.id, r->j.attempt, error, retryable, d->cfg->run_retry_base_ms,
               d->cfg->run_retry_max_ms, on_fail_recorded, r);
+    group_settle(r->g);
 }
 
 static void on_fail_recorded(void *arg, int status, const char *err, const char *sqlstate,
@@ -189,13 +281,30 @@ static void on_fail_recorded(void *arg, int status, const char *err, const char 
     }
 }
 
-static void stop_fetch(struct run *r)
+static void on_run_released(void *arg, int status, const char *err, const char *sqlstate,
+                            PGresult *const *res, int nres)
 {
-    if (r->fetch) {
-        alpaca_fetch_cancel(r->fetch);
-        r->fetch = NULL;
-    }
-    r->held = false;
+    struct run *r = arg;
+    r->db_ops--;
+    kick(r->d);
+    if (status != DB_OK)
+        LOG(LOG_ERROR, "run release failed", RUN_FIELDS(r), F_STR("error", err));
+    else
+        LOG(LOG_NOTICE, "run released", RUN_FIELDS(r), F_STR("reason", r->error));
+}
+
+/* Gives a run back without spending its attempt (not its fault). */
+static void release_run(struct run *r, const char *why)
+{
+    dispatch_t *d = r->d;
+    strlcpy_trunc(r->error, sizeof r->error, why);
+    r->outcome = O_RELEASED;
+    d->m.runs_released++;
+    r->db_ops++;
+    int64_t id = r->j.id;
+    int att = r->j.attempt;
+    jobs_release(d->db, d->worker, &id, &att, 1, on_run_released, r);
+    group_settle(r->g);
 }
 
 /* --- the writer's callbacks ----------------------------------------------------- */
@@ -213,7 +322,8 @@ static void on_committed(void *owner, int64_t nbars, bool final, bool completed)
         r->outcome = O_SUCCEEDED;
         d->m.runs_succeeded++;
         LOG(LOG_INFO, "run succeeded", RUN_FIELDS(r), F_I64("bars", r->bars),
-            F_I64("pages", r->pages), F_I64("ms", mono_ms() - r->started_ms));
+            F_I64("pages", r->pages), F_I64("batch", r->batch),
+            F_I64("ms", mono_ms() - r->started_ms));
     } else if (r->outcome == O_NONE) {
         r->outcome = O_ABANDONED;
         d->m.runs_abandoned++;
@@ -228,7 +338,6 @@ static void on_write_failed(void *owner, const char *err)
     kick(r->d);
     if (r->outcome != O_NONE)
         return;
-    stop_fetch(r);
     char msg[700];
     snprintf(msg, sizeof msg, "database write failed: %s", err);
     record_failure(r, msg, true);
@@ -251,110 +360,190 @@ static bool backlogged(const dispatch_t *d)
     return (int64_t)store_backlog(d->store) >= d->cfg->max_pending_rows;
 }
 
-static void on_run_released(void *arg, int status, const char *err, const char *sqlstate,
-                            PGresult *const *res, int nres);
+/* "AAPL,MSFT,…" for log lines about a whole group (truncated). */
+static void group_symbols(const struct group *g, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < g->n && off + 1 < len; i++) {
+        if (!g->runs[i])
+            continue;
+        int w = snprintf(buf + off, len - off, "%s%s", off ? "," : "", g->runs[i]->j.symbol);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+}
 
+static struct run *group_find(const struct group *g, const char *symbol)
+{
+    for (size_t i = 0; i < g->n; i++)
+        if (g->runs[i] && strcmp(g->runs[i]->j.symbol, symbol) == 0)
+            return g->runs[i];
+    return NULL;
+}
+
+/* Fails every run of the group that still expects data (a protocol fault). */
+static void group_fail_active(struct group *g, const char *error, bool retryable)
+{
+    for (size_t i = 0; i < g->n; i++)
+        if (g->runs[i] && run_active(g->runs[i]))
+            record_failure(g->runs[i], error, retryable);
+}
+
+/*
+ * One page of a group's fetch. Bars are split by symbol and handed to the
+ * writer for each run. Results come sorted by symbol, so every run whose
+ * symbol sorts before the page's last symbol is complete (its bars, if any,
+ * are all in); the last symbol may go on in the next page (it is stitched);
+ * a null token completes everyone left, with zero bars if none came.
+ */
 static bool on_page(void *arg, bars_page_t *page, bool last)
 {
-    struct run *r = arg;
-    dispatch_t *d = r->d;
+    struct group *g = arg;
+    dispatch_t *d = g->d;
     d->m.pages++;
-    r->pages++;
+    g->pages++;
     if (last)
-        r->fetch = NULL; /* alpaca frees it after this returns */
-    const bar_t *bars = NULL;
-    size_t n = 0;
-    if (page->nseries == 1) {
-        bars = page->series[0].bars;
-        n = page->series[0].n;
+        g->fetch = NULL; /* alpaca frees it after this returns */
+    for (size_t i = 0; i < page->nseries; i++) {
+        const char *sym = page->series[i].symbol;
+        bool ordered = (i == 0 ? strcmp(sym, g->last_symbol) >= 0
+                               : strcmp(sym, page->series[i - 1].symbol) > 0);
+        struct run *r = group_find(g, sym);
+        if (!ordered || (r && r->final_queued)) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "response not sorted by symbol (%s on page %u)", sym,
+                     g->pages);
+            bars_page_clear(page);
+            group_fail_active(g, msg, true);
+            return false;
+        }
     }
-    r->bars += (int64_t)n;
-    if (store_add(d->store, r, r->j.id, r->j.attempt, r->j.symbol, r->j.timeframe, bars, n, last,
-                  r->bars, r->pages) < 0) {
-        bars_page_clear(page);
-        stop_fetch(r);
-        record_failure(r, "page could not be buffered for writing", true);
-        return false;
+    const char *boundary = page->nseries ? page->series[page->nseries - 1].symbol : NULL;
+    if (boundary)
+        strlcpy_trunc(g->last_symbol, sizeof g->last_symbol, boundary);
+    size_t k = 0; /* walks page->series alongside the sorted runs */
+    for (size_t i = 0; i < g->n; i++) {
+        struct run *r = g->runs[i];
+        if (!r)
+            continue; /* finished and freed; its symbol sorts before the others' */
+        while (k < page->nseries && strcmp(page->series[k].symbol, r->j.symbol) < 0)
+            k++;
+        const bars_series_t *s =
+            k < page->nseries && strcmp(page->series[k].symbol, r->j.symbol) == 0 ? &page->series[k]
+                                                                                  : NULL;
+        if (!run_active(r))
+            continue; /* abandoned or released: its bars are dropped */
+        bool final_now = last || (boundary && strcmp(r->j.symbol, boundary) < 0);
+        if (!s && !final_now)
+            continue;
+        size_t n = s ? s->n : 0;
+        r->pages++;
+        r->bars += (int64_t)n;
+        if (store_add(d->store, r, r->j.id, r->j.attempt, r->j.symbol, r->j.timeframe,
+                      s ? s->bars : NULL, n, final_now, r->bars, r->pages) < 0) {
+            record_failure(r, "page could not be buffered for writing", true);
+            continue;
+        }
+        r->pending_pages++;
+        if (final_now)
+            r->final_queued = true;
+    }
+    if (log_min_level <= LOG_DEBUG) {
+        char syms[256];
+        group_symbols(g, syms, sizeof syms);
+        LOG(LOG_DEBUG, "page fetched", F_I64("job_id", group_first(g) ? group_first(g)->j.id : 0),
+            F_STR("symbols", syms),
+            F_I64("page", g->pages), F_I64("bars", page->total), F_BOOL("last", last));
     }
     bars_page_clear(page);
-    r->pending_pages++;
-    LOG(LOG_DEBUG, "page fetched", RUN_FIELDS(r), F_I64("page", r->pages), F_I64("bars", n),
-        F_BOOL("last", last));
-    if (last) {
-        r->final_queued = true;
+    group_settle(g);
+    if (last || !g->fetch)
         return false;
-    }
     if (backlogged(d)) {
-        r->held = true;
+        g->held = true;
         return false;
     }
     return true;
 }
 
+static void start_group(dispatch_t *d, struct run **runs, size_t n);
+
 static void on_fetch_failed(void *arg, int kind, const char *error, long http_status)
 {
-    struct run *r = arg;
-    dispatch_t *d = r->d;
-    r->fetch = NULL;
-    r->held = false;
+    struct group *g = arg;
+    dispatch_t *d = g->d;
+    g->fetch = NULL;
+    g->held = false;
     kick(d);
-    if (r->outcome != O_NONE)
-        return;
+    /* One malformed symbol fails a whole multi-symbol request with 400: fail
+     * that symbol's run alone and fetch the others again without it. */
+    const char *p = strstr(error, "invalid symbol: ");
+    if (kind == ALPACA_EPERM && http_status == 400 && p && g->n > 1) {
+        struct run *bad = group_find(g, p + strlen("invalid symbol: "));
+        if (bad && run_active(bad)) {
+            record_failure(bad, error, false);
+            struct run **rest = xcalloc(g->n, sizeof *rest);
+            size_t m = 0;
+            for (size_t i = 0; i < g->n; i++) {
+                struct run *r = g->runs[i];
+                if (!r || !run_active(r))
+                    continue;
+                r->bars = 0; /* the new fetch starts from the first page */
+                r->pages = 0;
+                rest[m++] = r;
+            }
+            LOG(LOG_NOTICE, "batch split around a malformed symbol", RUN_FIELDS(bad),
+                F_I64("others", m));
+            if (m > 0)
+                start_group(d, rest, m); /* moves the runs (and their refs) over */
+            free(rest);
+            return;
+        }
+    }
     if (kind == ALPACA_EAUTH) {
-        /* Not the run's fault: give it back and stop claiming for a while. */
+        /* Not the runs' fault: give them back and stop claiming for a while. */
         int64_t now = mono_ms();
         d->auth_pause_until = now + AUTH_PAUSE_MS;
-        d->m.auth_ok = false;
         if (now - d->last_auth_log_ms >= AUTH_PAUSE_MS || d->last_auth_log_ms == 0) {
             d->last_auth_log_ms = now;
-            LOG(LOG_CRIT, "alpaca credentials rejected; claiming paused", RUN_FIELDS(r),
+            LOG(LOG_CRIT, "alpaca credentials rejected; claiming paused", RUN_FIELDS(group_first(g)),
                 F_I64("http_status", http_status), F_STR("error", error),
                 F_I64("pause_ms", AUTH_PAUSE_MS));
         }
-        strlcpy_trunc(r->error, sizeof r->error, error);
-        r->outcome = O_RELEASED;
-        d->m.runs_released++;
-        r->db_ops++;
-        int64_t id = r->j.id;
-        int att = r->j.attempt;
-        jobs_release(d->db, d->worker, &id, &att, 1, on_run_released, r);
+        for (size_t i = 0; i < g->n; i++)
+            if (g->runs[i] && run_active(g->runs[i]))
+                release_run(g->runs[i], error);
         return;
     }
-    record_failure(r, error, kind == ALPACA_ERETRY);
-}
-
-static void on_run_released(void *arg, int status, const char *err, const char *sqlstate,
-                           PGresult *const *res, int nres)
-{
-    struct run *r = arg;
-    r->db_ops--;
-    kick(r->d);
-    if (status != DB_OK)
-        LOG(LOG_ERROR, "run release failed", RUN_FIELDS(r), F_STR("error", err));
-    else
-        LOG(LOG_NOTICE, "run released", RUN_FIELDS(r), F_STR("reason", r->error));
+    group_fail_active(g, error, kind == ALPACA_ERETRY);
 }
 
 static void on_retrying(void *arg, const char *cause, long http_status, unsigned retry,
                         int64_t delay_ms)
 {
-    struct run *r = arg;
-    dispatch_t *d = r->d;
+    struct group *g = arg;
+    dispatch_t *d = g->d;
+    struct run *r = group_first(g);
+    char syms[256];
+    group_symbols(g, syms, sizeof syms);
     if (http_status == 429) {
         d->m.rate_limited++;
-        LOG(LOG_WARN, "rate limited, waiting", RUN_FIELDS(r), F_I64("http_status", 429),
-            F_I64("wait_ms", delay_ms));
+        LOG(LOG_WARN, "rate limited, waiting", RUN_FIELDS(r), F_STR("symbols", syms),
+            F_I64("http_status", 429), F_I64("wait_ms", delay_ms));
         return;
     }
     d->m.page_retries++;
-    LOG(LOG_WARN, "page retry", RUN_FIELDS(r), F_I64("page", r->pages + 1), F_I64("retry", retry),
-        F_I64("delay_ms", delay_ms), F_I64("http_status", http_status), F_STR("error", cause));
+    LOG(LOG_WARN, "page retry", RUN_FIELDS(r), F_STR("symbols", syms), F_I64("runs", g->n),
+        F_I64("page", g->pages + 1), F_I64("retry", retry), F_I64("delay_ms", delay_ms),
+        F_I64("http_status", http_status), F_STR("error", cause));
 }
 
 static void on_requested(void *arg)
 {
-    struct run *r = arg;
-    r->d->m.requests++;
+    struct group *g = arg;
+    g->d->m.requests++;
 }
 
 static const struct alpaca_fetch_cbs fetch_cbs = {
@@ -362,15 +551,55 @@ static const struct alpaca_fetch_cbs fetch_cbs = {
 
 static void resume_held(dispatch_t *d)
 {
-    for (struct run *r = d->runs; r && !backlogged(d); r = r->next) {
-        if (r->held && r->fetch && r->outcome == O_NONE) {
-            r->held = false;
-            alpaca_fetch_resume(r->fetch);
+    for (struct group *g = d->groups; g && !backlogged(d); g = g->next) {
+        if (g->held && g->fetch) {
+            g->held = false;
+            alpaca_fetch_resume(g->fetch);
         }
     }
 }
 
-static void start_run(dispatch_t *d, const struct job_run *j)
+static int cmp_run_symbol(const void *a, const void *b)
+{
+    const struct run *x = *(struct run *const *)a, *y = *(struct run *const *)b;
+    return strcmp(x->j.symbol, y->j.symbol);
+}
+
+/* One fetch for n runs sharing timeframe, feed, adjustment and range. Takes the runs over from any previous group. */
+static void start_group(dispatch_t *d, struct run **runs, size_t n)
+{
+    struct group *g = xcalloc(1, sizeof *g);
+    g->d = d;
+    g->runs = xcalloc(n, sizeof *g->runs);
+    memcpy(g->runs, runs, n * sizeof *runs);
+    g->n = n;
+    qsort(g->runs, n, sizeof *g->runs, cmp_run_symbol);
+    g->next = d->groups;
+    if (d->groups)
+        d->groups->prev = g;
+    d->groups = g;
+    const char **syms = xcalloc(n, sizeof *syms);
+    for (size_t i = 0; i < n; i++) {
+        struct run *r = g->runs[i];
+        group_detach(r);
+        r->g = g;
+        r->batch = (int)n;
+        g->refs++;
+        syms[i] = r->j.symbol;
+    }
+    const struct job_run *j = &g->runs[0]->j;
+    struct alpaca_query q = {.symbols = syms,
+                             .nsymbols = n,
+                             .timeframe = j->timeframe,
+                             .feed = j->feed,
+                             .adjustment = j->adjustment,
+                             .start_us = j->start_us,
+                             .end_us = j->end_us};
+    g->fetch = alpaca_fetch_start(d->alpaca, &q, &fetch_cbs, g);
+    free(syms);
+}
+
+static struct run *new_run(dispatch_t *d, const struct job_run *j)
 {
     struct run *r = xcalloc(1, sizeof *r);
     r->d = d;
@@ -387,15 +616,84 @@ static void start_run(dispatch_t *d, const struct job_run *j)
     bars_format_time(j->end_us, to, sizeof to);
     LOG(LOG_INFO, "run started", RUN_FIELDS(r), F_STR("from", from), F_STR("to", to),
         F_STR("feed", j->feed));
-    const char *syms[1] = {r->j.symbol};
-    struct alpaca_query q = {.symbols = syms,
-                             .nsymbols = 1,
-                             .timeframe = r->j.timeframe,
-                             .feed = r->j.feed,
-                             .adjustment = r->j.adjustment,
-                             .start_us = r->j.start_us,
-                             .end_us = r->j.end_us};
-    r->fetch = alpaca_fetch_start(d->alpaca, &q, &fetch_cbs, r);
+    return r;
+}
+
+/* --- batching ------------------------------------------------------------------- */
+
+/* Runs can share one multi-symbol request when everything but the symbol matches. */
+static int cmp_batch_key(const void *a, const void *b)
+{
+    const struct job_run *x = &(*(struct run *const *)a)->j, *y = &(*(struct run *const *)b)->j;
+    int c = strcmp(x->timeframe, y->timeframe);
+    if (!c)
+        c = strcmp(x->feed, y->feed);
+    if (!c)
+        c = strcmp(x->adjustment, y->adjustment);
+    if (!c)
+        c = (x->start_us > y->start_us) - (x->start_us < y->start_us);
+    if (!c)
+        c = (x->end_us > y->end_us) - (x->end_us < y->end_us);
+    if (!c)
+        c = strcmp(x->symbol, y->symbol);
+    return c;
+}
+
+static bool same_batch_key(const struct job_run *x, const struct job_run *y)
+{
+    return strcmp(x->timeframe, y->timeframe) == 0 && strcmp(x->feed, y->feed) == 0 &&
+           strcmp(x->adjustment, y->adjustment) == 0 && x->start_us == y->start_us &&
+           x->end_us == y->end_us;
+}
+
+/*
+ * Symbols per request so that one page carries close to `limit` bars:
+ * Alpaca's limit counts bars across all symbols, so the estimate of bars per
+ * symbol over the range (session hours by feed, ~252 trading days a year)
+ * divides the page. Capped by BACKFILLD_BATCH_SYMBOLS.
+ */
+static size_t symbols_per_request(const dispatch_t *d, const struct job_run *j)
+{
+    double secs = (double)(j->end_us - j->start_us) / 1e6;
+    double tf = (double)tf_seconds(j->timeframe);
+    double trading_days = secs / 86400.0 * 252.0 / 365.0;
+    double est;
+    if (tf <= 0)
+        return 1;
+    if (tf < 86400) {
+        double session_s = (strcmp(j->feed, "iex") == 0 ? 9.0 : 16.0) * 3600.0;
+        est = trading_days * (session_s / tf > 1 ? session_s / tf : 1);
+    } else {
+        est = secs / tf;
+    }
+    if (est < 1)
+        est = 1;
+    double k = (double)d->cfg->page_limit / est;
+    if (k < 1)
+        k = 1;
+    if (k > (double)d->cfg->batch_symbols)
+        k = (double)d->cfg->batch_symbols;
+    return (size_t)k;
+}
+
+/* Starts fetches for freshly claimed runs, coalescing them into multi-symbol requests. */
+static void start_runs(dispatch_t *d, struct run **runs, size_t n)
+{
+    if (d->cfg->batch_symbols <= 1) {
+        for (size_t i = 0; i < n; i++)
+            start_group(d, &runs[i], 1);
+        return;
+    }
+    qsort(runs, n, sizeof *runs, cmp_batch_key);
+    size_t i = 0;
+    while (i < n) {
+        size_t k = symbols_per_request(d, &runs[i]->j);
+        size_t m = 1;
+        while (i + m < n && m < k && same_batch_key(&runs[i]->j, &runs[i + m]->j))
+            m++;
+        start_group(d, &runs[i], m);
+        i += m;
+    }
 }
 
 /* --- claiming -------------------------------------------------------------------- */
@@ -413,6 +711,8 @@ static void on_claimed(void *arg, int status, const char *err, const char *sqlst
     int n = PQntuples(res[0]);
     d->last_claim_empty = n == 0;
     int asked = d->last_claim_asked;
+    struct run **fresh = xcalloc((size_t)n + 1, sizeof *fresh);
+    size_t nfresh = 0;
     for (int i = 0; i < n; i++) {
         struct job_run j;
         char perr[200];
@@ -426,8 +726,10 @@ static void on_claimed(void *arg, int status, const char *err, const char *sqlst
             jobs_release(d->db, d->worker, &id, &att, 1, NULL, NULL);
             continue;
         }
-        start_run(d, &j);
+        fresh[nfresh++] = new_run(d, &j);
     }
+    start_runs(d, fresh, nfresh);
+    free(fresh);
     if (n > 0)
         LOG(LOG_DEBUG, "claimed", F_I64("runs", n), F_I64("in_flight", d->nruns));
     if (n == asked)
@@ -470,8 +772,8 @@ static void on_renewed(void *arg, int status, const char *err, const char *sqlst
     }
     /* Any run we asked about that is missing from the answer is no longer ours. */
     for (struct run *r = d->runs; r; r = r->next) {
-        if (r->outcome != O_NONE || !r->fetch)
-            continue;
+        if (!run_active(r))
+            continue; /* a final page still renewed but not yet answered is settled by the fence */
         bool held = false;
         char id[24];
         snprintf(id, sizeof id, "%lld", (long long)r->j.id);
@@ -479,8 +781,8 @@ static void on_renewed(void *arg, int status, const char *err, const char *sqlst
             held = strcmp(PQgetvalue(res[0], i, 0), id) == 0;
         if (held || r->started_ms > d->last_renew_ms)
             continue;
-        stop_fetch(r);
         r->outcome = O_ABANDONED;
+        group_settle(r->g);
         d->m.runs_abandoned++;
         LOG(LOG_WARN, "run abandoned: cancelled or lease lost", RUN_FIELDS(r),
             F_I64("bars", r->bars), F_I64("pages", r->pages));
@@ -493,7 +795,7 @@ static void renew(dispatch_t *d)
         return;
     size_t n = 0;
     for (struct run *r = d->runs; r; r = r->next)
-        n += r->outcome == O_NONE && r->fetch;
+        n += r->outcome == O_NONE;
     d->last_renew_ms = mono_ms();
     if (n == 0)
         return;
@@ -501,7 +803,7 @@ static void renew(dispatch_t *d)
     int *att = xcalloc(n, sizeof *att);
     size_t i = 0;
     for (struct run *r = d->runs; r; r = r->next) {
-        if (r->outcome == O_NONE && r->fetch) {
+        if (r->outcome == O_NONE) {
             ids[i] = r->j.id;
             att[i] = r->j.attempt;
             bars[i] = r->bars;
@@ -781,8 +1083,8 @@ static void release_all(dispatch_t *d)
     size_t i = 0;
     for (struct run *r = d->runs; r; r = r->next) {
         if (r->outcome == O_NONE && !r->final_queued) {
-            stop_fetch(r);
             r->outcome = O_RELEASED;
+            group_settle(r->g);
             d->m.runs_released++;
             ids[i] = r->j.id;
             att[i] = r->j.attempt;
@@ -820,10 +1122,14 @@ static void begin_close(dispatch_t *d, int code)
     d->stopping = true;
     /* Runs still here now are abandoned (their leases expire or were released).
      * Close the sessions first: their pending callbacks still name runs. */
-    for (struct run *r = d->runs; r; r = r->next) {
-        stop_fetch(r);
-        store_forget(d->store, r);
+    for (struct group *g = d->groups; g; g = g->next) {
+        if (g->fetch) {
+            alpaca_fetch_cancel(g->fetch);
+            g->fetch = NULL;
+        }
     }
+    for (struct run *r = d->runs; r; r = r->next)
+        store_forget(d->store, r);
     d->pending_closes = 4;
     db_conn_close(d->db, on_closed, d);
     db_conn_close(d->wdb, on_closed, d);
@@ -833,6 +1139,8 @@ static void begin_close(dispatch_t *d, int code)
         free(r);
     }
     d->nruns = 0;
+    while (d->groups)
+        group_free(d->groups);
     uv_timer_stop(&d->tick);
     uv_close((uv_handle_t *)&d->tick, on_tick_closed);
     uv_timer_stop(&d->kick);
