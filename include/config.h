@@ -24,6 +24,7 @@ struct config {
     char *worker_id;    /* BACKFILLD_WORKER_ID; empty = host:pid:random */
     char *metrics_listen;
     char *ca_file;
+    char *rate_limit_name;
     int64_t concurrency;
     int64_t claim_batch;
     int64_t batch_symbols;

@@ -409,3 +409,73 @@ END
 $$;
 CREATE TRIGGER job_definitions_changed BEFORE UPDATE ON job_definitions
     FOR EACH ROW EXECUTE FUNCTION backfilld_def_changed();
+
+-- The Alpaca request budget, shared by every daemon on this database: the
+-- limit is per account, not per host. One row per account holds a token
+-- bucket refilled continuously at per_minute/60 tokens a second, holding at
+-- most one second's worth. Daemons take a few tokens at a time with
+-- take_rate_tokens (one atomic statement; the row lock serialises hosts). A
+-- 429 seen by any host pauses all of them (pause_rate_limit). Operators
+-- change the rate live:  UPDATE rate_limits SET per_minute = 10000 WHERE name = 'alpaca';
+-- UNLOGGED and fillfactor 50: a hot single row whose loss in a crash only
+-- resets the bucket (the next take re-creates it).
+CREATE UNLOGGED TABLE rate_limits (
+    name         text PRIMARY KEY,
+    per_minute   double precision NOT NULL CHECK (per_minute > 0),
+    tokens       double precision NOT NULL DEFAULT 0,
+    refreshed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    paused_until timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 50);
+
+-- Grants up to p_want tokens now. wait_ms is how long until the next token
+-- (0 when everything asked for was granted). p_default_per_minute creates the
+-- row if it is missing. clock_timestamp(), not now(): now() is frozen at the
+-- start of the transaction.
+CREATE FUNCTION take_rate_tokens(p_name text, p_want integer, p_default_per_minute double precision)
+RETURNS TABLE (granted integer, wait_ms integer, per_minute double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r rate_limits;
+    t timestamptz := clock_timestamp();
+    cap double precision;
+    avail double precision;
+    g integer;
+BEGIN
+    INSERT INTO rate_limits (name, per_minute, tokens, refreshed_at)
+    VALUES (p_name, p_default_per_minute, 0, t) ON CONFLICT (name) DO NOTHING;
+    SELECT * INTO r FROM rate_limits WHERE name = p_name FOR UPDATE;
+    IF r.paused_until IS NOT NULL AND r.paused_until > t THEN
+        RETURN QUERY SELECT 0, ceil(extract(epoch FROM r.paused_until - t) * 1000)::integer, r.per_minute;
+        RETURN;
+    END IF;
+    cap := greatest(1.0, r.per_minute / 60.0);
+    avail := least(cap, r.tokens + r.per_minute / 60.0 * greatest(0, extract(epoch FROM t - r.refreshed_at)));
+    g := least(p_want, floor(avail))::integer;
+    UPDATE rate_limits SET tokens = avail - g, refreshed_at = t WHERE name = p_name;
+    RETURN QUERY SELECT g,
+        CASE WHEN g >= p_want THEN 0
+             ELSE ceil((1.0 - (avail - g)) * 60000.0 / r.per_minute)::integer END,
+        r.per_minute;
+END
+$$;
+
+-- After a 429: nobody gets a token for p_ms, and the bucket starts empty.
+CREATE FUNCTION pause_rate_limit(p_name text, p_ms integer) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE rate_limits
+       SET paused_until = greatest(coalesce(paused_until, clock_timestamp()),
+                                   clock_timestamp() + make_interval(secs => p_ms / 1000.0)),
+           refreshed_at = greatest(coalesce(paused_until, clock_timestamp()),
+                                   clock_timestamp() + make_interval(secs => p_ms / 1000.0)),
+           tokens = 0
+     WHERE name = p_name
+$$;
+
+-- A daemon's configured rate (BACKFILLD_RATE_LIMIT), written at start and on
+-- SIGHUP; an operator's UPDATE holds until then.
+CREATE FUNCTION set_rate_limit(p_name text, p_per_minute double precision) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO rate_limits (name, per_minute) VALUES (p_name, p_per_minute)
+    ON CONFLICT (name) DO UPDATE SET per_minute = EXCLUDED.per_minute, updated_at = now()
+$$;

@@ -71,6 +71,8 @@ const struct cfg_key cfg_keys[] = {
      OFF(shutdown_timeout_ms), "on SIGTERM, how long in-flight runs may finish before release"},
     {"BACKFILLD_RATE_LIMIT", CFG_DBL, "200", 1, 1000000, true, false, OFF(rate_limit),
      "Alpaca requests per minute for this account"},
+    {"BACKFILLD_RATE_LIMIT_NAME", CFG_STR, "alpaca", 0, 0, false, false, OFF(rate_limit_name),
+     "rate_limits row shared by every host on this account; empty = a per-host budget"},
     {"BACKFILLD_POLL_ONLY", CFG_BOOL, "false", 0, 0, false, false, OFF(poll_only),
      "no LISTEN/NOTIFY (for transaction-mode poolers such as PgBouncer)"},
     {"BACKFILLD_LOG_LEVEL", CFG_LEVEL, "info", 0, 0, true, false, OFF(log_level),

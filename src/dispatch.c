@@ -1017,6 +1017,7 @@ static void on_schema(void *arg, int status, const char *err, const char *sqlsta
     }
     d->schema_checked = true;
     if (!d->ready_sent) {
+        ratelimit_set_rate(d->rl, d->cfg->rate_limit);
         d->ready_sent = true;
         d->want_schedule = true;
         wake_claim(d);
@@ -1300,7 +1301,11 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
     metrics_hist_init(&d->http_hist, http_bounds, ARRAY_SIZE(http_bounds));
     memset(key, 0, sizeof key);
     memset(secret, 0, sizeof secret);
-    d->rl = ratelimit_new(loop, cfg->rate_limit);
+    /* The budget is the account's: shared through the database unless no name is set. */
+    if (cfg->rate_limit_name && *cfg->rate_limit_name)
+        d->rl = ratelimit_new_shared(loop, cfg->rate_limit, d->db, cfg->rate_limit_name);
+    else
+        d->rl = ratelimit_new(loop, cfg->rate_limit);
     struct alpaca_opts ao = {.base_url = cfg->data_url,
                              .page_limit = cfg->page_limit,
                              .page_retries = cfg->page_retries,

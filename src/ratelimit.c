@@ -3,8 +3,10 @@
  */
 #include "ratelimit.h"
 
+#include "log.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 struct ratelimit {
@@ -17,10 +19,26 @@ struct ratelimit {
     int64_t paused_until;
     rl_waiter_t *head, *tail;
     struct ratelimit_stats st;
+    /* shared mode */
+    db_conn_t *db;         /* NULL in local mode */
+    char *name;
+    double default_rate;   /* creates the row if it is missing */
+    bool taking;           /* a take_rate_tokens call is in flight */
+    int64_t next_take_ms;  /* not before: the database said when the next token comes */
+    int64_t granted_ms;    /* when the local tokens were granted; they expire after 1 s */
 };
+
+static void take(ratelimit_t *rl);
 
 static void refill(ratelimit_t *rl, int64_t now)
 {
+    if (rl->db) {
+        /* Tokens come from the database; unused ones lapse so others can have them. */
+        if (rl->tokens > 0 && now - rl->granted_ms > 1000)
+            rl->tokens = 0;
+        rl->last_ms = now;
+        return;
+    }
     if (now > rl->last_ms) {
         rl->tokens += (double)(now - rl->last_ms) * rl->per_sec / 1000.0;
         if (rl->tokens > rl->capacity)
@@ -52,6 +70,9 @@ static void on_timer(uv_timer_t *t)
         }
         w->cb(w);
     }
+    if (rl->db && rl->head && rl->tokens < 1.0 && !rl->taking && now >= rl->next_take_ms &&
+        now >= rl->paused_until)
+        take(rl);
     schedule(rl);
 }
 
@@ -64,8 +85,17 @@ static void schedule(ratelimit_t *rl)
     int64_t now = (int64_t)uv_now(rl->loop);
     refill(rl, now);
     int64_t delay = 0;
-    if (rl->tokens < 1.0)
+    if (rl->db) {
+        if (rl->tokens < 1.0) {
+            if (rl->taking) {
+                uv_timer_stop(&rl->timer); /* the answer reschedules */
+                return;
+            }
+            delay = rl->next_take_ms > now ? rl->next_take_ms - now : 0;
+        }
+    } else if (rl->tokens < 1.0) {
         delay = (int64_t)((1.0 - rl->tokens) * 1000.0 / rl->per_sec) + 1;
+    }
     if (rl->paused_until > now && rl->paused_until - now > delay)
         delay = rl->paused_until - now;
     uv_timer_start(&rl->timer, on_timer, (uint64_t)delay, 0);
@@ -91,8 +121,80 @@ ratelimit_t *ratelimit_new(uv_loop_t *loop, double per_minute)
     return rl;
 }
 
+static void on_taken(void *arg, int status, const char *err, const char *sqlstate,
+                     PGresult *const *res, int nres)
+{
+    ratelimit_t *rl = arg;
+    int64_t now = (int64_t)uv_now(rl->loop);
+    rl->taking = false;
+    if (status != DB_OK) {
+        if (status != DB_ECLOSED)
+            LOG(LOG_WARN, "rate-limit tokens unavailable", F_STR("error", err));
+        rl->next_take_ms = now + 500;
+    } else {
+        int64_t g = 0, w = 0;
+        double pm = 0;
+        (void)parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &g);
+        (void)parse_i64(PQgetvalue(res[0], 0, 1), 0, INT64_MAX, &w);
+        if (parse_double(PQgetvalue(res[0], 0, 2), 1e-9, 1e12, &pm))
+            rl->per_sec = pm / 60.0; /* an operator may have changed it by SQL */
+        rl->tokens += (double)g;
+        rl->granted_ms = now;
+        rl->next_take_ms = now + w;
+    }
+    if (status != DB_ECLOSED)
+        schedule(rl);
+}
+
+static void take(ratelimit_t *rl)
+{
+    size_t queued = 0;
+    for (rl_waiter_t *w = rl->head; w; w = w->next)
+        queued++;
+    /* About a fifth of a second's budget per call: few round trips, little hoarding. */
+    double chunk = rl->per_sec / 5.0;
+    size_t want = chunk < 1 ? 1 : (size_t)chunk;
+    if (want > queued)
+        want = queued;
+    if (want == 0)
+        return;
+    char ws[24], rs[40];
+    snprintf(ws, sizeof ws, "%zu", want);
+    snprintf(rs, sizeof rs, "%.6f", rl->default_rate);
+    const char *p[] = {rl->name, ws, rs};
+    db_req_t *r = db_req_new(on_taken, rl, false);
+    db_req_sql(r, "SELECT granted, wait_ms, per_minute FROM take_rate_tokens($1, $2::int, $3::float8)",
+               3, p);
+    db_req_keep(r);
+    rl->taking = true;
+    rl->st.db_takes++;
+    db_submit(rl->db, r);
+}
+
+ratelimit_t *ratelimit_new_shared(uv_loop_t *loop, double per_minute, db_conn_t *db,
+                                  const char *name)
+{
+    ratelimit_t *rl = ratelimit_new(loop, per_minute);
+    rl->db = db;
+    rl->name = xstrdup(name);
+    rl->default_rate = per_minute;
+    rl->tokens = 0;
+    return rl;
+}
+
 void ratelimit_set_rate(ratelimit_t *rl, double per_minute)
 {
+    if (rl->db) {
+        char rs[40];
+        snprintf(rs, sizeof rs, "%.6f", per_minute);
+        const char *p[] = {rl->name, rs};
+        db_req_t *r = db_req_new(NULL, NULL, false);
+        db_req_sql(r, "SELECT set_rate_limit($1, $2::float8)", 2, p);
+        db_submit(rl->db, r);
+        rl->default_rate = per_minute;
+        rl->per_sec = per_minute / 60.0;
+        return;
+    }
     refill(rl, (int64_t)uv_now(rl->loop));
     set_rate(rl, per_minute);
     schedule(rl);
@@ -144,6 +246,17 @@ void ratelimit_pause(ratelimit_t *rl, int64_t ms)
     /* Tokens accrued before the pause were evidently not available upstream. */
     rl->tokens = 0;
     rl->last_ms = until;
+    if (rl->db) {
+        /* Every host pauses: the budget is the account's. */
+        char ms_s[24];
+        snprintf(ms_s, sizeof ms_s, "%lld", (long long)ms);
+        const char *p[] = {rl->name, ms_s};
+        db_req_t *r = db_req_new(NULL, NULL, false);
+        db_req_sql(r, "SELECT pause_rate_limit($1, $2::int)", 2, p);
+        db_submit(rl->db, r);
+        if (rl->next_take_ms < until)
+            rl->next_take_ms = until;
+    }
     schedule(rl);
 }
 
@@ -157,7 +270,9 @@ void ratelimit_stats(const ratelimit_t *rl, struct ratelimit_stats *out)
 
 static void on_closed(uv_handle_t *h)
 {
-    free(h->data);
+    ratelimit_t *rl = h->data;
+    free(rl->name);
+    free(rl);
 }
 
 void ratelimit_close(ratelimit_t *rl)
