@@ -337,14 +337,29 @@ static void send_next(db_conn_t *db)
     flush_out(db);
 }
 
-/* Streams the COPY payload; returns when done or when the socket is full. */
+/*
+ * Streams the COPY payload; returns when done or when the socket is full.
+ * libpq moves the unsent rest of its output buffer to the front after every
+ * partial send, so queueing a whole batch at once costs quadratic copying:
+ * only one chunk is queued at a time, and the next goes in once it is out.
+ */
 static void copy_push(db_conn_t *db)
 {
     const struct db_step *s = &db->cur->steps[db->pos];
     while (db->copy_off < s->copylen) {
+        int f = PQflush(db->pg);
+        if (f < 0) {
+            conn_lost(db, PQerrorMessage(db->pg));
+            return;
+        }
+        if (f == 1) { /* the socket is full: continue when writable */
+            db->want_write = true;
+            update_poll(db);
+            return;
+        }
         size_t n = s->copylen - db->copy_off;
-        if (n > 256 * 1024)
-            n = 256 * 1024;
+        if (n > 64 * 1024)
+            n = 64 * 1024;
         int rc = PQputCopyData(db->pg, s->copy + db->copy_off, (int)n);
         if (rc < 0) {
             conn_lost(db, PQerrorMessage(db->pg));

@@ -10,6 +10,7 @@ pkgs=(
     libcmocka-dev                        # unit tests
     postgresql postgresql-client         # the real database for tests and the demo
     pgbouncer                            # transaction-pooler test
+    prometheus                           # promtool, to check the /metrics exposition
     curl python3 procps                  # test harness (HTTP probes, JSON checks, ps)
 )
 missing=()

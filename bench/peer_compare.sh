@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# backfilld side by side with the peer a user would run instead: the official
+# Alpaca JS SDK (@alpacahq/alpaca-trade-api 3.1.3) + node-postgres
+# (bench/peer-node-sdk/backfill.mjs, copied unchanged from
+# /work/shared/peers/node-sdk/), on the same simulator and the same Postgres,
+# same workload: N symbols × 2024 of 1Hour bars (SIP, raw).
+#
+# Simulator: --latency-ms 20 on every response, no rate limit, no faults.
+# Contenders, each on a fresh database:
+#   peer single   getBarsV2 per symbol (single-symbol endpoint), --concurrency 16
+#   peer multi    getMultiBarsV2 over groups of --multi-size 50 symbols
+#   backfilld per-symbol   BACKFILLD_BATCH_SYMBOLS=1, BACKFILLD_RATE_LIMIT=1000000
+#   backfilld batched      default batching (100), BACKFILLD_RATE_LIMIT=1000000
+# backfilld gets `migrate` and `enqueue` first (timed separately), then
+# `run --until-idle` is the measured command.
+#
+# For each: wall seconds of the measured process, the tool's own working
+# window, bars in its table, requests the simulator counted, bars/s, peak RSS
+# (GNU time -v; the Postgres backends are not included), and whether the
+# stored bars are complete and exact: compared row by row (every column) with
+# `alpaca-sim dump` of the same range, both ways, plus the number of symbols
+# whose bars are all there (a "first symbol only" client shows up there).
+#
+# Env: N (symbols, default 50), ROUND_TIMEOUT (seconds, default 300),
+#      CONTENDERS (default "peer-single peer-multi bf-per-symbol bf-batched"),
+#      KEEP_TMP=1 keeps the temp dir (logs <contender>.log/.out).
+# Exit: 0 when every contender ran to completion; 1 when any failed, timed
+#       out, or backfilld stored anything but the exact expected bars. A peer
+#       that stores incomplete or wrong data is a finding, reported in the
+#       table, not a failure of this script.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+export SRC_DIR=${SRC_DIR:-$(cd "$BENCH_DIR/.." && pwd)}
+. "$SRC_DIR/tests/integration/lib.sh"
+
+dump_logs() {
+    local f
+    for f in "$T"/*.log "$T"/pg/postgres.log; do
+        [ -s "$f" ] || continue
+        echo "----- $(basename "$f") (last 5 lines; KEEP_TMP=1 keeps the whole file) -----"
+        tail -n 5 "$f"
+    done
+}
+
+N=${N:-50}
+ROUND_TIMEOUT=${ROUND_TIMEOUT:-300}
+CONTENDERS=${CONTENDERS:-"peer-single peer-multi bf-per-symbol bf-batched"}
+PEER_DIR=$BENCH_DIR/peer-node-sdk
+START=2024-01-01T00:00:00Z
+END=2024-12-31T23:59:59Z   # inclusive, as the API's end
+
+[[ "$N" =~ ^[1-9][0-9]*$ ]] && [ "$N" -le 10000 ] || { echo "N must be an integer in 1..10000" >&2; exit 64; }
+for c in $CONTENDERS; do
+    [[ "$c" =~ ^(peer-single|peer-multi|bf-per-symbol|bf-batched)$ ]] ||
+        { echo "CONTENDERS: unknown '$c'" >&2; exit 64; }
+done
+[ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
+command -v node >/dev/null && command -v npm >/dev/null ||
+    { echo "node and npm are needed for the peer (Debian: apt-get install nodejs npm)" >&2; exit 69; }
+if [ -x /usr/bin/time ]; then
+    RSS_HOW="GNU time -v (max RSS of the measured process tree)"
+else
+    RSS_HOW="VmHWM of the measured process sampled every 50 ms (/usr/bin/time missing: apt-get install time)"
+fi
+
+# The peer's dependencies, once (node_modules/ is git-ignored).
+if [ ! -d "$PEER_DIR/node_modules/@alpacahq/alpaca-trade-api" ] || [ ! -d "$PEER_DIR/node_modules/pg" ]; then
+    log "installing the peer's dependencies into $PEER_DIR/node_modules (npm install)"
+    (cd "$PEER_DIR" && npm install --no-package-lock --no-audit --no-fund --loglevel=error) >&2
+fi
+SDK_VERSION=$(node -p "require('$PEER_DIR/node_modules/@alpacahq/alpaca-trade-api/package.json').version")
+PG_VERSION=$(node -p "require('$PEER_DIR/node_modules/pg/package.json').version")
+
+# Snapshot the binaries: a rebuild during the benchmark must not change them.
+mkdir -p "$T/bin"
+cp "$BF_BIN" "$T/bin/backfilld" && cp "$BF_SIM" "$T/bin/alpaca-sim"
+BF_BUILT=$(date -r "$BF_BIN" '+%F %T')
+BF_BIN=$T/bin/backfilld
+BF_SIM=$T/bin/alpaca-sim
+
+# Symbols: the first N of lib.sh's 50 large caps, or S000A... beyond 50.
+if [ "$N" -le 50 ]; then
+    tr ',' '\n' <<<"$SYMBOLS50" | head -n "$N" >"$T/symbols.txt"
+else
+    fmt=S%03dA
+    [ "$N" -gt 1000 ] && fmt=S%04dA
+    for ((i = 0; i < N; i++)); do printf "$fmt\n" "$i"; done >"$T/symbols.txt"
+fi
+SYMLIST=$(paste -sd, "$T/symbols.txt")
+
+pg_start
+sim_start --latency-ms 20 --rate 0
+# node-postgres takes the unix-socket directory from the URI's host parameter.
+PEER_DB="postgresql://postgres@/backfilld?host=$T/pg&port=${PG_PORT:-5432}"
+"$BF_SIM" dump --symbols "$SYMLIST" --timeframe 1Hour --start "$START" --end "$END" >"$T/expected.csv"
+EXPECTED_BARS=$(wc -l <"$T/expected.csv")
+
+export BACKFILLD_RATE_LIMIT=1000000
+export BACKFILLD_PROGRESS_INTERVAL_MS=60000
+export BACKFILLD_METRICS_LISTEN=
+export BACKFILLD_LOG_LEVEL=${BACKFILLD_LOG_LEVEL:-info}
+
+fresh_db() {
+    "$PGBIN/dropdb" --if-exists backfilld
+    "$PGBIN/createdb" backfilld
+    sql "CREATE TABLE expected_bars (symbol text, ts timestamptz, open float8, high float8,
+           low float8, close float8, volume bigint, trade_count bigint, vwap float8,
+           timeframe text DEFAULT 'h1')"
+    psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy expected_bars (symbol, ts, open, high, low, close, volume, trade_count, vwap) FROM '$T/expected.csv' CSV"
+}
+
+# measure NAME cmd... : runs cmd under a timeout; sets M_RC, M_WALL, M_RSS_MB
+# (M_RC 124 = timed out). stdout → $T/NAME.out, stderr → $T/NAME.log.
+measure() {
+    local name=$1 t0 t1 pid hwm=0 v deadline
+    shift
+    t0=$(date +%s.%N)
+    if [ -x /usr/bin/time ]; then
+        M_RC=0
+        /usr/bin/time -v -o "$T/$name.time" timeout -k 5 "$ROUND_TIMEOUT" "$@" \
+            >"$T/$name.out" 2>"$T/$name.log" || M_RC=$?
+        t1=$(date +%s.%N)
+        hwm=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$T/$name.time")
+    else
+        "$@" >"$T/$name.out" 2>"$T/$name.log" &
+        pid=$!
+        PIDS+=("$pid")
+        deadline=$((SECONDS + ROUND_TIMEOUT))
+        M_RC=0
+        while kill -0 "$pid" 2>/dev/null; do
+            v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+            [ -n "$v" ] && hwm=$v
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                kill -TERM "$pid" 2>/dev/null || true
+                sleep 5
+                kill -9 "$pid" 2>/dev/null || true
+                M_RC=124
+                break
+            fi
+            sleep 0.05
+        done
+        wait "$pid" 2>/dev/null || { [ "$M_RC" = 124 ] || M_RC=$?; }
+        t1=$(date +%s.%N)
+    fi
+    M_WALL=$(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", z - a }')
+    M_RSS_MB=$(awk -v k="${hwm:-0}" 'BEGIN { if (k > 0) printf "%.0f", k / 1024; else print "?" }')
+}
+
+# diff_table TABLE → "missing extra exact_symbols stored_symbols": rows of
+# expected_bars not in TABLE, rows of TABLE not in expected_bars (all columns
+# compared), symbols whose stored rows equal the expected ones exactly, and
+# symbols with any stored row.
+diff_table() {
+    local t=$1 cols="symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap"
+    sql "WITH missing AS (SELECT $cols FROM expected_bars EXCEPT SELECT $cols FROM $t),
+              extra   AS (SELECT $cols FROM $t EXCEPT SELECT $cols FROM expected_bars),
+              bad AS (SELECT symbol FROM missing UNION SELECT symbol FROM extra)
+         SELECT (SELECT count(*) FROM missing) || ' ' || (SELECT count(*) FROM extra) || ' ' ||
+                (SELECT count(DISTINCT symbol) FROM expected_bars WHERE symbol NOT IN (SELECT symbol FROM bad))
+                || ' ' || (SELECT count(DISTINCT symbol) FROM $t)"
+}
+
+log "N=$N symbols × 2024 h1 ($EXPECTED_BARS bars expected), simulator latency 20 ms, no rate limit, temp dir $T"
+declare -A R_WALL R_INNER R_PREP R_BARS R_REQ R_BPS R_RSS R_MISS R_EXTRA R_SYMS R_NOTE
+BAD=0
+
+for c in $CONTENDERS; do
+    fresh_db
+    sim_get /__sim/reset >/dev/null
+    R_NOTE[$c]=""
+    R_PREP[$c]="-"
+    table=peer_bars
+    case $c in
+    peer-*)
+        mode=${c#peer-}
+        measure "$c" node "$PEER_DIR/backfill.mjs" --data-url "http://127.0.0.1:$SIM_PORT" --db "$PEER_DB" \
+            --symbols-file "$T/symbols.txt" --timeframe 1Hour --start "$START" --end "$END" \
+            --concurrency 16 --mode "$mode" --multi-size 50
+        # the peer's last stdout line: {"peer":"node-sdk",...,"failed":F,"seconds":S,...}
+        read -r R_INNER[$c] pfailed <<<"$(python3 -c "
+import json, sys
+s = [l for l in open(sys.argv[1]) if l.startswith('{\"peer\"')]
+o = json.loads(s[-1]) if s else {}
+print(o.get('seconds', '-'), o.get('failed', '?'))" "$T/$c.out")"
+        if [ "$M_RC" -ne 0 ] || [ "$pfailed" != 0 ]; then
+            R_NOTE[$c]="exit $M_RC, failed units $pfailed: $(head -c 200 "$T/$c.log" | tr '\n' ' ')"
+            BAD=1
+        fi
+        sql "SELECT 1 FROM peer_bars LIMIT 0" >/dev/null 2>&1 ||
+            sql "CREATE TABLE peer_bars (symbol text, timeframe text, ts timestamptz, open float8,
+                   high float8, low float8, close float8, volume bigint, trade_count bigint, vwap float8)"
+        ;;
+    bf-*)
+        table=bars
+        t0=$(date +%s.%N)
+        bf migrate >"$T/migrate-$c.out"
+        bf enqueue --symbols-file "$T/symbols.txt" --timeframe h1 --from 2024-01-01 --to 2024-12-31 \
+            >"$T/enqueue-$c.out"
+        R_PREP[$c]=$(awk -v a="$t0" -v z="$(date +%s.%N)" 'BEGIN { printf "%.2f", z - a }')
+        batch=100
+        [ "$c" = bf-per-symbol ] && batch=1
+        measure "$c" env BACKFILLD_BATCH_SYMBOLS=$batch "$BF_BIN" run --until-idle
+        IFS='|' read -r ok notok inner <<<"$(sql "
+            SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded'),
+                   coalesce(round(extract(epoch FROM max(finished_at) - min(started_at))::numeric, 2)::text, '-')
+              FROM job_runs")"
+        R_INNER[$c]=$inner
+        if [ "$M_RC" -ne 0 ] || [ "$notok" -ne 0 ] || [ "$ok" -ne $((N * 12)) ]; then
+            R_NOTE[$c]="exit $M_RC, $ok/$((N * 12)) runs succeeded"
+            BAD=1
+            psql -X -c "SELECT status, count(*), max(attempt) AS max_attempt, left(max(last_error), 120) AS a_last_error
+                          FROM job_runs GROUP BY status ORDER BY status" >&2
+        fi
+        ;;
+    esac
+    [ "$M_RC" = 124 ] && R_NOTE[$c]="TIMED OUT after ${ROUND_TIMEOUT}s; ${R_NOTE[$c]}"
+    R_WALL[$c]=$M_WALL
+    R_RSS[$c]=$M_RSS_MB
+    R_BARS[$c]=$(sql "SELECT count(*) FROM $table")
+    R_REQ[$c]=$(sim_counter 'c["requests"]')
+    non200=$(sim_counter 'c["requests"] - c["by_status"]["200"]')
+    [ "$non200" -ne 0 ] && R_NOTE[$c]="${R_NOTE[$c]:+${R_NOTE[$c]}; }$non200 non-200 answers"
+    R_BPS[$c]=$(awk -v n="${R_BARS[$c]}" -v s="$M_WALL" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }')
+    read -r miss extra exact_syms stored_syms <<<"$(diff_table "$table")"
+    R_MISS[$c]=$miss
+    R_EXTRA[$c]=$extra
+    R_SYMS[$c]="$exact_syms/$N ($stored_syms stored)"
+    if [ "${R_MISS[$c]}" != 0 ] || [ "${R_EXTRA[$c]}" != 0 ]; then
+        R_NOTE[$c]="${R_NOTE[$c]:+${R_NOTE[$c]}; }NOT EXACT"
+        case $c in bf-*) BAD=1 ;; esac
+        echo "[$TEST_NAME] $c: per-symbol stored vs expected (first 10 symbols that differ):" >&2
+        psql -X -c "SELECT e.symbol, e.n AS expected, coalesce(s.n, 0) AS stored
+                      FROM (SELECT symbol, count(*) n FROM expected_bars GROUP BY 1) e
+                      LEFT JOIN (SELECT symbol, count(*) n FROM $table GROUP BY 1) s USING (symbol)
+                     WHERE s.n IS DISTINCT FROM e.n ORDER BY 1 LIMIT 10" >&2
+    fi
+    log "$c: ${R_BARS[$c]} bars in ${R_WALL[$c]}s, ${R_REQ[$c]} requests, missing ${R_MISS[$c]}, extra ${R_EXTRA[$c]} ${R_NOTE[$c]}"
+done
+
+echo
+echo "backfilld vs the official Alpaca JS SDK peer: $N symbols × 2024 1Hour (SIP, raw), $EXPECTED_BARS bars expected"
+echo "alpaca-sim --latency-ms 20, no rate limit; Postgres 15 local (fsync off); $(nproc) cores shared by all"
+echo "peer: node $(node --version), @alpacahq/alpaca-trade-api $SDK_VERSION, pg $PG_VERSION, --concurrency 16, multi-size 50, default --batch 1000"
+echo "$("$BF_BIN" --version 2>/dev/null | head -1) (build/backfilld built $BF_BUILT, copied at start), BACKFILLD_RATE_LIMIT=1000000, other settings default"
+echo
+printf '%-14s %7s %7s %6s %8s %8s %8s %7s %8s %6s  %-16s %s\n' \
+    contender wall_s inner_s prep_s bars requests bars/s rss_MB missing extra exact_symbols note
+for c in $CONTENDERS; do
+    printf '%-14s %7s %7s %6s %8s %8s %8s %7s %8s %6s  %-16s %s\n' "$c" "${R_WALL[$c]:--}" \
+        "${R_INNER[$c]:--}" "${R_PREP[$c]:--}" "${R_BARS[$c]:--}" "${R_REQ[$c]:--}" "${R_BPS[$c]:--}" \
+        "${R_RSS[$c]:--}" "${R_MISS[$c]:--}" "${R_EXTRA[$c]:--}" "${R_SYMS[$c]:--}" "${R_NOTE[$c]:-}"
+done
+echo "  wall_s = the measured process (peer: node backfill.mjs; backfilld: run --until-idle), start-up and exit included"
+echo "  inner_s = the tool's own window (peer: its reported seconds; backfilld: max(finished_at) - min(started_at))"
+echo "  prep_s = backfilld migrate + enqueue before the run (not in wall_s); bars/s = bars / wall_s"
+echo "  rss_MB = peak RSS by $RSS_HOW"
+echo "  missing/extra = rows of the simulator's dump absent from the table / rows of the table not in the dump (all columns)"
+echo "  exact_symbols = symbols whose stored bars equal the dump exactly (symbols with any bar stored)"
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && a != "-" && b != "-" && b > 0) printf "%.2fx", a / b; else print "n/a" }'
+}
+for p in peer-single peer-multi; do
+    for b in bf-per-symbol bf-batched; do
+        [ -n "${R_WALL[$p]:-}" ] && [ -n "${R_WALL[$b]:-}" ] || continue
+        echo "  wall $p / $b = $(ratio "${R_WALL[$p]}" "${R_WALL[$b]}"); requests $(ratio "${R_REQ[$p]}" "${R_REQ[$b]}")"
+    done
+done
+
+[ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a contender failed, timed out, or backfilld's data is not exact" >&2; exit 1; }

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Rate-limit utilisation of the REAL daemon against a simulator that enforces a
+# scaled free plan: how many requests a backfill needs, how long it takes, and
+# how much of the request budget the daemon actually uses, per-symbol vs
+# batched.
+#
+# Workload per round: SYMBOLS generated symbols (S000A, S001A, ...) × 2024, as
+# h1 (one-month chunks → 12 runs per symbol) or d1 (one-year chunks → 1 run per
+# symbol). Four rounds: {h1, d1} × {per-symbol (BACKFILLD_BATCH_SYMBOLS=1),
+# batched (the default, 100)}. Simulator: --rate 20 --burst 20 (a token bucket
+# of 20 requests/s, 100× the free plan's 200/min would be 3.3/s; 20/s keeps the
+# rounds short); daemon: BACKFILLD_RATE_LIMIT=1200 (requests/min = 20/s).
+#
+# The window is first request to last request, from the daemon's debug log
+# ("page fetched" / "rate limited" / "page retry" lines, ms timestamps), so
+# start-up, migration and the last COPY are not counted. Utilisation =
+# accepted requests / (20 × seconds + 1): a limiter that spends its budget
+# perfectly sends one request every 50 ms, i.e. 20 × seconds + 1 requests in a
+# window that starts and ends with a request. 429s are counted separately
+# (they are requests the budget did not allow).
+#
+# Env: SYMBOLS (default 500), RATE (simulator requests/s, default 20; the daemon
+#      gets RATE × 60 per minute), ROUNDS (default "h1:per-symbol h1:batched
+#      d1:per-symbol d1:batched"), ROUND_TIMEOUT (seconds, default 420),
+#      KEEP_TMP=1 keeps the temp dir (daemon logs <tf>-<mode>.log).
+# Exit: 0 when every round finished with every run succeeded and every bar
+#       stored; 1 otherwise.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+export SRC_DIR=${SRC_DIR:-$(cd "$BENCH_DIR/.." && pwd)}
+. "$SRC_DIR/tests/integration/lib.sh"
+
+dump_logs() {
+    local f
+    for f in "$T"/*.log "$T"/pg/postgres.log; do
+        [ -s "$f" ] || continue
+        echo "----- $(basename "$f") (last 5 lines; KEEP_TMP=1 keeps the whole file) -----"
+        tail -n 5 "$f"
+    done
+}
+
+SYMBOLS=${SYMBOLS:-500}
+RATE=${RATE:-20}
+ROUNDS=${ROUNDS:-"h1:per-symbol h1:batched d1:per-symbol d1:batched"}
+ROUND_TIMEOUT=${ROUND_TIMEOUT:-420}
+
+[[ "$SYMBOLS" =~ ^[1-9][0-9]*$ ]] && [ "$SYMBOLS" -le 10000 ] ||
+    { echo "SYMBOLS must be an integer in 1..10000" >&2; exit 64; }
+[[ "$RATE" =~ ^[1-9][0-9]*$ ]] || { echo "RATE must be a positive integer" >&2; exit 64; }
+for r in $ROUNDS; do
+    [[ "$r" =~ ^(h1|d1):(per-symbol|batched)$ ]] ||
+        { echo "ROUNDS: '$r' is not h1|d1:per-symbol|batched" >&2; exit 64; }
+done
+[ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
+
+now_s() { date +%s.%N; }
+
+# Snapshot the binaries: a rebuild during the benchmark must not change them.
+mkdir -p "$T/bin"
+cp "$BF_BIN" "$T/bin/backfilld" && cp "$BF_SIM" "$T/bin/alpaca-sim"
+BF_BUILT=$(date -r "$BF_BIN" '+%F %T')
+BF_BIN=$T/bin/backfilld
+BF_SIM=$T/bin/alpaca-sim
+
+# S000A, S001A, ... (valid symbols; not ZZ…, which the simulator serves empty).
+fmt=S%03dA
+[ "$SYMBOLS" -gt 1000 ] && fmt=S%04dA
+for ((i = 0; i < SYMBOLS; i++)); do printf "$fmt\n" "$i"; done >"$T/symbols.txt"
+SYMLIST=$(paste -sd, "$T/symbols.txt")
+
+pg_start
+sim_start --rate "$RATE" --burst "$RATE" --latency-ms 0
+
+export BACKFILLD_RATE_LIMIT=$((RATE * 60))
+export BACKFILLD_PROGRESS_INTERVAL_MS=60000
+export BACKFILLD_METRICS_LISTEN=
+export BACKFILLD_LOG_LEVEL=debug   # "page fetched" lines time every request
+
+declare -A EXPECTED # timeframe → bars the simulator serves for the workload
+expected_bars() {
+    local tf=$1 api
+    [ "$tf" = h1 ] && api=1Hour || api=1Day
+    if [ -z "${EXPECTED[$tf]:-}" ]; then
+        EXPECTED[$tf]=$("$BF_SIM" dump --symbols "$SYMLIST" --timeframe "$api" \
+            --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z | wc -l)
+    fi
+    echo "${EXPECTED[$tf]}"
+}
+
+# Window and request counts from a daemon log: prints
+# "first_epoch last_epoch seconds n_lines" over the request-outcome lines.
+log_window() {
+    python3 - "$1" <<'PY'
+import json, sys, datetime as dt
+ts = []
+for line in open(sys.argv[1], errors="replace"):
+    i = line.find("{")
+    if i < 0:
+        continue
+    try:
+        o = json.loads(line[i:])
+    except ValueError:
+        continue
+    if o.get("msg") in ("page fetched", "rate limited, waiting", "page retry"):
+        t = dt.datetime.strptime(o["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+        ts.append(t.timestamp())
+if not ts:
+    print("0 0 0 0")
+else:
+    print(f"{min(ts):.3f} {max(ts):.3f} {max(ts) - min(ts):.3f} {len(ts)}")
+PY
+}
+
+log "SYMBOLS=$SYMBOLS, simulator --rate $RATE --burst $RATE, BACKFILLD_RATE_LIMIT=$BACKFILLD_RATE_LIMIT/min, temp dir $T"
+declare -A R_RUNS R_BARS R_REQ R_429 R_SECS R_SIMS R_UTIL R_DONE R_BPS R_WALL R_NOTE
+BAD=0
+
+for round in $ROUNDS; do
+    tf=${round%%:*}
+    mode=${round#*:}
+    name="$tf-$mode"
+    per_sym=12
+    [ "$tf" = d1 ] && per_sym=1
+    want_runs=$((SYMBOLS * per_sym))
+    want_bars=$(expected_bars "$tf")
+
+    # A fresh database per round: no bars, no runs, no rate_limits row.
+    "$PGBIN/dropdb" --if-exists backfilld
+    "$PGBIN/createdb" backfilld
+    bf migrate >"$T/migrate-$name.out"
+    bf enqueue --symbols-file "$T/symbols.txt" --timeframe "$tf" --from 2024-01-01 --to 2024-12-31 \
+        >"$T/enqueue-$name.out"
+    queued=$(sql "SELECT count(*) FROM job_runs WHERE status = 'queued'")
+    if [ "$queued" != "$want_runs" ]; then
+        echo "[$TEST_NAME] $name: expected $want_runs queued runs, found $queued" >&2
+        BAD=1
+        R_NOTE[$name]="bad enqueue ($queued queued)"
+        continue
+    fi
+    sql "VACUUM ANALYZE"
+    sim_get /__sim/reset >/dev/null                             # counters
+    sim_get "/__sim/set?rate=$RATE&burst=$RATE" >/dev/null      # a full bucket again
+
+    batch_env=()
+    [ "$mode" = per-symbol ] && batch_env=(BACKFILLD_BATCH_SYMBOLS=1)
+    t0=$(now_s)
+    env "${batch_env[@]}" "$BF_BIN" run --until-idle 2>"$T/$name.log" &
+    pid=$!
+    PIDS+=("$pid")
+    deadline=$((SECONDS + ROUND_TIMEOUT))
+    timed_out=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            timed_out=1
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    t1=$(now_s)
+
+    read -r first last secs nlines <<<"$(log_window "$T/$name.log")"
+    IFS='|' read -r ok notok nbars last_done <<<"$(sql "
+        SELECT count(*) FILTER (WHERE status = 'succeeded'),
+               count(*) FILTER (WHERE status <> 'succeeded'),
+               (SELECT count(*) FROM bars),
+               coalesce(extract(epoch FROM max(finished_at)), 0)
+          FROM job_runs")"
+    sim_get /__sim/counters >"$T/counters-$name.json"
+    IFS=' ' read -r req r200 r429 sim_secs <<<"$(python3 -c "
+import json, sys
+c = json.load(open(sys.argv[1]))
+ps = [s for s, n in c['per_second'] if n]
+span = (max(ps) - min(ps) + 1) if ps else 0
+print(c['requests'], c['by_status'].get('200', 0), c['by_status'].get('429', 0), span)" "$T/counters-$name.json")"
+
+    R_RUNS[$name]=$ok
+    R_BARS[$name]=$nbars
+    R_REQ[$name]=$req
+    R_429[$name]=$r429
+    R_SECS[$name]=$secs
+    R_SIMS[$name]=$sim_secs
+    R_UTIL[$name]=$(awk -v n="$r200" -v s="$secs" -v r="$RATE" \
+        'BEGIN { if (n > 0) printf "%.1f%%", 100 * n / (r * s + 1); else print "-" }')
+    # bars/s over first request → last run completed (the writes that follow the last request count)
+    R_DONE[$name]=$(awk -v a="$first" -v z="$last_done" 'BEGIN { if (a > 0 && z > a) printf "%.2f", z - a; else print "-" }')
+    R_BPS[$name]=$(awk -v n="$nbars" -v s="${R_DONE[$name]}" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }')
+    R_WALL[$name]=$(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", z - a }')
+    R_NOTE[$name]=""
+    note() { R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }$1"; BAD=1; }
+    [ "$timed_out" -eq 1 ] && note "TIMED OUT after ${ROUND_TIMEOUT}s"
+    [ "$timed_out" -eq 0 ] && [ "$rc" -ne 0 ] && note "daemon exit $rc"
+    [ "$nlines" != "$req" ] && R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }log saw $nlines of $req requests"
+    [ "$nbars" != "$want_bars" ] && note "bars $nbars != expected $want_bars"
+    if [ "$notok" -ne 0 ] || [ "$ok" != "$want_runs" ]; then
+        note "$notok runs not succeeded"
+        echo "[$TEST_NAME] $name: $ok of $want_runs runs succeeded; statuses:" >&2
+        psql -X -v ON_ERROR_STOP=1 -c "SELECT status, count(*), max(attempt) AS max_attempt,
+                left(max(last_error), 120) AS a_last_error
+              FROM job_runs GROUP BY status ORDER BY status" >&2
+    fi
+    log "$name: $ok/$want_runs runs, $nbars bars, $req requests ($r429 × 429) in ${secs}s, util ${R_UTIL[$name]} ${R_NOTE[$name]}"
+done
+
+ratio() { # ratio NUM DEN
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && a != "-" && b != "-" && b > 0) printf "%.1fx", a / b; else print "n/a" }'
+}
+
+echo
+echo "backfilld rate-limit utilisation: $SYMBOLS symbols × 2024 (h1: 12 monthly runs/symbol, d1: 1 yearly run/symbol)"
+echo "alpaca-sim --rate $RATE --burst $RATE (token bucket, 429 when empty), no latency; BACKFILLD_RATE_LIMIT=$BACKFILLD_RATE_LIMIT/min;"
+echo "per-symbol = BACKFILLD_BATCH_SYMBOLS=1, batched = default (100); other settings default; Postgres 15 local (fsync off), $(nproc) cores"
+echo "$("$BF_BIN" --version 2>/dev/null | head -1) (build/backfilld built $BF_BUILT, copied at start)"
+echo
+printf '%-14s %6s %9s %8s %5s %9s %7s %7s | %8s %8s %8s  %s\n' \
+    round runs bars requests 429s seconds util sim_s done_s bars/s proc_s note
+for round in $ROUNDS; do
+    n="${round%%:*}-${round#*:}"
+    printf '%-14s %6s %9s %8s %5s %9s %7s %7s | %8s %8s %8s  %s\n' "$n" "${R_RUNS[$n]:--}" \
+        "${R_BARS[$n]:--}" "${R_REQ[$n]:--}" "${R_429[$n]:--}" "${R_SECS[$n]:--}" "${R_UTIL[$n]:--}" \
+        "${R_SIMS[$n]:--}" "${R_DONE[$n]:--}" "${R_BPS[$n]:--}" "${R_WALL[$n]:--}" "${R_NOTE[$n]:-}"
+done
+echo "  requests = all bars requests the simulator answered (429s included); 429s = those refused"
+echo "  seconds = first to last request (daemon debug log, ms); util = (requests - 429s) / ($RATE × seconds + 1)"
+echo "  sim_s = one-second slots from the first to the last request in the simulator's per_second counter (cross-check)"
+echo "  done_s = first request to the last run's completion (finished_at); bars/s = bars / done_s"
+echo "  proc_s = the whole 'backfilld run --until-idle' process, start-up and exit included"
+for tf in h1 d1; do
+    p="$tf-per-symbol" b="$tf-batched"
+    [ -n "${R_REQ[$p]:-}" ] && [ -n "${R_REQ[$b]:-}" ] || continue
+    echo "  $tf per-symbol/batched: requests $(ratio "${R_REQ[$p]}" "${R_REQ[$b]}"), seconds $(ratio "${R_SECS[$p]}" "${R_SECS[$b]}"), done_s $(ratio "${R_DONE[$p]}" "${R_DONE[$b]}")"
+done
+
+[ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a round timed out, left runs not succeeded or stored the wrong number of bars" >&2; exit 1; }
