@@ -131,10 +131,11 @@ $$;
 
 -- Queues runs for the chunks of [p_from, p_to) of one definition that are not
 -- already covered by a succeeded run (unless p_force) and not already queued
--- or running. A chunk whose run failed for good is queued again only when
--- p_retry_failed (an operator's enqueue); the scheduler passes false, so a
--- chunk that cannot succeed is not retried for ever: it stays failed, and
--- visible, until an operator acts. Returns the number of runs queued.
+-- or running. A chunk whose run failed for good, or that an operator
+-- cancelled, is queued again only when p_retry_failed (an operator's
+-- enqueue); the scheduler passes false, so a chunk that cannot succeed is not
+-- retried for ever and a cancel sticks. To have the scheduler redo a chunk,
+-- delete its run. Returns the number of runs queued.
 CREATE FUNCTION enqueue_range(p_def_id bigint, p_from timestamptz, p_to timestamptz,
                               p_force boolean DEFAULT false, p_max_attempts integer DEFAULT 5,
                               p_retry_failed boolean DEFAULT true)
@@ -158,7 +159,7 @@ BEGIN
                 -- longer covers it once it has succeeded.
                 AND (r.status IN ('queued', 'running')
                      OR (r.status = 'succeeded' AND NOT p_force)
-                     OR (r.status = 'failed' AND NOT p_retry_failed)))
+                     OR (r.status IN ('failed', 'cancelled') AND NOT p_retry_failed)))
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -327,7 +328,7 @@ $$;
 -- Turns enabled definitions into runs. Only one caller at a time does the
 -- work (a transaction-level advisory lock); the others return 0 at once.
 --  * fetch_historical: the chunks of [backfill_from, backfill_to or now)
---    not covered by succeeded (or finally failed) runs;
+--    not covered by succeeded, failed or cancelled runs;
 --  * fetch_intraday: one run from the last stored bar (or now - lookback) to
 --    now, every refresh_interval, never two at once.
 CREATE FUNCTION schedule_due_jobs(p_max_attempts integer DEFAULT 5)

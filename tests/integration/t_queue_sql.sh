@@ -68,8 +68,10 @@ sql "UPDATE job_runs SET status = 'failed' WHERE range_start = '2024-02-01T00:00
 check "a finally failed chunk is not retried by the scheduler" "0" "$(sql "SELECT schedule_due_jobs()")"
 check "an operator's enqueue does retry it" "1" "$(sql "SELECT enqueue_range(1, '2024-02-01', '2024-03-01')")"
 sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"
-# An operator deletes March and marks its run for a redo.
-sql "UPDATE job_runs SET status = 'cancelled' WHERE range_start = '2024-03-01T00:00:00Z'"
+sql "UPDATE job_runs SET status = 'cancelled' WHERE range_start = '2024-04-01T00:00:00Z'"
+check "a cancelled chunk stays cancelled" "0" "$(sql "SELECT schedule_due_jobs()")"
+# An operator deletes March's bars and marks its run for a redo by deleting it.
+sql "DELETE FROM bars WHERE ts >= '2024-03-01' AND ts < '2024-04-01'; DELETE FROM job_runs WHERE range_start = '2024-03-01T00:00:00Z'"
 check "only March is queued again" "1|2024-03-01 2024-04-01" "$(sql "SELECT schedule_due_jobs(); SET TimeZone = 'UTC';
     SELECT count(*) || '|' || string_agg(to_char(range_start, 'YYYY-MM-DD') || ' ' || to_char(range_end, 'YYYY-MM-DD'), ',') FROM job_runs WHERE status = 'queued'" | tail -1)"
 sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"

@@ -120,9 +120,9 @@ sim_get "/__sim/set?latency_ms=1000" >/dev/null
 bf enqueue --symbols LONG --timeframe m1 --from 2024-03-04 --to 2024-03-08 >/dev/null
 LONG_ID=$(sql "SELECT id FROM job_runs WHERE symbol = 'LONG'")
 check "one long m1 run queued" "1" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'LONG'")"
-# A cancelled chunk of an enabled definition is queued again by the scheduler
-# (cancel = redo, see t_queue_sql); keep the scheduler's tick out of this window
-# and disable LONG once abandoned, so the request counter only sees this run.
+# A cancelled chunk stays cancelled (the scheduler does not queue it again, see
+# t_queue_sql); the scheduler's tick is kept out of this window anyway and LONG
+# is disabled once abandoned, so the request counter only sees this run.
 export BACKFILLD_LEASE_SECONDS=3 BACKFILLD_PAGE_LIMIT=50 BACKFILLD_SCHEDULE_INTERVAL_MS=600000
 req0=$(sim_counter 'c["requests"]')
 daemon_start cancel
