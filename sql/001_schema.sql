@@ -65,6 +65,8 @@ CREATE INDEX job_runs_claim ON job_runs (priority DESC, run_after, range_start, 
 -- Rescue looks only at running runs by lease expiry.
 CREATE INDEX job_runs_lease ON job_runs (locked_until) WHERE status = 'running';
 CREATE INDEX job_runs_def ON job_runs (job_def_id, status);
+-- Recent completions (progress line, status, ETA) without scanning history.
+CREATE INDEX job_runs_finished ON job_runs (finished_at) WHERE status IN ('succeeded', 'failed');
 -- Finished runs are kept for history; let autovacuum keep up with queue churn.
 ALTER TABLE job_runs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 

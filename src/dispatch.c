@@ -104,7 +104,6 @@ struct dispatch {
     metrics_histogram_t upsert_hist, http_hist;
     uint64_t http_status[600]; /* responses by status code; [0] = no response */
     uint64_t prev_bars, prev_requests;
-    int64_t prev_succeeded;
     int64_t prev_progress_ms;
     uint64_t rng;
 };
@@ -874,8 +873,7 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     double secs = d->prev_progress_ms ? (double)(now - d->prev_progress_ms) / 1000.0 : 0;
     double bars_s = secs > 0 ? (double)(d->m.bars - d->prev_bars) / secs : 0;
     double req_s = secs > 0 ? (double)(d->m.requests - d->prev_requests) / secs : 0;
-    double runs_s = secs > 0 ? (double)(v[3] - d->prev_succeeded) / secs : 0;
-    d->prev_succeeded = v[3];
+    double runs_s = (double)v[3] / 60.0; /* the whole fleet's, over the last minute */
     d->prev_bars = d->m.bars;
     d->prev_requests = d->m.requests;
     d->prev_progress_ms = now;
@@ -884,16 +882,19 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     /* ETA from the whole fleet's recent completion rate (succeeded counts all hosts). */
     int64_t eta = runs_s > 0 ? (int64_t)((double)(v[0] + v[1] + v[2]) / runs_s) : -1;
     LOG(LOG_INFO, "progress", F_I64("in_flight", d->nruns), F_I64("queued", v[0]),
-        F_I64("queued_later", v[1]), F_I64("running", v[2]), F_I64("succeeded", v[3]),
-        F_I64("failed", v[4]), F_I64("bars", d->m.bars), F_DBL("bars_per_s", bars_s),
+        F_I64("queued_later", v[1]), F_I64("running", v[2]),
+        F_I64("succeeded", d->m.runs_succeeded), F_I64("failed", d->m.runs_failed),
+        F_I64("succeeded_last_min_all_hosts", v[3]), F_I64("failed_last_min_all_hosts", v[4]),
+        F_I64("bars", d->m.bars), F_DBL("bars_per_s", bars_s),
         F_DBL("requests_per_s", req_s), F_I64("requests", d->m.requests),
         F_I64("rate_limit_waits", rs.waited), F_I64("rate_limited", d->m.rate_limited),
         F_I64("page_retries", d->m.page_retries), F_I64("oldest_queued_s", v[6]),
         F_DBL("runs_per_s", runs_s), F_I64("eta_s", eta));
     if (d->hooks.status) {
         char line[256];
-        snprintf(line, sizeof line, "%zu in flight, %lld queued, %lld succeeded, %lld failed",
-                 d->nruns, (long long)v[0], (long long)v[3], (long long)v[4]);
+        snprintf(line, sizeof line, "%zu in flight, %lld queued, %llu succeeded, %llu failed here",
+                 d->nruns, (long long)v[0], (unsigned long long)d->m.runs_succeeded,
+                 (unsigned long long)d->m.runs_failed);
         d->hooks.status(d->hooks.arg, line);
     }
 }
