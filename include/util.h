@@ -43,6 +43,13 @@ void dynbuf_free(dynbuf_t *b);
 /* Gives the caller the data (caller frees) and leaves the buffer empty. */
 char *dynbuf_take(dynbuf_t *b, size_t *len);
 
+/*
+ * Reads a whole file into a NUL-terminated buffer (caller frees). NULL when
+ * it cannot be opened or is larger than cap; errno says which (ENOMEM for
+ * the cap).
+ */
+char *read_file_capped(const char *path, size_t cap, size_t *len);
+
 /* splitmix64: deterministic, seeded, good enough for jitter. */
 uint64_t rng_next(uint64_t *state);
 /* Uniform in [0, 1). */

@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <curl/curl.h>
 #include <getopt.h>
 #include <libpq-fe.h>
@@ -179,27 +180,11 @@ static int add_symbols(dynbuf_t *arr, size_t *count, const char *list, char *why
 
 static char *read_file(const char *path, char *why, size_t whylen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(why, whylen, "--symbols-file %s: cannot open", path);
-        return NULL;
-    }
-    dynbuf_t b;
-    dynbuf_init(&b, 64 << 20);
-    char chunk[4096];
-    size_t n;
-    int rc = 0;
-    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        rc = dynbuf_append(&b, chunk, n);
-    fclose(f);
-    if (rc != 0) {
-        dynbuf_free(&b);
-        snprintf(why, whylen, "--symbols-file %s: too large", path);
-        return NULL;
-    }
-    if (!b.data)
-        return xstrdup("");
-    return dynbuf_take(&b, NULL);
+    char *text = read_file_capped(path, 64 << 20, NULL);
+    if (!text)
+        snprintf(why, whylen, "--symbols-file %s: %s", path,
+                 errno == ENOMEM ? "too large" : strerror(errno));
+    return text;
 }
 
 int cli_enqueue(const struct config *c, int argc, char **argv)

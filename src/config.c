@@ -215,29 +215,16 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
     return rc;
 }
 
-/* Reads a systemd credential file, trimming one trailing newline. */
+/* Reads a systemd credential file, trimming trailing newlines. */
 static char *read_cred(const char *dir, const char *name)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    dynbuf_t b;
-    dynbuf_init(&b, 64 * 1024);
-    char chunk[1024];
-    size_t n;
-    int rc = 0;
-    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        rc = dynbuf_append(&b, chunk, n);
-    fclose(f);
-    if (rc != 0 || !b.data) {
-        dynbuf_free(&b);
-        return NULL;
-    }
-    while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
-        b.data[--b.len] = '\0';
-    return dynbuf_take(&b, NULL);
+    size_t len;
+    char *v = read_file_capped(path, 64 * 1024, &len);
+    while (v && len > 0 && (v[len - 1] == '\n' || v[len - 1] == '\r'))
+        v[--len] = '\0';
+    return v;
 }
 
 extern char **environ;

@@ -140,6 +140,31 @@ char *dynbuf_take(dynbuf_t *b, size_t *len)
     return d;
 }
 
+char *read_file_capped(const char *path, size_t cap, size_t *len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    dynbuf_t b;
+    dynbuf_init(&b, cap);
+    char chunk[4096];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        rc = dynbuf_append(&b, chunk, n);
+    fclose(f);
+    if (rc != 0) {
+        dynbuf_free(&b);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (!b.data && dynbuf_append(&b, "", 0) < 0) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return dynbuf_take(&b, len);
+}
+
 uint64_t rng_next(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
