@@ -644,6 +644,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
         read_results(db);
         if (db->closing || db->st != ST_READY)
             return;
+        /* PQgetResult parses buffered input too: a NOTIFY that came in the
+         * same read as a result is only queued now, and no further readable
+         * event may come for it. */
+        drain_notifies(db);
+        if (db->closing || db->st != ST_READY)
+            return;
         if (PQstatus(db->pg) == CONNECTION_BAD)
             conn_lost(db, PQerrorMessage(db->pg));
     }

@@ -104,6 +104,7 @@ struct dispatch {
     metrics_histogram_t upsert_hist, http_hist;
     uint64_t http_status[600]; /* responses by status code; [0] = no response */
     uint64_t prev_bars, prev_requests;
+    int64_t last_idle_progress_ms;
     int64_t prev_progress_ms;
     uint64_t rng;
 };
@@ -879,6 +880,11 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     d->prev_progress_ms = now;
     struct ratelimit_stats rs;
     ratelimit_stats(d->rl, &rs);
+    /* Every few seconds while there is work; once a minute when idle. */
+    bool idle = v[0] + v[1] + v[2] == 0 && d->nruns == 0;
+    if (idle && now - d->last_idle_progress_ms < 60000)
+        return;
+    d->last_idle_progress_ms = idle ? now : 0;
     /* ETA from the whole fleet's recent completion rate (succeeded counts all hosts). */
     int64_t eta = runs_s > 0 ? (int64_t)((double)(v[0] + v[1] + v[2]) / runs_s) : -1;
     LOG(LOG_INFO, "progress", F_I64("in_flight", d->nruns), F_I64("queued", v[0]),
