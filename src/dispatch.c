@@ -647,10 +647,12 @@ static bool same_batch_key(const struct job_run *x, const struct job_run *y)
 }
 
 /*
- * Symbols per request so that one page carries close to `limit` bars:
- * Alpaca's limit counts bars across all symbols, so the estimate of bars per
+ * Most symbols per request so that one page carries close to `limit` bars:
+ * Alpaca's limit counts bars across all symbols, so an estimate of bars per
  * symbol over the range (session hours by feed, ~252 trading days a year)
- * divides the page. Capped by BACKFILLD_BATCH_SYMBOLS.
+ * divides the page. The estimate is kept 10% short of the limit, because a
+ * group that spills over by a few bars costs a whole extra, nearly empty
+ * request. Capped by BACKFILLD_BATCH_SYMBOLS.
  */
 static size_t symbols_per_request(const dispatch_t *d, const struct job_run *j)
 {
@@ -663,12 +665,14 @@ static size_t symbols_per_request(const dispatch_t *d, const struct job_run *j)
     if (tf < 86400) {
         double session_s = (strcmp(j->feed, "iex") == 0 ? 9.0 : 16.0) * 3600.0;
         est = trading_days * (session_s / tf > 1 ? session_s / tf : 1);
+    } else if (tf == 86400) {
+        est = trading_days;
     } else {
-        est = secs / tf;
+        est = secs / tf; /* weeks and months: one bar each, trading or not */
     }
     if (est < 1)
         est = 1;
-    double k = (double)d->cfg->page_limit / est;
+    double k = 0.9 * (double)d->cfg->page_limit / est;
     if (k < 1)
         k = 1;
     if (k > (double)d->cfg->batch_symbols)
@@ -687,11 +691,17 @@ static void start_runs(dispatch_t *d, struct run **runs, size_t n)
     qsort(runs, n, sizeof *runs, cmp_batch_key);
     size_t i = 0;
     while (i < n) {
-        size_t k = symbols_per_request(d, &runs[i]->j);
-        size_t m = 1;
-        while (i + m < n && m < k && same_batch_key(&runs[i]->j, &runs[i + m]->j))
+        size_t m = 1; /* runs sharing this key */
+        while (i + m < n && same_batch_key(&runs[i]->j, &runs[i + m]->j))
             m++;
-        start_group(d, &runs[i], m);
+        /* Fewest requests, then spread evenly: 50 symbols at most 26 a page
+         * go as 25 + 25, not 26 + 24, leaving each page the same headroom. */
+        size_t k = symbols_per_request(d, &runs[i]->j);
+        size_t groups = (m + k - 1) / k;
+        for (size_t g = 0; g < groups; g++) {
+            size_t lo = i + m * g / groups, hi = i + m * (g + 1) / groups;
+            start_group(d, &runs[lo], hi - lo);
+        }
         i += m;
     }
 }
@@ -749,6 +759,11 @@ static void maybe_claim(dispatch_t *d)
         return;
     int64_t free_slots = d->cfg->concurrency - (int64_t)d->nruns;
     if (free_slots <= 0)
+        return;
+    /* Claim in full batches while work is in flight: runs are coalesced per
+     * claim, and a trickle of 1-run claims would make 1-symbol requests. */
+    int64_t want = d->cfg->claim_batch < d->cfg->concurrency ? d->cfg->claim_batch : d->cfg->concurrency;
+    if (d->nruns > 0 && free_slots < want && d->cfg->batch_symbols > 1)
         return;
     int n = (int)(free_slots < d->cfg->claim_batch ? free_slots : d->cfg->claim_batch);
     d->want_claim = false;

@@ -205,7 +205,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->worker_id, "");
     assert_string_equal(c->metrics_listen, "127.0.0.1:9464");
     assert_string_equal(c->ca_file, "");
-    assert_int_equal(c->concurrency, 128);
+    assert_int_equal(c->concurrency, 200);
     assert_int_equal(c->claim_batch, 100);
     assert_int_equal(c->batch_symbols, 100);
     assert_int_equal(c->poll_interval_ms, 1000);
