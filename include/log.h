@@ -59,6 +59,9 @@ void log_init(void);
 void log_add_secret(const char *secret);
 void log_clear_secrets(void);
 
+/* Copies s into out (always NUL-terminated) with every registered secret replaced. */
+void log_scrub(const char *s, char *out, size_t outlen);
+
 /* Redirects output (tests); NULL restores stderr. */
 void log_set_stream(FILE *f);
 

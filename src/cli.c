@@ -25,7 +25,9 @@ static PGconn *connect_db(const struct config *c)
     const char *vals[] = {c->database_url, "backfilld-cli", "10", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(conn) != CONNECTION_OK) {
-        const char *m = PQerrorMessage(conn);
+        /* libpq may quote the connection string (and so the password) here. */
+        char m[1024];
+        log_scrub(PQerrorMessage(conn), m, sizeof m);
         fprintf(stderr, "backfilld: cannot connect to the database: %.*s\n",
                 (int)strcspn(m, "\n"), m);
         PQfinish(conn);
@@ -41,7 +43,8 @@ static PGresult *q(PGconn *conn, const char *sql, int n, const char *const *para
     PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        const char *m = PQresultErrorMessage(r);
+        char m[1024];
+        log_scrub(PQresultErrorMessage(r), m, sizeof m);
         fprintf(stderr, "backfilld: %.*s\n", (int)strcspn(m, "\n"), m);
         PQclear(r);
         return NULL;

@@ -761,9 +761,11 @@ static void maybe_claim(dispatch_t *d)
     if (free_slots <= 0)
         return;
     /* Claim in full batches while work is in flight: runs are coalesced per
-     * claim, and a trickle of 1-run claims would make 1-symbol requests. */
+     * claim, and a trickle of 1-run claims would make 1-symbol requests. But
+     * never leave free slots idle for longer than one poll interval. */
     int64_t want = d->cfg->claim_batch < d->cfg->concurrency ? d->cfg->claim_batch : d->cfg->concurrency;
-    if (d->nruns > 0 && free_slots < want && d->cfg->batch_symbols > 1)
+    if (d->nruns > 0 && free_slots < want && d->cfg->batch_symbols > 1 &&
+        now - d->last_claim_ms < d->cfg->poll_interval_ms)
         return;
     int n = (int)(free_slots < d->cfg->claim_batch ? free_slots : d->cfg->claim_batch);
     d->want_claim = false;

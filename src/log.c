@@ -98,22 +98,49 @@ static int append_escaped(dynbuf_t *b, const char *s, size_t n)
     return rc;
 }
 
+/* The next registered secret in s at or after i, longest first at one place. */
+static size_t next_secret(const char *s, size_t i, size_t n, size_t *hitlen)
+{
+    size_t hit = n;
+    *hitlen = 0;
+    for (size_t k = 0; k < nsecrets; k++) {
+        const char *p = strstr(s + i, secrets[k]);
+        if (p && ((size_t)(p - s) < hit ||
+                  ((size_t)(p - s) == hit && strlen(secrets[k]) > *hitlen))) {
+            hit = (size_t)(p - s);
+            *hitlen = strlen(secrets[k]);
+        }
+    }
+    return hit;
+}
+
+void log_scrub(const char *s, char *out, size_t outlen)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, outlen ? outlen - 1 : 0);
+    size_t n = strlen(s), i = 0, hitlen;
+    int rc = 0;
+    while (i < n && rc == 0) {
+        size_t hit = next_secret(s, i, n, &hitlen);
+        rc = dynbuf_append(&b, s + i, hit - i);
+        if (hit == n || rc != 0)
+            break;
+        rc = dynbuf_append(&b, "[redacted]", 10);
+        i = hit + hitlen;
+    }
+    strlcpy_trunc(out, outlen, b.data ? b.data : "");
+    dynbuf_free(&b);
+}
+
 /* Writes s escaped, with every registered secret replaced. */
 static int append_scrubbed(dynbuf_t *b, const char *s)
 {
     size_t n = strlen(s);
     size_t i = 0;
     while (i < n) {
-        size_t hit = n, hitlen = 0;
-        for (size_t k = 0; k < nsecrets; k++) {
-            const char *p = strstr(s + i, secrets[k]);
-            /* At the same position the longer secret wins, or its tail would leak. */
-            if (p && ((size_t)(p - s) < hit ||
-                      ((size_t)(p - s) == hit && strlen(secrets[k]) > hitlen))) {
-                hit = (size_t)(p - s);
-                hitlen = strlen(secrets[k]);
-            }
-        }
+        size_t hitlen;
+        /* At the same position the longer secret wins, or its tail would leak. */
+        size_t hit = next_secret(s, i, n, &hitlen);
         if (append_escaped(b, s + i, hit - i) < 0)
             return -1;
         if (hit == n)

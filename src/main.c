@@ -101,6 +101,8 @@ static void reload_report(const char *key, bool applied, void *arg)
         LOG(LOG_WARN, "setting changed but needs a restart; ignored", F_STR("key", key));
 }
 
+static void register_db_password(const char *conninfo);
+
 static void on_sighup(uv_signal_t *h, int signum)
 {
     struct daemon *dm = h->data;
@@ -122,6 +124,7 @@ static void on_sighup(uv_signal_t *h, int signum)
     }
     log_add_secret(dm->cfg->api_key);
     log_add_secret(dm->cfg->api_secret);
+    register_db_password(dm->cfg->database_url);
     config_free(&next);
     sd_notify_msg("READY=1");
 }
@@ -210,7 +213,35 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
     return dm.exit_code;
 }
 
-/* The database password, wherever it comes from, is scrubbed from every log line. */
+/* Registers a value and, if it has %XX escapes, its decoded form too. */
+static void add_secret_decoded(const char *v, size_t n)
+{
+    char raw[1024], dec[1024];
+    if (n == 0 || n >= sizeof raw)
+        return;
+    memcpy(raw, v, n);
+    raw[n] = '\0';
+    log_add_secret(raw);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned hi, lo;
+        if (raw[i] == '%' && i + 2 < n + 1 && sscanf(raw + i + 1, "%1x%1x", &hi, &lo) == 2) {
+            dec[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            dec[o++] = raw[i];
+        }
+    }
+    dec[o] = '\0';
+    log_add_secret(dec);
+}
+
+/*
+ * The database password, wherever it comes from, is scrubbed from every log
+ * line and every command's error. libpq's own parser is tried first; a URL it
+ * rejects (a stray '%' in the password) is taken apart by hand, since libpq's
+ * error message then quotes the password.
+ */
 static void register_db_password(const char *conninfo)
 {
     log_add_secret(getenv("PGPASSWORD"));
@@ -221,6 +252,22 @@ static void register_db_password(const char *conninfo)
         if (strcmp(o->keyword, "password") == 0 && o->val)
             log_add_secret(o->val);
     PQconninfoFree(opts);
+    const char *scheme = strstr(conninfo, "://");
+    if (scheme) {
+        const char *auth = scheme + 3;
+        const char *at = strchr(auth, '@');
+        const char *slash = strchr(auth, '/');
+        const char *colon = strchr(auth, ':');
+        if (at && (!slash || at < slash) && colon && colon < at)
+            add_secret_decoded(colon + 1, (size_t)(at - colon - 1));
+    }
+    const char *kw = strstr(conninfo, "password=");
+    if (kw) {
+        const char *v = kw + 9;
+        char q = (*v == '\'' || *v == '"') ? *v++ : ' ';
+        size_t n = strcspn(v, q == ' ' ? " \t" : (q == '"' ? "\"" : "'"));
+        add_secret_decoded(v, n);
+    }
 }
 
 /* --- main -------------------------------------------------------------------- */

@@ -10,9 +10,9 @@
 # grep finds them where they are.
 . "$(dirname "$0")/lib.sh"
 
-KEY=KEYID-7f3a9c
-SECRET=SECRET-b81e55d2
-PGPASS=PGPASS-4c1d9e
+KEY="KEYID-7f3a9c"
+SECRET="SECRET-b81e55d2"
+PGPASS="PGPASS-4c1d9e"
 export APCA_API_KEY_ID=$KEY APCA_API_SECRET_KEY=$SECRET
 O=$T/out
 mkdir -p "$O" "$T/control"
@@ -38,7 +38,7 @@ run_daemon() {
     shift
     "$BF_BIN" run "$@" >"$O/$n.stdout" 2>>"$O/$n.log" &
     DAEMON_PID=$!
-    PIDS+=($DAEMON_PID)
+    PIDS+=("$DAEMON_PID")
 }
 
 pg_start
@@ -83,10 +83,6 @@ cap enqueue_ok "$BF_BIN" enqueue --symbols 'AAPL,MSFT,BAD$' --timeframe d1 --fro
 check "enqueue" "0" "$CAP_RC"
 run_daemon d_ok --until-idle
 D=$DAEMON_PID
-wait_for "the daemon is ready" 15 grep -q '"msg":"ready"' "$O/d_ok.log"
-cmdline=$(tr '\0' ' ' </proc/"$D"/cmdline)
-check "no secret in the daemon's /proc/PID/cmdline ($cmdline)" "" \
-    "$(grep -oF -e "$KEY" -e "$SECRET" -e "$PGPASS" <<<"$cmdline" || true)"
 daemon_wait "$D" 60
 check "backfill exit code" "0" "$DAEMON_RC"
 check "the good runs succeeded" "2" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
@@ -105,6 +101,11 @@ cap enqueue_auth "$BF_BIN" enqueue --symbols GOOGL --timeframe d1 --from 2024-01
 run_daemon d_auth
 D=$DAEMON_PID
 wait_for "credentials rejected" 20 grep -q '"msg":"alpaca credentials rejected' "$O/d_auth.log"
+# (this daemon stays up until SIGTERM, so its /proc entry is there to read)
+cmdline=$(tr '\0' ' ' </proc/"$D"/cmdline)
+check_cmd "the daemon's command line was read ($cmdline)" grep -q 'backfilld run' <<<"$cmdline"
+check "no secret in the daemon's /proc/PID/cmdline" "" \
+    "$(grep -oF -e "$KEY" -e "$SECRET" -e "$PGPASS" <<<"$cmdline" || true)"
 PORT=$(grep -o '"msg":"metrics listening".*' "$O/d_auth.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2)
 curl -s "http://127.0.0.1:$PORT/metrics" >"$O/d_auth.metrics" || true
 curl -s "http://127.0.0.1:$PORT/healthz" >"$O/d_auth.healthz" || true
@@ -178,14 +179,19 @@ check "no secret in any output" "" "$(leaks "$O")"
 
 # A database password with a '%' that is not a valid escape (easy to write in
 # a URL): libpq quotes the whole token in its parse error, and that error is
-# printed by the commands and logged by the daemon.
+# printed by the commands and logged by the daemon, before and after a SIGHUP.
 mkdir -p "$T/pct"
 BADURL="postgresql://postgres:$PGPASS%zz@/backfilld?host=$T/pg"
 BACKFILLD_DATABASE_URL=$BADURL "$BF_BIN" status >"$T/pct/status.out" 2>"$T/pct/status.err" || true
 BACKFILLD_DATABASE_URL=$BADURL "$BF_BIN" run >"$T/pct/run.stdout" 2>"$T/pct/run.log" &
 D=$!
-PIDS+=($D)
+PIDS+=("$D")
 wait_for "db connect failed (bad URL)" 10 grep -q '"msg":"db connect failed"' "$T/pct/run.log"
+# ...and after a SIGHUP, which rebuilds the list of secrets the log scrubs.
+kill -HUP "$D"
+wait_for "reload (bad URL)" 10 grep -q '"msg":"reloading configuration"' "$T/pct/run.log"
+after_hup() { sed -n '/"msg":"reloading configuration"/,$p' "$T/pct/run.log" | grep -q '"msg":"db connect failed"'; }
+wait_for "db connect failed after the reload" 20 after_hup
 kill -TERM "$D"
 daemon_wait "$D" 15
 check "no secret in any output with a malformed URL" "" "$(leaks "$T/pct")"

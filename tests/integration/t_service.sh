@@ -39,7 +39,7 @@ daemon_start_cfg() {
     shift 2
     "$BF_BIN" --config "$cfg" run "$@" 2>>"$T/$name.log" &
     DAEMON_PID=$!
-    PIDS+=($DAEMON_PID)
+    PIDS+=("$DAEMON_PID")
 }
 
 # line_no FILE PATTERN [NTH]: the line number of the NTH (default 1) line matching
@@ -139,7 +139,7 @@ notify_start wd3
 WATCHDOG_USEC=400000 NOTIFY_SOCKET=$T/wd3.sock \
     bash -c 'export WATCHDOG_PID=$$; exec "$0" run' "$BF_BIN" 2>>"$T/wd3.log" &
 DAEMON_PID=$!
-PIDS+=($DAEMON_PID)
+PIDS+=("$DAEMON_PID")
 wait_for "3 WATCHDOG=1 with WATCHDOG_PID = own pid" 5 count_ge "$T/wd3.notify" '^WATCHDOG=1$' 3
 check_cmd "WATCHDOG=1 again when WATCHDOG_PID is the daemon's own pid" count_ge "$T/wd3.notify" '^WATCHDOG=1$' 3
 kill -TERM "$DAEMON_PID"
@@ -188,7 +188,10 @@ check_cmd "a backfill of many runs is queued ($TOTAL)" test "$TOTAL" -ge 100
 BACKFILLD_PAGE_LIMIT=50 BACKFILLD_SHUTDOWN_TIMEOUT_MS=500 BACKFILLD_CONCURRENCY=8 daemon_start g1
 G1=$DAEMON_PID
 wait_for "a run succeeded" 30 sql_ge "SELECT count(*) FROM job_runs WHERE status = 'succeeded'" 1
-wait_for "runs in flight" 10 sql_ge "SELECT count(*) FROM job_runs WHERE status = 'running'" 2
+# A run takes ~7 pages x 300 ms: one claimed under a second ago cannot finish
+# within the 500 ms grace period, so it must be released.
+wait_for "a freshly claimed run in flight" 20 sql_ge "SELECT count(*) FROM job_runs
+    WHERE status = 'running' AND started_at > now() - interval '1 second'" 1
 t0=$(now_ms)
 kill -TERM "$G1"
 daemon_wait "$G1" 20
