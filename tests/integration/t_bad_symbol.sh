@@ -21,4 +21,21 @@ line=$(grep '"msg":"run failed"' "$T/d1.log" || true)
 echo "$line" | grep -q '"symbol":"BAD\$"' || fail "no 'run failed' line naming BAD\$: $line"
 echo "$line" | grep -q '"job_id":' || fail "the failure line must name the job"
 echo "$line" | grep -q 'invalid symbol: BAD\$' || fail "the failure line must carry Alpaca's message"
+
+# The free plan refuses recent SIP data with 403: the run fails at once with a
+# message naming the feed and the way out; the same range on iex succeeds.
+kill "$SIM_PID"
+sim_start --free-plan
+sql "TRUNCATE bars, job_runs, job_run_claims, job_definitions RESTART IDENTITY CASCADE"
+from=$(date -u -d '-2 days' +%Y-%m-%dT%H:00:00Z)
+to=$(date -u +%Y-%m-%dT%H:%M:00Z)
+bf enqueue --symbols AAPL --timeframe h1 --from "$from" --to "$to" --feed sip >/dev/null
+bf enqueue --symbols MSFT --timeframe h1 --from "$from" --to "$to" --feed iex >/dev/null
+daemon_start d2 --until-idle
+daemon_wait "$DAEMON_PID" 60
+check "daemon exits 0" "0" "$DAEMON_RC"
+check "recent SIP failed at once, without retries" "failed|1" "$(sql "SELECT DISTINCT status || '|' || attempt FROM job_runs WHERE symbol = 'AAPL'")"
+sql "SELECT last_error FROM job_runs WHERE symbol = 'AAPL' LIMIT 1" | grep -q "subscription does not permit querying recent SIP data.*feed sip.*use feed iex" \
+    || fail "the 403 message does not name the feed and the way out: $(sql "SELECT last_error FROM job_runs WHERE symbol = 'AAPL' LIMIT 1")"
+check "the iex runs succeeded" "0" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'MSFT' AND status <> 'succeeded'")"
 finish
