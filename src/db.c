@@ -491,6 +491,16 @@ static void on_backoff_timer(uv_timer_t *t)
     start_connect(t->data);
 }
 
+/* PQconnectPoll has no deadline of its own: connect_timeout is the caller's job. */
+#define DB_CONNECT_TIMEOUT_MS 15000
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    db_conn_t *db = t->data;
+    if (db->st == ST_CONNECTING)
+        conn_lost(db, "timed out connecting to the database");
+}
+
 static void conn_lost(db_conn_t *db, const char *why)
 {
     char msg[512];
@@ -543,6 +553,7 @@ static void on_notice(void *arg, const char *message)
 
 static void on_connected(db_conn_t *db)
 {
+    uv_timer_stop(&db->timer);
     PQsetNoticeProcessor(db->pg, on_notice, db);
     if (PQsetnonblocking(db->pg, 1) != 0) {
         conn_lost(db, PQerrorMessage(db->pg));
@@ -588,10 +599,14 @@ static void connect_step(db_conn_t *db)
 
 static void start_connect(db_conn_t *db)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", NULL};
-    const char *vals[] = {db->conninfo, "backfilld", "10", NULL};
+    /* TCP keepalives notice a dead server in about a minute instead of two
+     * hours; listed before dbname so the user's connection string overrides them. */
+    const char *keys[] = {"keepalives_idle", "keepalives_interval", "keepalives_count", "dbname",
+                          "fallback_application_name", NULL};
+    const char *vals[] = {"30", "10", "3", db->conninfo, "backfilld", NULL};
     db->pg = PQconnectStartParams(keys, vals, 1);
     db->st = ST_CONNECTING;
+    uv_timer_start(&db->timer, on_connect_timeout, DB_CONNECT_TIMEOUT_MS, 0);
     if (!db->pg) {
         conn_lost(db, "out of memory starting a database connection");
         return;
@@ -637,8 +652,14 @@ static void on_poll(uv_poll_t *h, int status, int events)
         drain_notifies(db);
         if (db->closing)
             return;
-        if (db->want_write)
-            flush_out(db);
+        /* Mid-COPY the pending output is the COPY stream: keep feeding it, or
+         * writable would be dropped and the stream never finished. */
+        if (db->want_write) {
+            if (db->copying)
+                copy_push(db);
+            else
+                flush_out(db);
+        }
         if (db->closing || db->st != ST_READY)
             return;
         read_results(db);

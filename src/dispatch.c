@@ -46,6 +46,7 @@ struct run {
     int64_t bars;
     int pages;
     int64_t started_ms;
+    uint64_t renew_seq; /* the renewal request this run was last part of */
     char error[700];
 };
 
@@ -91,6 +92,7 @@ struct dispatch {
     int last_claim_asked;
     int64_t last_claim_ms, last_renew_ms, last_rescue_ms, last_schedule_ms, last_progress_ms;
     int64_t auth_pause_until, last_auth_log_ms;
+    uint64_t renew_seq; /* numbers renewal requests */
     bool want_schedule;
 
     bool stopping, releasing_done;
@@ -318,7 +320,7 @@ static void on_committed(void *owner, int64_t nbars, bool final, bool completed)
     if (!final)
         return;
     kick(d);
-    if (completed) {
+    if (completed && r->outcome == O_NONE) {
         r->outcome = O_SUCCEEDED;
         d->m.runs_succeeded++;
         LOG(LOG_INFO, "run succeeded", RUN_FIELDS(r), F_I64("bars", r->bars),
@@ -796,7 +798,8 @@ static void on_renewed(void *arg, int status, const char *err, const char *sqlst
         snprintf(id, sizeof id, "%lld", (long long)r->j.id);
         for (int i = 0; i < PQntuples(res[0]) && !held; i++)
             held = strcmp(PQgetvalue(res[0], i, 0), id) == 0;
-        if (held || r->started_ms > d->last_renew_ms)
+        /* Only runs that were in this renewal's request can be missing from its answer. */
+        if (held || r->renew_seq != d->renew_seq)
             continue;
         r->outcome = O_ABANDONED;
         group_settle(r->g);
@@ -819,8 +822,10 @@ static void renew(dispatch_t *d)
     int64_t *ids = xcalloc(n, sizeof *ids), *bars = xcalloc(n, sizeof *bars);
     int *att = xcalloc(n, sizeof *att);
     size_t i = 0;
+    d->renew_seq++;
     for (struct run *r = d->runs; r; r = r->next) {
         if (r->outcome == O_NONE) {
+            r->renew_seq = d->renew_seq;
             ids[i] = r->j.id;
             att[i] = r->j.attempt;
             bars[i] = r->bars;

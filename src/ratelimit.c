@@ -39,12 +39,13 @@ static void refill(ratelimit_t *rl, int64_t now)
         rl->last_ms = now;
         return;
     }
+    /* last_ms may lie in the future (a pause): nothing accrues until then. */
     if (now > rl->last_ms) {
         rl->tokens += (double)(now - rl->last_ms) * rl->per_sec / 1000.0;
         if (rl->tokens > rl->capacity)
             rl->tokens = rl->capacity;
+        rl->last_ms = now;
     }
-    rl->last_ms = now;
 }
 
 static void schedule(ratelimit_t *rl);

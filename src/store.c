@@ -135,6 +135,13 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
         s->st.errors++;
         LOG(LOG_ERROR, "batch write failed", F_I64("rows", b->enc.rows),
             F_I64("items", b->nitems), F_STR("error", err), F_STR("sqlstate", sqlstate));
+        /* A run with a page in this batch must not be completed by its final
+         * page waiting in the next batch: it would be succeeded with a gap. */
+        for (size_t i = 0; i < b->nitems; i++)
+            for (size_t k = 0; k < s->filling.nitems; k++)
+                if (s->filling.items[k].run_id == b->items[i].run_id &&
+                    s->filling.items[k].attempt == b->items[i].attempt)
+                    s->filling.items[k].final = false;
         for (size_t i = 0; i < b->nitems; i++) {
             struct item *it = &b->items[i];
             if (it->owner && s->cbs.failed)

@@ -38,8 +38,10 @@ sim_start
 bf enqueue --symbols "$SYMBOLS50" --timeframe h1 --from 2024-01-01 --to 2024-06-30 >/dev/null
 check "300 runs queued" "300" "$(sql "SELECT count(*) FROM job_runs")"
 pids=()
+# 50 slots each, so the first host to start cannot take the whole queue at once.
 for i in 1 2 3; do
-    BACKFILLD_RATE_LIMIT=600 BACKFILLD_WORKER_ID="host$i" daemon_start "h$i" --until-idle
+    BACKFILLD_RATE_LIMIT=600 BACKFILLD_CONCURRENCY=50 BACKFILLD_CLAIM_BATCH=50 \
+        BACKFILLD_WORKER_ID="host$i" daemon_start "h$i" --until-idle
     pids+=("$DAEMON_PID")
 done
 wait_for "100 runs done" 60 sql_ge "SELECT count(*) FROM job_runs WHERE status = 'succeeded'" 100
