@@ -18,22 +18,7 @@
 #      ROUND_TIMEOUT (seconds, default 180), KEEP_TMP=1 keeps the temp dir
 #      (daemon logs b<batch>.log, Postgres log, simulator log).
 # Exit: 0 when every round finished with every run succeeded; 1 otherwise.
-set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
-export SRC_DIR=${SRC_DIR:-$(cd "$BENCH_DIR/.." && pwd)}
-. "$SRC_DIR/tests/integration/lib.sh"
-
-# lib.sh prints the last 80 lines of every log when the script fails; for a
-# benchmark the table is the result, so keep the tail short.
-dump_logs() {
-    local f
-    for f in "$T"/*.log "$T"/pg/postgres.log; do
-        [ -s "$f" ] || continue
-        echo "----- $(basename "$f") (last 5 lines; KEEP_TMP=1 keeps the whole file) -----"
-        tail -n 5 "$f"
-    done
-}
+. "$(dirname "$0")/lib.sh"
 
 N=${N:-5000}
 BATCHES=${BATCHES:-"1 10 100"}
@@ -73,13 +58,7 @@ enqueue_workload() {
     fi
 }
 
-# Snapshot the binaries: a rebuild in the source tree during the benchmark
-# must not swap (or break) the daemon between rounds.
-mkdir -p "$T/bin"
-cp "$BF_BIN" "$T/bin/backfilld" && cp "$BF_SIM" "$T/bin/alpaca-sim"
-BF_BUILT=$(date -r "$BF_BIN" '+%F %T')
-BF_BIN=$T/bin/backfilld
-BF_SIM=$T/bin/alpaca-sim
+snapshot_binaries
 
 pg_start
 sim_start --rate 0 --latency-ms 0

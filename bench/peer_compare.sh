@@ -28,20 +28,7 @@
 #       out, or backfilld stored anything but the exact expected bars. A peer
 #       that stores incomplete or wrong data is a finding, reported in the
 #       table, not a failure of this script.
-set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
-export SRC_DIR=${SRC_DIR:-$(cd "$BENCH_DIR/.." && pwd)}
-. "$SRC_DIR/tests/integration/lib.sh"
-
-dump_logs() {
-    local f
-    for f in "$T"/*.log "$T"/pg/postgres.log; do
-        [ -s "$f" ] || continue
-        echo "----- $(basename "$f") (last 5 lines; KEEP_TMP=1 keeps the whole file) -----"
-        tail -n 5 "$f"
-    done
-}
+. "$(dirname "$0")/lib.sh"
 
 N=${N:-50}
 ROUND_TIMEOUT=${ROUND_TIMEOUT:-300}
@@ -73,11 +60,7 @@ SDK_VERSION=$(node -p "require('$PEER_DIR/node_modules/@alpacahq/alpaca-trade-ap
 PG_VERSION=$(node -p "require('$PEER_DIR/node_modules/pg/package.json').version")
 
 # Snapshot the binaries: a rebuild during the benchmark must not change them.
-mkdir -p "$T/bin"
-cp "$BF_BIN" "$T/bin/backfilld" && cp "$BF_SIM" "$T/bin/alpaca-sim"
-BF_BUILT=$(date -r "$BF_BIN" '+%F %T')
-BF_BIN=$T/bin/backfilld
-BF_SIM=$T/bin/alpaca-sim
+snapshot_binaries
 
 # Symbols: the first N of lib.sh's 50 large caps, or S000A... beyond 50.
 if [ "$N" -le 50 ]; then

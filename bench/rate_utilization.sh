@@ -25,20 +25,7 @@
 #      KEEP_TMP=1 keeps the temp dir (daemon logs <tf>-<mode>.log).
 # Exit: 0 when every round finished with every run succeeded and every bar
 #       stored; 1 otherwise.
-set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
-export SRC_DIR=${SRC_DIR:-$(cd "$BENCH_DIR/.." && pwd)}
-. "$SRC_DIR/tests/integration/lib.sh"
-
-dump_logs() {
-    local f
-    for f in "$T"/*.log "$T"/pg/postgres.log; do
-        [ -s "$f" ] || continue
-        echo "----- $(basename "$f") (last 5 lines; KEEP_TMP=1 keeps the whole file) -----"
-        tail -n 5 "$f"
-    done
-}
+. "$(dirname "$0")/lib.sh"
 
 SYMBOLS=${SYMBOLS:-500}
 RATE=${RATE:-20}
@@ -57,11 +44,7 @@ done
 now_s() { date +%s.%N; }
 
 # Snapshot the binaries: a rebuild during the benchmark must not change them.
-mkdir -p "$T/bin"
-cp "$BF_BIN" "$T/bin/backfilld" && cp "$BF_SIM" "$T/bin/alpaca-sim"
-BF_BUILT=$(date -r "$BF_BIN" '+%F %T')
-BF_BIN=$T/bin/backfilld
-BF_SIM=$T/bin/alpaca-sim
+snapshot_binaries
 
 # S000A, S001A, ... (valid symbols; not ZZ…, which the simulator serves empty).
 fmt=S%03dA
