@@ -101,9 +101,7 @@ for b in $BATCHES; do
         c=$(cpu_of "$pid") && [ -n "$c" ] && cpu_d=$c
         if [ "$SECONDS" -ge "$deadline" ]; then
             timed_out=1
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -9 "$pid" 2>/dev/null || true
+            terminate "$pid"
             break
         fi
         sleep 0.1

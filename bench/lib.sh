@@ -27,3 +27,10 @@ snapshot_binaries() {
     BF_BIN=$T/bin/backfilld
     BF_SIM=$T/bin/alpaca-sim
 }
+
+# Ends a round that ran past its deadline: SIGTERM, up to 5 s, then SIGKILL.
+terminate() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+}
