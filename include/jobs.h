@@ -33,6 +33,13 @@ void jobs_fail(db_conn_t *db, const char *worker, int64_t id, int attempt, const
                bool retryable, int64_t base_ms, int64_t cap_ms, db_done_cb cb, void *arg);
 void jobs_release(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
                   size_t n, db_done_cb cb, void *arg);
+/*
+ * Releases (without spending an attempt) every run locked by worker that is
+ * not among known_ids: after a lost connection, a claim may have committed
+ * without its answer ever arriving.
+ */
+void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *known_ids, size_t n,
+                          db_done_cb cb, void *arg);
 void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, db_done_cb cb, void *arg);
 void jobs_schedule(db_conn_t *db, int max_attempts, db_done_cb cb, void *arg);
 /*

@@ -203,17 +203,31 @@ $$;
 -- lease expired and whose run was claimed again elsewhere can change nothing.
 
 -- Marks runs succeeded. Returns the ids it completed; ids missing from the
--- result had lost their lease (rescued, re-claimed or cancelled).
+-- result had lost their lease (rescued, re-claimed or cancelled). Idempotent
+-- for the worker whose claim it was: a write resent after a lost reply (its
+-- first COMMIT did land) gets the same ids back, judged by job_run_claims,
+-- so the daemon reports a success rather than a lost lease.
 CREATE FUNCTION complete_job_runs(p_worker text, p_ids bigint[], p_attempts integer[],
                                   p_bars bigint[], p_pages integer[])
 RETURNS SETOF bigint LANGUAGE sql AS $$
-    UPDATE job_runs r
-       SET status = 'succeeded', bars_written = x.bars, pages = x.pages,
-           finished_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
-      FROM unnest(p_ids, p_attempts, p_bars, p_pages) AS x(id, attempt, bars, pages)
-     WHERE r.id = x.id AND r.attempt = x.attempt AND r.locked_by = p_worker
-       AND r.status = 'running'
-    RETURNING r.id
+    WITH x AS (
+        SELECT * FROM unnest(p_ids, p_attempts, p_bars, p_pages) AS x(id, attempt, bars, pages)),
+    u AS (
+        UPDATE job_runs r
+           SET status = 'succeeded', bars_written = x.bars, pages = x.pages,
+               finished_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
+          FROM x
+         WHERE r.id = x.id AND r.attempt = x.attempt AND r.locked_by = p_worker
+           AND r.status = 'running'
+        RETURNING r.id)
+    SELECT id FROM u
+    UNION ALL
+    -- Already succeeded by an earlier commit of this same write (the snapshot
+    -- here predates u, so u's own rows still look running and are not repeated).
+    SELECT r.id FROM job_runs r JOIN x ON x.id = r.id
+     WHERE r.status = 'succeeded' AND r.attempt = x.attempt
+       AND EXISTS (SELECT 1 FROM job_run_claims c
+                    WHERE c.run_id = r.id AND c.attempt = x.attempt AND c.worker = p_worker)
 $$;
 
 -- The delay before attempt n+1 after attempt n failed: capped exponential with

@@ -1057,10 +1057,36 @@ static void on_schema(void *arg, int status, const char *err, const char *sqlsta
     }
 }
 
+static void on_orphans_released(void *arg, int status, const char *err, const char *sqlstate,
+                                PGresult *const *res, int nres)
+{
+    int64_t n = 0;
+    if (status == DB_OK)
+        (void)parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &n);
+    if (n > 0)
+        LOG(LOG_NOTICE, "runs of an unanswered claim released", F_I64("runs", n));
+    else if (status != DB_OK && status != DB_ECLOSED)
+        LOG(LOG_WARN, "could not look for runs of an unanswered claim", F_STR("error", err));
+}
+
 static void on_db_up(void *arg)
 {
     dispatch_t *d = arg;
     d->m.db_up = true;
+    if (d->schema_checked) {
+        /* A reconnect: a claim in flight when the connection dropped may have
+         * committed unseen. Give back whatever is locked in our name that we
+         * do not know about, rather than let its lease expire and spend an attempt. */
+        size_t n = 0;
+        for (struct run *r = d->runs; r; r = r->next)
+            n++;
+        int64_t *ids = xcalloc(n + 1, sizeof *ids);
+        size_t i = 0;
+        for (struct run *r = d->runs; r; r = r->next)
+            ids[i++] = r->j.id;
+        jobs_release_unknown(d->db, d->worker, ids, i, on_orphans_released, d);
+        free(ids);
+    }
     wake_claim(d);
     if (!d->schema_checked) {
         db_req_t *r = db_req_new(on_schema, d, false);

@@ -145,6 +145,22 @@ void jobs_release(db_conn_t *db, const char *worker, const int64_t *ids, const i
     free(b);
 }
 
+void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *known_ids, size_t n,
+                          db_done_cb cb, void *arg)
+{
+    char *a = array64(known_ids, n);
+    const char *p[] = {worker, a};
+    db_req_t *r = db_req_new(cb, arg, false);
+    db_req_sql(r,
+               "SELECT coalesce(release_job_runs($1, array_agg(id), array_agg(attempt)), 0)"
+               " FROM job_runs WHERE locked_by = $1 AND status = 'running'"
+               " AND NOT (id = ANY($2::bigint[]))",
+               2, p);
+    db_req_keep(r);
+    db_submit(db, r);
+    free(a);
+}
+
 void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, db_done_cb cb, void *arg)
 {
     char bs[24], cs[24];

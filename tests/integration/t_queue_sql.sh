@@ -26,6 +26,9 @@ check "stale A cannot renew it" "0" "$(sql "SELECT count(*) FROM renew_job_lease
 check "B still holds it, running" "running|B|2" "$(sql "SELECT status, locked_by, attempt FROM job_runs")"
 check "B completes it" "1" "$(sql "SELECT count(*) FROM complete_job_runs('B', '{1}', '{2}', '{7}', '{1}')")"
 check "succeeded with B's numbers" "succeeded|7|" "$(sql "SELECT status, bars_written, locked_by FROM job_runs")"
+check "B completing again (a resent write) gets its id back" "1" "$(sql "SELECT count(*) FROM complete_job_runs('B', '{1}', '{2}', '{7}', '{1}')")"
+check "but stale A still gets nothing" "0" "$(sql "SELECT count(*) FROM complete_job_runs('A', '{1}', '{2}', '{5}', '{1}')")"
+check "and nothing changed" "succeeded|7|2" "$(sql "SELECT status, bars_written, attempt FROM job_runs")"
 check "claims history: one row per attempt" "1:A,2:B" "$(sql "SELECT string_agg(attempt || ':' || worker, ',' ORDER BY attempt) FROM job_run_claims WHERE worker IN ('A', 'B')")"
 
 # --- claim order and filters ------------------------------------------------
