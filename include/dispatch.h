@@ -49,15 +49,5 @@ void dispatch_reconfigure(dispatch_t *d);
 /* Frees what is left after hooks.exited ran (the loop has closed every handle). */
 void dispatch_free(dispatch_t *d);
 
-/* Counters for /metrics and health. */
-struct dispatch_metrics {
-    uint64_t runs_claimed, runs_succeeded, runs_failed, runs_retried, runs_released,
-        runs_abandoned, pages, bars, requests, page_retries, rate_limited;
-    uint64_t rescued;
-    size_t inflight;
-    int64_t queue_ready, queue_later, queue_running, oldest_queued_s;
-    bool db_up, auth_ok;
-};
-void dispatch_metrics(const dispatch_t *d, struct dispatch_metrics *out);
 
 #endif

@@ -59,9 +59,6 @@ void http_cancel(http_req_t *req);
 /* Called for every finished request (status 0 when no response came), for metrics. */
 void http_set_observer(http_client_t *c, void (*fn)(void *arg, long status, double ms), void *arg);
 
-/* Requests in flight. */
-size_t http_inflight(const http_client_t *c);
-
 /* Cancels everything and frees the client once its handles are closed. */
 void http_client_close(http_client_t *c);
 

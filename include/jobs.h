@@ -44,7 +44,7 @@ void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, db_done_cb cb, 
 void jobs_schedule(db_conn_t *db, int max_attempts, db_done_cb cb, void *arg);
 /*
  * One row: queued_ready, queued_later, running, succeeded in the last minute,
- * failed in the last minute, 0 (reserved), oldest_queued_s — runs of enabled
+ * failed in the last minute, oldest_queued_s — runs of enabled
  * definitions only for the queued counts. All hosts' runs.
  */
 void jobs_queue_stats(db_conn_t *db, db_done_cb cb, void *arg);

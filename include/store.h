@@ -43,11 +43,6 @@ struct store_cbs {
     void *arg;
 };
 
-struct store_stats {
-    uint64_t batches, rows_in, rows_changed, errors;
-    double last_batch_ms;
-};
-
 store_t *store_new(uv_loop_t *loop, db_conn_t *db, const char *worker_id,
                    const struct store_cbs *cbs);
 
@@ -67,7 +62,6 @@ size_t store_backlog(const store_t *s);
 bool store_idle(const store_t *s);
 /* Forgets owner: its items still get written but no callback names it. */
 void store_forget(store_t *s, void *owner);
-void store_stats(const store_t *s, struct store_stats *out);
 void store_close(store_t *s);
 
 #endif

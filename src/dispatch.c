@@ -30,6 +30,13 @@
 
 enum outcome { O_NONE = 0, O_SUCCEEDED, O_FAILED, O_RELEASED, O_ABANDONED };
 
+/* This daemon's counters, served at /metrics and in the progress line. */
+struct dispatch_metrics {
+    uint64_t runs_claimed, runs_succeeded, runs_failed, runs_retried, runs_released,
+        runs_abandoned, pages, bars, requests, page_retries, rate_limited, rescued;
+    int64_t queue_ready, queue_later, queue_running, oldest_queued_s; /* all hosts */
+};
+
 struct group;
 
 struct run {
@@ -885,13 +892,13 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     d->statsing = false;
     if (status != DB_OK)
         return;
-    int64_t v[7] = {0};
-    for (int i = 0; i < 7; i++)
+    int64_t v[6] = {0};
+    for (int i = 0; i < 6; i++)
         parse_i64(PQgetvalue(res[0], 0, i), 0, INT64_MAX, &v[i]);
     d->m.queue_ready = v[0];
     d->m.queue_later = v[1];
     d->m.queue_running = v[2];
-    d->m.oldest_queued_s = v[6];
+    d->m.oldest_queued_s = v[5];
     int64_t now = mono_ms();
     double secs = d->prev_progress_ms ? (double)(now - d->prev_progress_ms) / 1000.0 : 0;
     double bars_s = secs > 0 ? (double)(d->m.bars - d->prev_bars) / secs : 0;
@@ -916,7 +923,7 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
         F_I64("bars", d->m.bars), F_DBL("bars_per_s", bars_s),
         F_DBL("requests_per_s", req_s), F_I64("requests", d->m.requests),
         F_I64("rate_limit_waits", rs.waited), F_I64("rate_limited", d->m.rate_limited),
-        F_I64("page_retries", d->m.page_retries), F_I64("oldest_queued_s", v[6]),
+        F_I64("page_retries", d->m.page_retries), F_I64("oldest_queued_s", v[5]),
         F_DBL("runs_per_s", runs_s), F_I64("eta_s", eta));
     if (d->hooks.status) {
         char line[256];
@@ -1072,7 +1079,6 @@ static void on_orphans_released(void *arg, int status, const char *err, const ch
 static void on_db_up(void *arg)
 {
     dispatch_t *d = arg;
-    d->m.db_up = true;
     if (d->schema_checked) {
         /* A reconnect: a claim in flight when the connection dropped may have
          * committed unseen. Give back whatever is locked in our name that we
@@ -1094,12 +1100,6 @@ static void on_db_up(void *arg)
         db_req_keep(r);
         db_submit(d->db, r);
     }
-}
-
-static void on_db_down(void *arg, const char *why)
-{
-    dispatch_t *d = arg;
-    d->m.db_up = false;
 }
 
 static void on_notify(void *arg, const char *channel)
@@ -1329,10 +1329,9 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
     d->until_idle = until_idle;
     if (hooks)
         d->hooks = *hooks;
-    d->m.auth_ok = true;
     d->rng = (uint64_t)wall_us();
 
-    struct db_callbacks cbs = {.up = on_db_up, .down = on_db_down, .notify = on_notify, .arg = d};
+    struct db_callbacks cbs = {.up = on_db_up, .notify = on_notify, .arg = d};
     d->db = db_conn_new(loop, cfg->database_url, "main", &cbs);
     if (!cfg->poll_only) {
         db_conn_add_setup(d->db, "LISTEN backfilld_runs");
@@ -1434,14 +1433,6 @@ void dispatch_reconfigure(dispatch_t *d)
     alpaca_set_opts(d->alpaca, &ao);
     log_min_level = d->cfg->log_level;
     wake_claim(d);
-}
-
-void dispatch_metrics(const dispatch_t *d, struct dispatch_metrics *out)
-{
-    *out = d->m;
-    out->inflight = d->nruns;
-    out->db_up = db_conn_is_up(d->db);
-    out->auth_ok = mono_ms() >= d->auth_pause_until;
 }
 
 void dispatch_free(dispatch_t *d)

@@ -26,7 +26,6 @@ struct http_client {
     char *ca_file;
     struct curl_slist *headers;
     http_req_t *reqs; /* doubly linked list of requests in flight */
-    size_t inflight;
     bool closing;
     int open_handles;
     void (*observer)(void *arg, long status, double ms);
@@ -207,7 +206,6 @@ static void unlink_req(http_req_t *r)
         c->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
-    c->inflight--;
 }
 
 static void free_req(http_req_t *r)
@@ -330,7 +328,6 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
     if (c->reqs)
         c->reqs->prev = r;
     c->reqs = r;
-    c->inflight++;
     return r;
 }
 
@@ -347,11 +344,6 @@ void http_set_observer(http_client_t *c, void (*fn)(void *arg, long status, doub
 {
     c->observer = fn;
     c->observer_arg = arg;
-}
-
-size_t http_inflight(const http_client_t *c)
-{
-    return c->inflight;
 }
 
 void http_client_close(http_client_t *c)

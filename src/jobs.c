@@ -200,7 +200,6 @@ void jobs_queue_stats(db_conn_t *db, db_done_cb cb, void *arg)
                "   AND finished_at > now() - interval '1 minute'),"
                " (SELECT count(*) FROM job_runs WHERE status = 'failed'"
                "   AND finished_at > now() - interval '1 minute'),"
-               " 0,"
                " (SELECT coalesce(extract(epoch FROM now() - min(r.created_at)), 0)::bigint"
                "   FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
                "   WHERE r.status = 'queued' AND d.enabled)",

@@ -38,7 +38,6 @@ struct store {
     uv_timer_t timer; /* owns nothing but gives the store a close callback */
     struct batch filling;
     struct batch *inflight; /* at most one */
-    struct store_stats st;
     bool closing;
 };
 
@@ -114,14 +113,10 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
     }
     s->inflight = NULL;
     double ms = (double)(mono_ms() - b->started_ms);
-    s->st.last_batch_ms = ms;
     if (status == DB_OK) {
         int64_t changed = 0;
         if (nres >= 1 && res[0])
             parse_i64(PQcmdTuples(res[0]), 0, INT64_MAX, &changed);
-        s->st.batches++;
-        s->st.rows_in += b->enc.rows;
-        s->st.rows_changed += (uint64_t)changed;
         LOG(LOG_DEBUG, "batch committed", F_I64("rows", b->enc.rows), F_I64("changed", changed),
             F_I64("items", b->nitems), F_DBL("ms", ms));
         PGresult *done = nres >= 2 ? res[1] : NULL;
@@ -132,7 +127,6 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
                                  it->final && id_in(done, it->run_id));
         }
     } else {
-        s->st.errors++;
         LOG(LOG_ERROR, "batch write failed", F_I64("rows", b->enc.rows),
             F_I64("items", b->nitems), F_STR("error", err), F_STR("sqlstate", sqlstate));
         /* A run with a page in this batch must not be completed by its final
@@ -283,11 +277,6 @@ void store_forget(store_t *s, void *owner)
         for (size_t i = 0; i < s->inflight->nitems; i++)
             if (s->inflight->items[i].owner == owner)
                 s->inflight->items[i].owner = NULL;
-}
-
-void store_stats(const store_t *s, struct store_stats *out)
-{
-    *out = s->st;
 }
 
 static void on_timer_closed(uv_handle_t *h)
