@@ -702,7 +702,6 @@ metrics_server_t *metrics_server_start(uv_loop_t *loop, const char *listen,
     }
     s->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
                                           : ntohs(((struct sockaddr_in *)&bound)->sin_port);
-    LOG(LOG_INFO, "metrics server listening", F_STR("listen", listen), F_I64("port", s->port));
     return s;
 }
 
