@@ -50,7 +50,7 @@ pg_stop
 BACKFILLD_RATE_LIMIT=600000 daemon_start d2
 wait_for "two logged connection retries" 30 count_ge "$T/d2.log" '"msg":"db connect failed","conn":"main"' 2
 kill -0 "$DAEMON_PID" || fail "the daemon died while the database was down"
-grep '"msg":"db connect failed"' "$T/d2.log" | head -1 | grep -q '"retry_in_ms":' || fail "retry delay not logged"
+grep -m1 '"msg":"db connect failed"' "$T/d2.log" | grep -q '"retry_in_ms":' || fail "retry delay not logged"
 pg_restart_only
 wait_for "ready after the database came back" 60 grep -q '"msg":"ready"' "$T/d2.log"
 kill -TERM "$DAEMON_PID"

@@ -190,7 +190,7 @@ wait_for "db connect failed (bad URL)" 10 grep -q '"msg":"db connect failed"' "$
 # ...and after a SIGHUP, which rebuilds the list of secrets the log scrubs.
 kill -HUP "$D"
 wait_for "reload (bad URL)" 10 grep -q '"msg":"reloading configuration"' "$T/pct/run.log"
-after_hup() { sed -n '/"msg":"reloading configuration"/,$p' "$T/pct/run.log" | grep -q '"msg":"db connect failed"'; }
+after_hup() { awk '/"msg":"reloading configuration"/ { r = 1 } r && /"msg":"db connect failed"/ { f = 1 } END { exit !f }' "$T/pct/run.log"; }
 wait_for "db connect failed after the reload" 20 after_hup
 kill -TERM "$D"
 daemon_wait "$D" 15

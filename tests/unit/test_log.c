@@ -103,9 +103,13 @@ static void test_fields_exact(void **state)
 static void test_timestamp_format(void **state)
 {
     struct capture *c = *state;
-    time_t before = time(NULL);
+    /* Not time(NULL): glibc reads the coarse clock there, which can still be in the previous
+     * second when the log line's CLOCK_REALTIME has moved on. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_REALTIME, &t0);
     LOG(LOG_INFO, "tick");
-    time_t after = time(NULL);
+    clock_gettime(CLOCK_REALTIME, &t1);
+    time_t before = t0.tv_sec, after = t1.tv_sec;
     const char *out = captured(c);
     const char *ts = out + 7;
     /* YYYY-MM-DDTHH:MM:SS.mmmZ" */
