@@ -30,7 +30,7 @@ const struct cfg_key cfg_keys[] = {
     {"BACKFILLD_CA_FILE", CFG_STR, "", 0, 0, false, false, OFF(ca_file),
      "CA bundle for TLS verification; empty = system default"},
     {"BACKFILLD_CONCURRENCY", CFG_INT, "200", 1, 4096, true, false, OFF(concurrency),
-     "runs in flight at once (slots)"},
+     "runs fetching at once (slots); with those waiting for the writer, 2x this at most"},
     {"BACKFILLD_CLAIM_BATCH", CFG_INT, "100", 1, 1000, true, false, OFF(claim_batch),
      "most runs claimed by one claim_queued_job call"},
     {"BACKFILLD_BATCH_SYMBOLS", CFG_INT, "100", 1, 1000, true, false, OFF(batch_symbols),

@@ -456,8 +456,10 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
             continue;
         }
         r->pending_pages++;
-        if (final_now)
+        if (final_now) {
             r->final_queued = true;
+            wake_claim(d); /* its slot is free for the next fetch */
+        }
     }
     if (log_min_level <= LOG_DEBUG) {
         char syms[256];
@@ -757,6 +759,23 @@ static void on_claimed(void *arg, int status, const char *err, const char *sqlst
         kick(d);       /* an empty claim may mean --until-idle is done */
 }
 
+/*
+ * Slots for new runs. A slot is held while a run waits for data; once all its
+ * bars are handed to the writer (or its outcome is being recorded) it holds
+ * none, so the next fetches overlap the write instead of waiting for it. The
+ * writer's backlog is bounded by BACKFILLD_MAX_PENDING_ROWS, and the runs held
+ * in all by twice the concurrency.
+ */
+static int64_t free_run_slots(const dispatch_t *d)
+{
+    int64_t fetching = 0;
+    for (const struct run *r = d->runs; r; r = r->next)
+        fetching += run_active(r);
+    int64_t by_fetch = d->cfg->concurrency - fetching;
+    int64_t by_total = 2 * d->cfg->concurrency - (int64_t)d->nruns;
+    return by_fetch < by_total ? by_fetch : by_total;
+}
+
 static void maybe_claim(dispatch_t *d)
 {
     int64_t now = mono_ms();
@@ -766,7 +785,7 @@ static void maybe_claim(dispatch_t *d)
         return;
     if (now < d->auth_pause_until || backlogged(d))
         return;
-    int64_t free_slots = d->cfg->concurrency - (int64_t)d->nruns;
+    int64_t free_slots = free_run_slots(d);
     if (free_slots <= 0)
         return;
     /* Claim in full batches while work is in flight: runs are coalesced per

@@ -33,11 +33,15 @@ sql "CREATE TABLE batched_bars AS SELECT * FROM bars"
 sql "TRUNCATE bars, job_runs, job_run_claims, job_definitions RESTART IDENTITY CASCADE"
 bf enqueue --symbols "$SYMS" --timeframe h1 --from 2024-01-01 --to 2024-12-31 >/dev/null
 sim_get /__sim/reset >/dev/null
-BACKFILLD_BATCH_SYMBOLS=1 daemon_start single --until-idle
+# 20 slots: runs whose bars wait for the writer give theirs up, but a daemon holds 2 x 20 at most.
+BACKFILLD_BATCH_SYMBOLS=1 BACKFILLD_CONCURRENCY=20 daemon_start single --until-idle
 daemon_wait "$DAEMON_PID" 180
 check "per-symbol daemon exits 0" "0" "$DAEMON_RC"
 single_requests=$(sim_counter 'c["requests"]')
 check "per-symbol: every run succeeded" "612" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
+held=$(sql "SELECT max((SELECT count(*) FROM job_runs b WHERE b.started_at <= a.started_at AND b.finished_at > a.started_at)) FROM job_runs a")
+log "per-symbol at concurrency 20: at most $held runs held at a claim"
+check_cmd "never more than 2 x concurrency runs held ($held)" test "$held" -le 40
 check "exactly the same rows as batched mode" "0" "$(sql "SELECT (SELECT count(*) FROM (TABLE bars EXCEPT TABLE batched_bars) a) + (SELECT count(*) FROM (TABLE batched_bars EXCEPT TABLE bars) b)")"
 log "requests: per-symbol $single_requests, batched $batched_requests ($(python3 -c "print(round($single_requests / $batched_requests, 1))")x fewer)"
 check_cmd "batched mode needs at least 5x fewer requests ($single_requests vs $batched_requests)" test "$single_requests" -ge $((5 * batched_requests))
