@@ -5,7 +5,7 @@
 # /work/shared/peers/node-sdk/), on the same simulator and the same Postgres,
 # same workload: N symbols × 2024 of 1Hour bars (SIP, raw).
 #
-# Simulator: --latency-ms 20 on every response, no rate limit, no faults.
+# Simulator: --latency-ms LATENCY_MS (default 20) on every response, no rate limit, no faults.
 # Contenders, each on a fresh database:
 #   peer single   getBarsV2 per symbol (single-symbol endpoint), --concurrency 16
 #   peer multi    getMultiBarsV2 over groups of --multi-size 50 symbols
@@ -22,6 +22,7 @@
 # whose bars are all there (a "first symbol only" client shows up there).
 #
 # Env: N (symbols, default 50), ROUND_TIMEOUT (seconds, default 300),
+#      LATENCY_MS (simulator latency per response, default 20),
 #      CONTENDERS (default "peer-single peer-multi bf-per-symbol bf-batched"),
 #      KEEP_TMP=1 keeps the temp dir (logs <contender>.log/.out).
 # Exit: 0 when every contender ran to completion; 1 when any failed, timed
@@ -32,12 +33,14 @@
 
 N=${N:-50}
 ROUND_TIMEOUT=${ROUND_TIMEOUT:-300}
+LATENCY_MS=${LATENCY_MS:-20}
 CONTENDERS=${CONTENDERS:-"peer-single peer-multi bf-per-symbol bf-batched"}
 PEER_DIR=$BENCH_DIR/peer-node-sdk
 START=2024-01-01T00:00:00Z
 END=2024-12-31T23:59:59Z   # inclusive, as the API's end
 
 [[ "$N" =~ ^[1-9][0-9]*$ ]] && [ "$N" -le 10000 ] || { echo "N must be an integer in 1..10000" >&2; exit 64; }
+[[ "$LATENCY_MS" =~ ^[0-9]+$ ]] || { echo "LATENCY_MS must be a non-negative integer" >&2; exit 64; }
 for c in $CONTENDERS; do
     [[ "$c" =~ ^(peer-single|peer-multi|bf-per-symbol|bf-batched)$ ]] ||
         { echo "CONTENDERS: unknown '$c'" >&2; exit 64; }
@@ -73,7 +76,7 @@ fi
 SYMLIST=$(paste -sd, "$T/symbols.txt")
 
 pg_start
-sim_start --latency-ms 20 --rate 0
+sim_start --latency-ms "$LATENCY_MS" --rate 0
 # node-postgres takes the unix-socket directory from the URI's host parameter.
 PEER_DB="postgresql://postgres@/backfilld?host=$T/pg&port=${PG_PORT:-5432}"
 "$BF_SIM" dump --symbols "$SYMLIST" --timeframe 1Hour --start "$START" --end "$END" >"$T/expected.csv"
@@ -144,7 +147,7 @@ diff_table() {
                 || ' ' || (SELECT count(DISTINCT symbol) FROM $t)"
 }
 
-log "N=$N symbols × 2024 h1 ($EXPECTED_BARS bars expected), simulator latency 20 ms, no rate limit, temp dir $T"
+log "N=$N symbols × 2024 h1 ($EXPECTED_BARS bars expected), simulator latency $LATENCY_MS ms, no rate limit, temp dir $T"
 declare -A R_WALL R_INNER R_PREP R_BARS R_REQ R_BPS R_RSS R_MISS R_EXTRA R_SYMS R_NOTE
 BAD=0
 
@@ -223,7 +226,7 @@ done
 
 echo
 echo "backfilld vs the official Alpaca JS SDK peer: $N symbols × 2024 1Hour (SIP, raw), $EXPECTED_BARS bars expected"
-echo "alpaca-sim --latency-ms 20, no rate limit; Postgres 15 local (fsync off); $(nproc) cores shared by all"
+echo "alpaca-sim --latency-ms $LATENCY_MS, no rate limit; Postgres 15 local (fsync off); $(nproc) cores shared by all"
 echo "peer: node $(node --version), @alpacahq/alpaca-trade-api $SDK_VERSION, pg $PG_VERSION, --concurrency 16, multi-size 50, default --batch 1000"
 echo "$("$BF_BIN" --version 2>/dev/null | head -1) (build/backfilld built $BF_BUILT, copied at start), BACKFILLD_RATE_LIMIT=1000000, other settings default"
 echo
