@@ -31,6 +31,6 @@ snapshot_binaries() {
 # Ends a round that ran past its deadline: SIGTERM, up to 5 s, then SIGKILL.
 terminate() {
     kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
     kill -9 "$1" 2>/dev/null || true
 }

@@ -14,11 +14,32 @@ T=$(mktemp -d "/tmp/bf-$TEST_NAME.XXXXXX")
 chmod 755 "$T"
 PIDS=()
 CHECKS=0
+# Multiplies time budgets (scaled N); the sanitizer build sets 3.
+TIME_SCALE=${BF_TIME_SCALE:-1}
 # Several daemons may run at once: no metrics listener unless a test asks for one.
 export BACKFILLD_METRICS_LISTEN=${BACKFILLD_METRICS_LISTEN-}
 FAILED=0
 
 log() { printf '[%s] %s\n' "$TEST_NAME" "$*"; }
+
+# scaled N: N times TIME_SCALE, for a time budget in a check.
+scaled() { echo $(($1 * TIME_SCALE)); }
+
+# now_ms: wall-clock milliseconds (EPOCHREALTIME, whatever the locale's decimal mark).
+now_ms() {
+    local us=${EPOCHREALTIME//[.,]/}
+    echo $((us / 1000))
+}
+
+# forget_pid PID: a process this script has reaped is no longer killed at exit
+# (its PID may belong to someone else by then).
+forget_pid() {
+    local p keep=()
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && [ "$p" != "$1" ] && keep+=("$p")
+    done
+    PIDS=("${keep[@]:-}")
+}
 
 dump_logs() {
     for f in "$T"/*.log "$T"/pg/postgres.log; do
@@ -28,12 +49,30 @@ dump_logs() {
     done
 }
 
+# is_ours PID: PID is this shell's child or grandchild.
+is_ours() {
+    local p=$1 i
+    for i in 1 2; do
+        p=$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')
+        [ -n "$p" ] || return 1
+        [ "$p" = "$$" ] && return 0
+    done
+    return 1
+}
+
 cleanup() {
     local rc=$?
-    disown -a 2>/dev/null || true   # no "Killed" job notices for what we stop here
+    # Only what is still ours (a child, or a child's child such as runuser's):
+    # a PID reaped earlier may belong to another process by now. All are
+    # picked before any is killed, while the children still have their parents.
+    local victims=()
     for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && is_ours "$p" && victims+=("$p")
+    done
+    for p in "${victims[@]:-}"; do
         [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
     done
+    disown -a 2>/dev/null || true   # no "Killed" job notices for what we stop here
     if [ -d "$T/pg/data" ]; then
         runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -m immediate stop >/dev/null 2>&1 || true
     fi
@@ -73,13 +112,13 @@ check_cmd() {
     log "ok $CHECKS - $d"
 }
 
-# wait_for DESCRIPTION TIMEOUT_S command...   (polls every 0.1 s)
+# wait_for DESCRIPTION TIMEOUT_S command...   (polls every 0.1 s; TIMEOUT_S is scaled)
 wait_for() {
-    local d=$1 t=$2
+    local d=$1 t=$(($2 * TIME_SCALE))
     shift 2
-    local deadline=$((SECONDS + t))
+    local deadline=$(($(now_ms) + t * 1000))
     until "$@" >/dev/null 2>&1; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
+        if [ "$(now_ms)" -ge "$deadline" ]; then
             fail "timed out after ${t}s waiting for: $d"
         fi
         sleep 0.1
@@ -158,6 +197,12 @@ sim_start() {
     export APCA_API_SECRET_KEY=${APCA_API_SECRET_KEY:-test-secret}
 }
 
+sim_stop() {
+    kill "$SIM_PID" 2>/dev/null || true
+    wait "$SIM_PID" 2>/dev/null || true
+    forget_pid "$SIM_PID"
+}
+
 sim_get() {
     curl -s --max-time 10 "http://127.0.0.1:$SIM_PORT$1"
 }
@@ -185,15 +230,17 @@ daemon_start() {
 # daemon_wait PID TIMEOUT_S → sets DAEMON_RC to the exit code (fails the test on timeout).
 # Not in $(...): only this shell can wait for its own children.
 daemon_wait() {
-    local pid=$1 t=$2 deadline=$((SECONDS + $2))
+    local pid=$1 t=$(($2 * TIME_SCALE))
+    local deadline=$(($(now_ms) + t * 1000))
     while kill -0 "$pid" 2>/dev/null; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
+        if [ "$(now_ms)" -ge "$deadline" ]; then
             fail "daemon $pid still running after ${t}s"
         fi
         sleep 0.1
     done
     DAEMON_RC=0
     wait "$pid" || DAEMON_RC=$?
+    forget_pid "$pid"
 }
 
 # Loads `alpaca-sim dump` output for the given args into table expected_bars
