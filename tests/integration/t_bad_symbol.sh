@@ -24,10 +24,12 @@ echo "$line" | grep -q 'invalid symbol: BAD\$' || fail "the failure line must ca
 
 # The free plan refuses recent SIP data with 403: the run fails at once with a
 # message naming the feed and the way out; the same range on iex succeeds.
-kill "$SIM_PID"
+sim_stop
 sim_start --free-plan
 sql "TRUNCATE bars, job_runs, job_run_claims, job_definitions RESTART IDENTITY CASCADE"
-from=$(date -u -d '-2 days' +%Y-%m-%dT%H:00:00Z)
+# Ten minutes: every run (two when a month starts in between) ends inside the
+# plan's 15-minute window, whatever the date.
+from=$(date -u -d '-10 minutes' +%Y-%m-%dT%H:%M:00Z)
 to=$(date -u +%Y-%m-%dT%H:%M:00Z)
 bf enqueue --symbols AAPL --timeframe h1 --from "$from" --to "$to" --feed sip >/dev/null
 bf enqueue --symbols MSFT --timeframe h1 --from "$from" --to "$to" --feed iex >/dev/null
