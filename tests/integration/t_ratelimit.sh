@@ -26,17 +26,18 @@ check "the backfill completes" "0|60" "$DAEMON_RC|$(sql "SELECT count(*) FROM jo
 r429=$(sim_counter 'c["by_status"].get("429", 0)')
 w3=$(max_window 3)
 log "5/s: $(sim_counter 'c["requests"]') requests, $r429 answered 429, at most $w3 in any 3 s"
-check_cmd "at most a handful of 429s ($r429)" test "$r429" -le 5
+# A stall of the simulator lets a few paced requests arrive together: a handful, not a stream.
+check_cmd "at most a handful of 429s ($r429)" test "$r429" -le 8
 check_cmd "never above the limit for long: $w3 requests in the busiest 3 s (limit 15 + burst 5)" test "$w3" -le 20
 load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
 check "data exact" "0" "$(bars_diff)"
 
 # Three hosts, one budget of 10/s (600/min) shared through rate_limits.
 sql "TRUNCATE bars, job_runs, job_run_claims, job_definitions RESTART IDENTITY CASCADE"
-kill "$SIM_PID"
+sim_stop
 sim_start
-bf enqueue --symbols "$SYMBOLS50" --timeframe h1 --from 2024-01-01 --to 2024-06-30 >/dev/null
-check "300 runs queued" "300" "$(sql "SELECT count(*) FROM job_runs")"
+bf enqueue --symbols "$SYMBOLS50" --timeframe h1 --from 2024-01-01 --to 2024-09-30 >/dev/null
+check "450 runs queued" "450" "$(sql "SELECT count(*) FROM job_runs")"
 pids=()
 # 50 slots each, so the first host to start cannot take the whole queue at once.
 for i in 1 2 3; do
@@ -47,22 +48,30 @@ done
 wait_for "100 runs done" 60 sql_ge "SELECT count(*) FROM job_runs WHERE status = 'succeeded'" 100
 w3=$(max_window 3)
 log "3 hosts at 10/s: at most $w3 requests in any 3 s so far"
-check_cmd "together within the budget: $w3 in the busiest 3 s (limit 30 + burst 10)" test "$w3" -le 40
+# 40 is the most the budget grants in 3 s (30 + a full bucket of 10); a request granted at the end
+# of one second may reach the simulator in the next, hence a little slack.
+check_cmd "together within the budget: $w3 in the busiest 3 s (limit 30 + burst 10)" test "$w3" -le 44
 check "each host took part" "3" "$(sql "SELECT count(DISTINCT worker) FROM job_run_claims")"
 # An operator raises the budget to 30/s by SQL; the hosts follow without a restart.
 sql "UPDATE rate_limits SET per_minute = 1800 WHERE name = 'alpaca'"
 before=$(sim_counter 'c["requests"]')
-t0=$(date +%s.%N)
-wait_for "60 more requests" 30 python3 -c "
+upd_s=$(date +%s)
+wait_for "120 more requests" 60 python3 -c "
 import json, urllib.request, sys
 c = json.load(urllib.request.urlopen('http://127.0.0.1:$SIM_PORT/__sim/counters'))
-sys.exit(0 if c['requests'] >= $before + 60 else 1)"
-rate=$(python3 -c "import time; print(round(60 / (time.time() - $t0), 1))")
-log "after UPDATE per_minute = 1800: about $rate requests/s"
-check_cmd "the SQL change raised the rate above the old 10/s ($rate/s)" python3 -c "import sys; sys.exit(0 if $rate > 13 else 1)"
+sys.exit(0 if c['requests'] >= $before + 120 else 1)"
+# The rate as the simulator counted it, over the whole seconds after the UPDATE's
+# second and before the current one.
+rate=$(sim_get /__sim/counters | python3 -c "
+import json, sys
+ps = dict(json.load(sys.stdin)['per_second'])
+secs = range($upd_s + 1, max(ps))
+print(round(sum(ps.get(s, 0) for s in secs) / len(secs), 1) if len(secs) else 0)")
+log "after UPDATE per_minute = 1800: $rate requests/s (simulator's count, whole seconds)"
+check_cmd "the SQL change raised the rate well above the old 10/s ($rate/s)" python3 -c "import sys; sys.exit(0 if $rate > 15 else 1)"
 for p in "${pids[@]}"; do
     daemon_wait "$p" 120
     check "daemon $p exits 0" "0" "$DAEMON_RC"
 done
-check "every run succeeded" "300" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
+check "every run succeeded" "450" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
 finish
