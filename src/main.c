@@ -92,13 +92,20 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     dispatch_stop(dm->d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+struct reload_counts {
+    int64_t applied, ignored;
+};
+
 static void reload_report(const char *key, bool applied, void *arg)
 {
-    (void)arg;
-    if (applied)
+    struct reload_counts *n = arg;
+    if (applied) {
+        n->applied++;
         LOG(LOG_NOTICE, "setting reloaded", F_STR("key", key));
-    else
+    } else {
+        n->ignored++;
         LOG(LOG_WARN, "setting changed but needs a restart; ignored", F_STR("key", key));
+    }
 }
 
 static void register_db_password(const char *conninfo);
@@ -119,8 +126,11 @@ static void on_sighup(uv_signal_t *h, int signum)
     if (config_load(&next, dm->config_file, err, sizeof err) < 0) {
         LOG(LOG_ERROR, "reload failed; keeping the current settings", F_STR("error", err));
     } else {
-        config_apply_reload(dm->cfg, &next, reload_report, NULL);
+        struct reload_counts n = {0};
+        config_apply_reload(dm->cfg, &next, reload_report, &n);
         dispatch_reconfigure(dm->d);
+        LOG(LOG_NOTICE, "configuration reloaded", F_I64("applied", n.applied),
+            F_I64("ignored", n.ignored));
     }
     log_add_secret(dm->cfg->api_key);
     log_add_secret(dm->cfg->api_secret);

@@ -2196,7 +2196,7 @@ static void conn_respond(conn_t *c, response_t *resp)
     }
     if (resp->close)
         c->close_after = true;
-    if (s->k.latency_ms > 0) {
+    if (s->k.latency_ms > 0 && resp->counted) { /* /__sim/ control answers at once */
         c->pending = w;
         c->waiting = true;
         if (uv_timer_start(&c->timer, conn_on_timer, (uint64_t)s->k.latency_ms, 0) < 0)
@@ -2328,7 +2328,7 @@ static const char usage_text[] =
     "  --port-file PATH       after listening, write the port to PATH (atomically)\n"
     "  --key K                expected APCA-API-KEY-ID (default test-key)\n"
     "  --secret S             expected APCA-API-SECRET-KEY (default test-secret)\n"
-    "  --latency-ms N         delay every response by N ms (default 0)\n"
+    "  --latency-ms N         delay every API response by N ms (default 0; /__sim/ is not delayed)\n"
     "  --rate R               token-bucket refill, requests/s; 0 = unlimited (default 0)\n"
     "  --burst B              bucket size (default max(1, R))\n"
     "  --fail-rate F          fraction of bars requests answered 500/502/503/504\n"

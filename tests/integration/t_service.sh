@@ -122,7 +122,7 @@ WATCHDOG_USEC=400000 NOTIFY_SOCKET=$T/wd1.sock daemon_start wd1
 t0=$(now_ms)
 wait_for "3 WATCHDOG=1" 5 count_ge "$T/wd1.notify" '^WATCHDOG=1$' 3
 el=$(($(now_ms) - t0))
-check_cmd "3 WATCHDOG=1 within ~2 s of the start (took ${el} ms)" test "$el" -le 2500
+check_cmd "3 WATCHDOG=1 within ~2 s of the start (took ${el} ms)" test "$el" -le "$(scaled 2500)"
 kill -TERM "$DAEMON_PID"
 daemon_wait "$DAEMON_PID" 15
 check "watchdog daemon exit code" "0" "$DAEMON_RC"
@@ -161,7 +161,7 @@ check "no debug lines at level info" "0" "$(grep -c '"level":"debug"' "$T/rl.log
 
 printf 'BACKFILLD_LOG_LEVEL=debug\nBACKFILLD_RATE_LIMIT=1200\nBACKFILLD_MAX_CONNECTIONS=3\n' >"$T/rl.conf"
 kill -HUP "$RL"
-wait_for "restart-only key reported" 10 grep -q '"msg":"setting changed but needs a restart; ignored"' "$T/rl.log"
+wait_for "reload done" 10 grep -q '"msg":"configuration reloaded","applied":2,"ignored":1' "$T/rl.log"
 check "settings reloaded" "BACKFILLD_LOG_LEVEL,BACKFILLD_RATE_LIMIT" \
     "$(grep -o '"msg":"setting reloaded","key":"[A-Z_]*"' "$T/rl.log" | sed 's/.*"key":"//; s/"$//' | sort | paste -sd,)"
 check "settings ignored until a restart" "BACKFILLD_MAX_CONNECTIONS" \
@@ -192,10 +192,14 @@ wait_for "a run succeeded" 30 sql_ge "SELECT count(*) FROM job_runs WHERE status
 # within the 500 ms grace period, so it must be released.
 wait_for "a freshly claimed run in flight" 20 sql_ge "SELECT count(*) FROM job_runs
     WHERE status = 'running' AND started_at > now() - interval '1 second'" 1
+# Slow every answer right before the signal, so whatever is still fetching then
+# cannot finish inside the grace period on a slow machine either.
+sim_get '/__sim/set?latency_ms=5000' >/dev/null
 t0=$(now_ms)
 kill -TERM "$G1"
 daemon_wait "$G1" 20
 el=$(($(now_ms) - t0))
+sim_get '/__sim/set?latency_ms=300' >/dev/null
 check "graceful stop exit code" "0" "$DAEMON_RC"
 check_cmd "graceful stop within 15 s (took ${el} ms)" test "$el" -le 15000
 check "no run left running" "0" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'running'")"
@@ -221,7 +225,7 @@ t0=$(now_ms)
 kill -TERM "$G2"
 daemon_wait "$G2" 20
 el=$(($(now_ms) - t0))
-check_cmd "a second SIGTERM exits within 3 s (took ${el} ms)" test "$el" -le 3000
+check_cmd "a second SIGTERM exits within 3 s (took ${el} ms)" test "$el" -le "$(scaled 3000)"
 check "second-SIGTERM exit code" "0" "$DAEMON_RC"
 check_cmd "the second signal is logged" grep -q '"msg":"second signal: exiting at once' "$T/g2.log"
 

@@ -269,6 +269,12 @@ get "$B/v2/stocks/bars?symbols=AAPL&$Q" "${AUTH[@]}"
 ms=$((($(date +%s%N) - t0) / 1000000))
 ((ms >= 290)) || fail "latency_ms=300" ">= 300 ms" "$ms ms"
 pass "latency_ms=300 delays the response ($ms ms)"
+get "$B/__sim/set?latency_ms=5000"
+t0=$(date +%s%N)
+get "$B/__sim/counters"
+ms=$((($(date +%s%N) - t0) / 1000000))
+((ms < 2000)) || fail "latency_ms=5000" "/__sim/ answers at once" "$ms ms"
+pass "latency does not delay /__sim/ control requests ($ms ms)"
 get "$B/__sim/set?latency_ms=0"
 get "$B/__sim/set?bogus=1"
 expect_eq "unknown knob" "400" "$status"
