@@ -30,13 +30,13 @@ export BACKFILLD_POLL_INTERVAL_MS=60000
 daemon_start notify
 NOTIFY_PID=$DAEMON_PID
 wait_for "the daemon is ready" 15 count_ge "$T/notify.log" '"msg":"ready"' 1
-sleep 1   # its first (empty) claim and schedule are over: the next claim is a poll or a wake-up
+sleep "$(scaled 1)"   # its first (empty) claim and schedule are over: the next claim is a poll or a wake-up
 t0=$(ms_now)
 bf enqueue --symbols WAKE --timeframe d1 --from 2024-01-02 --to 2024-01-31 >/dev/null
 wait_for "the NOTIFY-woken run succeeds" 20 sql_eq "SELECT status FROM job_runs WHERE symbol = 'WAKE'" succeeded
 dt=$(($(ms_now) - t0))
 log "enqueue → succeeded in ${dt} ms (poll interval 60000 ms)"
-check_cmd "a NOTIFY wakes the daemon: succeeded within 3 s (${dt} ms)" test "$dt" -lt 3000
+check_cmd "a NOTIFY wakes the daemon: succeeded within $(scaled 3) s (${dt} ms)" test "$dt" -lt $(($(scaled 3) * 1000))
 daemon_stop "$NOTIFY_PID"
 
 # --- polling alone (no LISTEN) -------------------------------------------------
@@ -45,13 +45,13 @@ daemon_start poll
 POLL_PID=$DAEMON_PID
 wait_for "the poll-only daemon is ready" 15 count_ge "$T/poll.log" '"msg":"ready"' 1
 check_cmd "it says it is poll-only" grep -q '"msg":"starting".*"poll_only":true' "$T/poll.log"
-sleep 1
+sleep "$(scaled 1)"
 t0=$(ms_now)
 bf enqueue --symbols WAKE2 --timeframe d1 --from 2024-01-02 --to 2024-01-31 >/dev/null
 wait_for "the polled run succeeds" 20 sql_eq "SELECT status FROM job_runs WHERE symbol = 'WAKE2'" succeeded
 dt=$(($(ms_now) - t0))
 log "poll-only: enqueue → succeeded in ${dt} ms (poll interval 500 ms)"
-check_cmd "polling alone finds it within 3 s (${dt} ms)" test "$dt" -lt 3000
+check_cmd "polling alone finds it within $(scaled 3) s (${dt} ms)" test "$dt" -lt $(($(scaled 3) * 1000))
 daemon_stop "$POLL_PID"
 unset BACKFILLD_POLL_ONLY BACKFILLD_POLL_INTERVAL_MS
 
@@ -134,9 +134,9 @@ check "the operator cancels it" "1" "$(sql "WITH u AS (UPDATE job_runs SET statu
 wait_for "the daemon abandons it" 10 count_ge "$T/cancel.log" "\"msg\":\"run abandoned: cancelled or lease lost\",\"job_id\":$LONG_ID," 1
 dt=$(($(ms_now) - t0))
 log "cancel → abandoned in ${dt} ms (lease 3 s, renewed every 1 s)"
-check_cmd "abandoned within lease/3 + 2 s (${dt} ms)" test "$dt" -le 3000
+check_cmd "abandoned within lease/3 + $(($(scaled 3) - 1)) s (${dt} ms)" test "$dt" -le $(($(scaled 3) * 1000))
 sql "UPDATE job_definitions SET enabled = false WHERE symbol = 'LONG'"
-sleep 0.3   # a request sent just before the abandon is already counted
+sleep "$(scaled 1)"   # a request sent just before the abandon is counted by now
 req1=$(sim_counter 'c["requests"]')
 log "requests: $((req1 - req0)) for the long run before the abandon"
 sleep 3
@@ -198,11 +198,33 @@ bf enqueue --symbols RACE --timeframe d1 --from 2010-01-01 --to 2011-12-31 >/dev
 RACE=$(sql "SELECT id || '|' || symbol FROM claim_queued_job('W', 1, 30)")
 check_cmd "claimed RACE's first chunk as W" grep -Eq '^[0-9]+\|RACE$' <<<"$RACE"
 RACE_ID=${RACE%%|*}
-psql -XAtq -c "BEGIN; SELECT complete_job_runs('W', '{$RACE_ID}', '{1}', '{260}', '{1}'); SELECT pg_sleep(2); COMMIT;" >/dev/null &
+# No fixed sleep decides the order: the completion waits for an advisory lock
+# (held by a gate session) before its COMMIT, and the gate is only lifted once
+# the scheduler has returned or is waiting on a lock.
+GATE_KEY="hashtext('t_steering.race_gate')"
+PGAPPNAME=race_gate psql -XAtq -c "BEGIN; SELECT pg_advisory_xact_lock($GATE_KEY); SELECT pg_sleep(600); COMMIT;" >/dev/null 2>&1 &
+GATE=$!
+PIDS+=("$GATE")
+wait_for "the gate is closed" 10 sql_eq "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'race_gate' AND wait_event = 'PgSleep'" 1
+PGAPPNAME=race_holder psql -XAtq -c "BEGIN; SELECT complete_job_runs('W', '{$RACE_ID}', '{1}', '{260}', '{1}'); SELECT pg_advisory_xact_lock($GATE_KEY); COMMIT;" >/dev/null &
 HOLDER=$!
-wait_for "the completion holds its row" 10 sql_ge "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%complete_job_runs%' AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()" 1
-sql "SELECT schedule_due_jobs()" >/dev/null
-wait "$HOLDER"
+PIDS+=("$HOLDER")
+wait_for "the completion holds its row" 10 sql_eq "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'race_holder' AND wait_event_type = 'Lock' AND wait_event = 'advisory'" 1
+PGAPPNAME=race_scheduler psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT schedule_due_jobs()" >/dev/null &
+SCHED=$!
+PIDS+=("$SCHED")
+sched_done_or_waiting() {
+    ! kill -0 "$SCHED" 2>/dev/null ||
+        sql_eq "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'race_scheduler' AND wait_event_type = 'Lock'" 1
+}
+wait_for "the scheduler ran while the completion was uncommitted" 20 sched_done_or_waiting
+sql "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'race_gate'" >/dev/null
+wait "$GATE" || true
+forget_pid "$GATE"
+wait "$HOLDER" || fail "the completion did not commit"
+forget_pid "$HOLDER"
+wait "$SCHED" || fail "schedule_due_jobs() failed"
+forget_pid "$SCHED"
 check "the completed chunk stays done" "succeeded" "$(sql "SELECT status FROM job_runs WHERE id = $RACE_ID")"
 check "the scheduler did not queue the completed chunk again" "0" "$(sql "
     SELECT count(*) FROM job_runs r WHERE r.symbol = 'RACE' AND r.status = 'queued'

@@ -755,6 +755,14 @@ static void test_peer_reset(void **state)
     assert_int_equal(r.status, 200);
 }
 
+/* The server has read the request and is writing the response with bytes still queued. */
+static bool server_write_stuck(const void *arg)
+{
+    const metrics_server_t *srv = arg;
+    return srv->conns && srv->conns->state == ST_WRITING &&
+           uv_stream_get_write_queue_size((const uv_stream_t *)&srv->conns->tcp) > 0;
+}
+
 /*
  * A body far larger than the socket buffers, to a client that only starts
  * reading a while after sending its request: the server must wait for
@@ -768,7 +776,10 @@ static void test_slow_reader(void **state)
     struct client *c = &f->c;
     client_start(c, &f->loop, metrics_server_port(f->srv), req);
     c->no_read = true;
-    /* Nothing sets this flag: the loop simply runs for 300 ms while the server's write is stuck. */
+    /* Until the server has accepted, read the request and queued more than the
+     * socket takes (however long a loaded machine needs for that)... */
+    assert_true(run_until_pred(&f->loop, server_write_stuck, f->srv, 5000));
+    /* ...then a while longer (nothing sets this flag) while the client still does not read. */
     bool never = false;
     assert_false(run_until(&f->loop, &never, 300));
     assert_false(c->done);
