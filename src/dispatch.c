@@ -1090,7 +1090,8 @@ static void on_orphans_released(void *arg, int status, const char *err, const ch
     if (status == DB_OK)
         (void)parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &n);
     if (n > 0)
-        LOG(LOG_NOTICE, "runs of an unanswered claim released", F_I64("runs", n));
+        LOG(LOG_NOTICE, "runs of an unanswered claim released", F_I64("runs", n),
+            F_STR("job_ids", PQgetvalue(res[0], 0, 1)));
     else if (status != DB_OK && status != DB_ECLOSED)
         LOG(LOG_WARN, "could not look for runs of an unanswered claim", F_STR("error", err));
 }

@@ -152,7 +152,8 @@ void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *know
     const char *p[] = {worker, a};
     db_req_t *r = db_req_new(cb, arg, false);
     db_req_sql(r,
-               "SELECT coalesce(release_job_runs($1, array_agg(id), array_agg(attempt)), 0)"
+               "SELECT coalesce(release_job_runs($1, array_agg(id), array_agg(attempt)), 0),"
+               " coalesce(string_agg(id::text, ',' ORDER BY id), '')"
                " FROM job_runs WHERE locked_by = $1 AND status = 'running'"
                " AND NOT (id = ANY($2::bigint[]))",
                2, p);
