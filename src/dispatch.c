@@ -26,6 +26,7 @@
 #include <string.h>
 
 #define TICK_MS 100
+#define ETA_MIN_RUNS 5 /* completions in the last minute before an ETA is given */
 #define AUTH_PAUSE_MS 60000
 
 enum outcome { O_NONE = 0, O_SUCCEEDED, O_FAILED, O_RELEASED, O_ABANDONED };
@@ -911,8 +912,8 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     d->statsing = false;
     if (status != DB_OK)
         return;
-    int64_t v[6] = {0};
-    for (int i = 0; i < 6; i++)
+    int64_t v[7] = {0};
+    for (int i = 0; i < 7; i++)
         parse_i64(PQgetvalue(res[0], 0, i), 0, INT64_MAX, &v[i]);
     d->m.queue_ready = v[0];
     d->m.queue_later = v[1];
@@ -922,7 +923,10 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     double secs = d->prev_progress_ms ? (double)(now - d->prev_progress_ms) / 1000.0 : 0;
     double bars_s = secs > 0 ? (double)(d->m.bars - d->prev_bars) / secs : 0;
     double req_s = secs > 0 ? (double)(d->m.requests - d->prev_requests) / secs : 0;
-    double runs_s = (double)v[3] / 60.0; /* the whole fleet's, over the last minute */
+    /* The whole fleet's rate over the last minute, or over the part of it since the
+     * first completion in it (at least 5 s), so a fresh start is not read as slow. */
+    int64_t span = v[6] < 5 ? 5 : v[6] > 60 ? 60 : v[6];
+    double runs_s = (double)v[3] / (double)span;
     d->prev_bars = d->m.bars;
     d->prev_requests = d->m.requests;
     d->prev_progress_ms = now;
@@ -933,8 +937,9 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     if (idle && now - d->last_idle_progress_ms < 60000)
         return;
     d->last_idle_progress_ms = idle ? now : 0;
-    /* ETA from the whole fleet's recent completion rate (succeeded counts all hosts). */
-    int64_t eta = runs_s > 0 ? (int64_t)((double)(v[0] + v[1] + v[2]) / runs_s) : -1;
+    /* ETA from the whole fleet's recent completion rate (succeeded counts all hosts);
+     * -1 (unknown) until a few runs have finished to measure it by. */
+    int64_t eta = v[3] >= ETA_MIN_RUNS ? (int64_t)((double)(v[0] + v[1] + v[2]) / runs_s) : -1;
     LOG(LOG_INFO, "progress", F_I64("in_flight", d->nruns), F_I64("queued", v[0]),
         F_I64("queued_later", v[1]), F_I64("running", v[2]),
         F_I64("succeeded", d->m.runs_succeeded), F_I64("failed", d->m.runs_failed),

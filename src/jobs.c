@@ -153,7 +153,7 @@ void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *know
     db_req_t *r = db_req_new(cb, arg, false);
     db_req_sql(r,
                "SELECT coalesce(release_job_runs($1, array_agg(id), array_agg(attempt)), 0),"
-               " coalesce(string_agg(id::text, ',' ORDER BY id), '')"
+               " coalesce(array_to_string((array_agg(id ORDER BY id))[1:100], ','), '')"
                " FROM job_runs WHERE locked_by = $1 AND status = 'running'"
                " AND NOT (id = ANY($2::bigint[]))",
                2, p);
@@ -203,7 +203,11 @@ void jobs_queue_stats(db_conn_t *db, db_done_cb cb, void *arg)
                "   AND finished_at > now() - interval '1 minute'),"
                " (SELECT coalesce(extract(epoch FROM now() - min(r.created_at)), 0)::bigint"
                "   FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-               "   WHERE r.status = 'queued' AND d.enabled)",
+               "   WHERE r.status = 'queued' AND d.enabled),"
+               /* how much of that minute saw completions: a fresh start has not a minute of history */
+               " (SELECT coalesce(extract(epoch FROM now() - min(finished_at)), 0)::bigint"
+               "   FROM job_runs WHERE status = 'succeeded'"
+               "   AND finished_at > now() - interval '1 minute')",
                0, NULL);
     db_req_keep(r);
     db_submit(db, r);

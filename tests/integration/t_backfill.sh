@@ -32,6 +32,12 @@ check "all 50 symbols present" "50" "$(sql "SELECT count(DISTINCT symbol) FROM b
 check "every run started and finished once" "600" "$(sql "SELECT count(*) FROM job_runs WHERE attempt = 1 AND finished_at IS NOT NULL AND locked_by IS NULL")"
 grep -q '"msg":"run succeeded"' "$T/d1.log" || fail "no 'run succeeded' log line"
 grep -q '"msg":"progress"' "$T/d1.log" || fail "no progress log line"
+# The ETA is unknown (-1) until a few runs have finished, then measured over the time they
+# took: never the "10 hours" that one early run over a whole minute would imply.
+etas=$(grep '"msg":"progress"' "$T/d1.log" | grep -o '"eta_s":-\?[0-9]*' | cut -d: -f2 | paste -sd' ')
+log "progress ETAs (s): $etas"
+check "progress ETAs are unknown or plausible for a backfill of seconds" "" \
+    "$(for e in $etas; do [ "$e" -eq -1 ] || [ "$e" -le 600 ] || echo "$e"; done)"
 
 # The same backfill again, forced: identical data must not create row versions.
 before=$(sql "SELECT md5(string_agg(ctid::text || ':' || xmin::text, ',' ORDER BY symbol, ts)) FROM bars")
