@@ -118,7 +118,7 @@ check "exit code after the credentials were rejected" "0" "$DAEMON_RC"
 sim_get "/__sim/set?key=$KEY&secret=$SECRET" >/dev/null
 
 # --- the database goes away in the middle of a backfill --------------------------------------
-# Slow enough (7 pages a run at 1 s each) that the runs are still in flight
+# Slow enough (a page a second, many pages at this page limit) that the runs are still in flight
 # however late pg_stop gets to run after the wait_for below.
 sim_get '/__sim/set?latency_ms=1000' >/dev/null
 cap enqueue_more "$BF_BIN" enqueue --symbols AMZN,META,NVDA --timeframe h1 --from 2024-01-01 --to 2024-03-31
