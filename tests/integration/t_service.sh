@@ -52,8 +52,8 @@ line_no() {
 
 # none_for FILE PATTERN SECONDS: FILE has no line matching PATTERN, polled for SECONDS.
 none_for() {
-    local end=$(($(date +%s%N) + $3 * 1000000000))
-    while [ "$(date +%s%N)" -lt "$end" ]; do
+    local end=$(($(now_ms) + $3 * 1000))
+    while [ "$(now_ms)" -lt "$end" ]; do
         if grep -qE -- "$2" "$1"; then
             return 1
         fi
@@ -67,8 +67,6 @@ alive() { kill -0 "$1" 2>/dev/null; }
 metrics_port() {
     grep -o '"msg":"metrics listening".*' "$1" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2
 }
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 pg_start
 sim_start

@@ -7,8 +7,6 @@
 # the steering SQL from DESIGN.md runs unchanged against a live daemon.
 . "$(dirname "$0")/lib.sh"
 
-ms_now() { date +%s%3N; }
-
 # daemon_stop PID: SIGTERM, then the exit code must be 0.
 daemon_stop() {
     kill -TERM "$1"
@@ -31,10 +29,10 @@ daemon_start notify
 NOTIFY_PID=$DAEMON_PID
 wait_for "the daemon is ready" 15 count_ge "$T/notify.log" '"msg":"ready"' 1
 sleep "$(scaled 1)"   # its first (empty) claim and schedule are over: the next claim is a poll or a wake-up
-t0=$(ms_now)
+t0=$(now_ms)
 bf enqueue --symbols WAKE --timeframe d1 --from 2024-01-02 --to 2024-01-31 >/dev/null
 wait_for "the NOTIFY-woken run succeeds" 20 sql_eq "SELECT status FROM job_runs WHERE symbol = 'WAKE'" succeeded
-dt=$(($(ms_now) - t0))
+dt=$(($(now_ms) - t0))
 log "enqueue → succeeded in ${dt} ms (poll interval 60000 ms)"
 check_cmd "a NOTIFY wakes the daemon: succeeded within $(scaled 3) s (${dt} ms)" test "$dt" -lt $(($(scaled 3) * 1000))
 daemon_stop "$NOTIFY_PID"
@@ -46,10 +44,10 @@ POLL_PID=$DAEMON_PID
 wait_for "the poll-only daemon is ready" 15 count_ge "$T/poll.log" '"msg":"ready"' 1
 check_cmd "it says it is poll-only" grep -q '"msg":"starting".*"poll_only":true' "$T/poll.log"
 sleep "$(scaled 1)"
-t0=$(ms_now)
+t0=$(now_ms)
 bf enqueue --symbols WAKE2 --timeframe d1 --from 2024-01-02 --to 2024-01-31 >/dev/null
 wait_for "the polled run succeeds" 20 sql_eq "SELECT status FROM job_runs WHERE symbol = 'WAKE2'" succeeded
-dt=$(($(ms_now) - t0))
+dt=$(($(now_ms) - t0))
 log "poll-only: enqueue → succeeded in ${dt} ms (poll interval 500 ms)"
 check_cmd "polling alone finds it within $(scaled 3) s (${dt} ms)" test "$dt" -lt $(($(scaled 3) * 1000))
 daemon_stop "$POLL_PID"
@@ -129,10 +127,10 @@ daemon_start cancel
 CANCEL_PID=$DAEMON_PID
 wait_for "the long run is running" 15 sql_eq "SELECT status FROM job_runs WHERE id = $LONG_ID" running
 wait_for "its first page came back (the second was asked for)" 15 sim_req_gt $((req0 + 1))
-t0=$(ms_now)
+t0=$(now_ms)
 check "the operator cancels it" "1" "$(sql "WITH u AS (UPDATE job_runs SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE status = 'running' RETURNING 1) SELECT count(*) FROM u")"
 wait_for "the daemon abandons it" 10 count_ge "$T/cancel.log" "\"msg\":\"run abandoned: cancelled or lease lost\",\"job_id\":$LONG_ID," 1
-dt=$(($(ms_now) - t0))
+dt=$(($(now_ms) - t0))
 log "cancel → abandoned in ${dt} ms (lease 3 s, renewed every 1 s)"
 check_cmd "abandoned within lease/3 + $(($(scaled 3) - 1)) s (${dt} ms)" test "$dt" -le $(($(scaled 3) * 1000))
 sql "UPDATE job_definitions SET enabled = false WHERE symbol = 'LONG'"
