@@ -913,7 +913,7 @@ static void on_stats(void *arg, int status, const char *err, const char *sqlstat
     if (status != DB_OK)
         return;
     int64_t v[7] = {0};
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < (int)ARRAY_SIZE(v); i++)
         parse_i64(PQgetvalue(res[0], 0, i), 0, INT64_MAX, &v[i]);
     d->m.queue_ready = v[0];
     d->m.queue_later = v[1];
