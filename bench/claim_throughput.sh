@@ -31,7 +31,6 @@ for b in $BATCHES; do
 done
 [ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
 
-now_s() { date +%s.%N; }
 
 # CPU seconds (user+sys) of a live process, plus those of its reaped children
 # when $2 = all (the postmaster reaps the daemon's backends, so its cutime
@@ -42,6 +41,13 @@ cpu_of() {
     # after "comm) ": field 3 is state; utime=14 stime=15 cutime=16 cstime=17 → idx 12..15 here
     awk -v all="${2:-}" -v hz="$(getconf CLK_TCK)" '{
         t = $12 + $13; if (all == "all") t += $14 + $15; printf "%.2f", t / hz }' <<<"$f"
+}
+
+# For wait_deadline: the daemon's CPU so far (the last reading before it exits).
+sample_daemon_cpu() {
+    local c
+    c=$(cpu_of "$pid") && [ -n "$c" ] && cpu_d=$c
+    return 0
 }
 
 # The workload: N runs = floor(N/10) symbols × 10 years, plus one symbol with
@@ -94,20 +100,9 @@ for b in $BATCHES; do
     t0=$(now_s)
     BACKFILLD_CLAIM_BATCH=$b BACKFILLD_CONCURRENCY=$conc daemon_start "b$b" --until-idle
     pid=$DAEMON_PID
-    deadline=$((SECONDS + ROUND_TIMEOUT))
     cpu_d=0
-    timed_out=0
-    while kill -0 "$pid" 2>/dev/null; do
-        c=$(cpu_of "$pid") && [ -n "$c" ] && cpu_d=$c
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            timed_out=1
-            terminate "$pid"
-            break
-        fi
-        sleep 0.1
-    done
-    rc=0
-    wait "$pid" 2>/dev/null || rc=$?
+    wait_deadline "$pid" "$ROUND_TIMEOUT" sample_daemon_cpu
+    timed_out=$TIMED_OUT rc=$WAIT_RC
     t1=$(now_s)
     sleep 0.3 # let the daemon's backends exit and be reaped before reading the postmaster's CPU
     pg1=$(cpu_of "$PM_PID" all)

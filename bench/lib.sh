@@ -34,3 +34,33 @@ terminate() {
     for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
     kill -9 "$1" 2>/dev/null || true
 }
+
+now_s() { date +%s.%N; }
+
+# bench_symbols N FILE: N valid symbols with data, S000A, S001A, ... (S0000A...
+# above 1000), one a line. Not ZZ..., which the simulator serves empty.
+bench_symbols() {
+    local fmt=S%03dA i
+    [ "$1" -gt 1000 ] && fmt=S%04dA
+    for ((i = 0; i < $1; i++)); do printf "$fmt\n" "$i"; done >"$2"
+}
+
+# wait_deadline PID TIMEOUT_S [SAMPLE_CMD...]: waits for PID (a child), running
+# SAMPLE_CMD on every tick (WAIT_TICK seconds, default 0.1); past TIMEOUT_S it is
+# terminated. Sets TIMED_OUT (0 or 1) and WAIT_RC (its exit status).
+wait_deadline() {
+    local pid=$1 deadline=$((SECONDS + $2))
+    shift 2
+    TIMED_OUT=0
+    while kill -0 "$pid" 2>/dev/null; do
+        [ $# -eq 0 ] || "$@" || true
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            TIMED_OUT=1
+            terminate "$pid"
+            break
+        fi
+        sleep "${WAIT_TICK:-0.1}"
+    done
+    WAIT_RC=0
+    wait "$pid" 2>/dev/null || WAIT_RC=$?
+}

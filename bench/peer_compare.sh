@@ -69,9 +69,7 @@ snapshot_binaries
 if [ "$N" -le 50 ]; then
     tr ',' '\n' <<<"$SYMBOLS50" | head -n "$N" >"$T/symbols.txt"
 else
-    fmt=S%03dA
-    [ "$N" -gt 1000 ] && fmt=S%04dA
-    for ((i = 0; i < N; i++)); do printf "$fmt\n" "$i"; done >"$T/symbols.txt"
+    bench_symbols "$N" "$T/symbols.txt"
 fi
 SYMLIST=$(paste -sd, "$T/symbols.txt")
 
@@ -96,38 +94,33 @@ fresh_db() {
     psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy expected_bars (symbol, ts, open, high, low, close, volume, trade_count, vwap) FROM '$T/expected.csv' CSV"
 }
 
+# For measure without GNU time: the peak RSS so far of $pid, into hwm.
+sample_hwm() {
+    local v
+    v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    [ -z "$v" ] || hwm=$v
+}
+
 # measure NAME cmd... : runs cmd under a timeout; sets M_RC, M_WALL, M_RSS_MB
 # (M_RC 124 = timed out). stdout → $T/NAME.out, stderr → $T/NAME.log.
 measure() {
-    local name=$1 t0 t1 pid hwm=0 v deadline
+    local name=$1 t0 t1 pid hwm=0
     shift
-    t0=$(date +%s.%N)
+    t0=$(now_s)
     if [ -x /usr/bin/time ]; then
         M_RC=0
         /usr/bin/time -v -o "$T/$name.time" timeout -k 5 "$ROUND_TIMEOUT" "$@" \
             >"$T/$name.out" 2>"$T/$name.log" || M_RC=$?
-        t1=$(date +%s.%N)
+        t1=$(now_s)
         hwm=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$T/$name.time")
     else
         "$@" >"$T/$name.out" 2>"$T/$name.log" &
         pid=$!
         PIDS+=("$pid")
-        deadline=$((SECONDS + ROUND_TIMEOUT))
-        M_RC=0
-        while kill -0 "$pid" 2>/dev/null; do
-            v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
-            [ -n "$v" ] && hwm=$v
-            if [ "$SECONDS" -ge "$deadline" ]; then
-                kill -TERM "$pid" 2>/dev/null || true
-                sleep 5
-                kill -9 "$pid" 2>/dev/null || true
-                M_RC=124
-                break
-            fi
-            sleep 0.05
-        done
-        wait "$pid" 2>/dev/null || { [ "$M_RC" = 124 ] || M_RC=$?; }
-        t1=$(date +%s.%N)
+        WAIT_TICK=0.05 wait_deadline "$pid" "$ROUND_TIMEOUT" sample_hwm
+        M_RC=$WAIT_RC
+        [ "$TIMED_OUT" -eq 0 ] || M_RC=124
+        t1=$(now_s)
     fi
     M_WALL=$(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", z - a }')
     M_RSS_MB=$(awk -v k="${hwm:-0}" 'BEGIN { if (k > 0) printf "%.0f", k / 1024; else print "?" }')
@@ -179,11 +172,11 @@ print(o.get('seconds', '-'), o.get('failed', '?'))" "$T/$c.out")"
         ;;
     bf-*)
         table=bars
-        t0=$(date +%s.%N)
+        t0=$(now_s)
         bf migrate >"$T/migrate-$c.out"
         bf enqueue --symbols-file "$T/symbols.txt" --timeframe h1 --from 2024-01-01 --to 2024-12-31 \
             >"$T/enqueue-$c.out"
-        R_PREP[$c]=$(awk -v a="$t0" -v z="$(date +%s.%N)" 'BEGIN { printf "%.2f", z - a }')
+        R_PREP[$c]=$(awk -v a="$t0" -v z="$(now_s)" 'BEGIN { printf "%.2f", z - a }')
         batch=100
         [ "$c" = bf-per-symbol ] && batch=1
         measure "$c" env BACKFILLD_BATCH_SYMBOLS=$batch "$BF_BIN" run --until-idle

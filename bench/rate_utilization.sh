@@ -41,15 +41,11 @@ for r in $ROUNDS; do
 done
 [ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
 
-now_s() { date +%s.%N; }
 
 # Snapshot the binaries: a rebuild during the benchmark must not change them.
 snapshot_binaries
 
-# S000A, S001A, ... (valid symbols; not ZZ…, which the simulator serves empty).
-fmt=S%03dA
-[ "$SYMBOLS" -gt 1000 ] && fmt=S%04dA
-for ((i = 0; i < SYMBOLS; i++)); do printf "$fmt\n" "$i"; done >"$T/symbols.txt"
+bench_symbols "$SYMBOLS" "$T/symbols.txt"
 SYMLIST=$(paste -sd, "$T/symbols.txt")
 
 pg_start
@@ -131,18 +127,8 @@ for round in $ROUNDS; do
     env "${batch_env[@]}" "$BF_BIN" run --until-idle 2>"$T/$name.log" &
     pid=$!
     PIDS+=("$pid")
-    deadline=$((SECONDS + ROUND_TIMEOUT))
-    timed_out=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            timed_out=1
-            terminate "$pid"
-            break
-        fi
-        sleep 0.2
-    done
-    rc=0
-    wait "$pid" 2>/dev/null || rc=$?
+    WAIT_TICK=0.2 wait_deadline "$pid" "$ROUND_TIMEOUT"
+    timed_out=$TIMED_OUT rc=$WAIT_RC
     t1=$(now_s)
 
     read -r first last secs nlines <<<"$(log_window "$T/$name.log")"
