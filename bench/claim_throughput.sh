@@ -73,6 +73,8 @@ PM_PID=$(head -1 "$T/pg/data/postmaster.pid")
 
 # The config caps this at 1,000,000 requests/min (~16.7k/s): far above any rate reached here.
 export BACKFILLD_RATE_LIMIT=1000000
+# One request a run, as the table assumes: batching would coalesce the ZZ runs of a claim.
+export BACKFILLD_BATCH_SYMBOLS=1
 export BACKFILLD_PROGRESS_INTERVAL_MS=60000
 export BACKFILLD_METRICS_LISTEN=
 export BACKFILLD_LOG_LEVEL=${BACKFILLD_LOG_LEVEL:-info}
