@@ -152,12 +152,7 @@ static bool run_finished(const struct run *r)
 static void group_free(struct group *g)
 {
     dispatch_t *d = g->d;
-    if (g->prev)
-        g->prev->next = g->next;
-    else
-        d->groups = g->next;
-    if (g->next)
-        g->next->prev = g->prev;
+    DLIST_REMOVE(d->groups, g);
     free(g->runs);
     free(g);
 }
@@ -220,12 +215,7 @@ static void reap(dispatch_t *d)
     while (r) {
         struct run *next = r->next;
         if (run_finished(r)) {
-            if (r->prev)
-                r->prev->next = r->next;
-            else
-                d->runs = r->next;
-            if (r->next)
-                r->next->prev = r->prev;
+            DLIST_REMOVE(d->runs, r);
             d->nruns--;
             store_forget(d->store, r);
             group_detach(r);
@@ -586,10 +576,7 @@ static void start_group(dispatch_t *d, struct run **runs, size_t n)
     memcpy(g->runs, runs, n * sizeof *runs);
     g->n = n;
     qsort(g->runs, n, sizeof *g->runs, cmp_run_symbol);
-    g->next = d->groups;
-    if (d->groups)
-        d->groups->prev = g;
-    d->groups = g;
+    DLIST_PUSH(d->groups, g);
     const char **syms = xcalloc(n, sizeof *syms);
     for (size_t i = 0; i < n; i++) {
         struct run *r = g->runs[i];
@@ -617,10 +604,7 @@ static struct run *new_run(dispatch_t *d, const struct job_run *j)
     r->d = d;
     r->j = *j;
     r->started_ms = mono_ms();
-    r->next = d->runs;
-    if (d->runs)
-        d->runs->prev = r;
-    d->runs = r;
+    DLIST_PUSH(d->runs, r);
     d->nruns++;
     d->m.runs_claimed++;
     char from[32], to[32];

@@ -200,12 +200,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 static void unlink_req(http_req_t *r)
 {
     http_client_t *c = r->c;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        c->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    DLIST_REMOVE(c->reqs, r);
 }
 
 static void free_req(http_req_t *r)
@@ -324,10 +319,7 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
         free_req(r);
         return NULL;
     }
-    r->next = c->reqs;
-    if (c->reqs)
-        c->reqs->prev = r;
-    c->reqs = r;
+    DLIST_PUSH(c->reqs, r);
     return r;
 }
 

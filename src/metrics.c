@@ -232,12 +232,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->handles_open > 0)
         return;
     metrics_server_t *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    DLIST_REMOVE(s->conns, c);
     s->nconns--;
     dynbuf_free(&c->resp_head);
     dynbuf_free(&c->resp_body);
@@ -574,10 +569,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->tcp.data = c;
     c->timer.data = c;
     c->handles_open = 2;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    DLIST_PUSH(s->conns, c);
     s->nconns++;
 
     int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
