@@ -7,6 +7,16 @@
 # the steering SQL from DESIGN.md runs unchanged against a live daemon.
 . "$(dirname "$0")/lib.sh"
 
+# time_to_success SYMBOL DESCRIPTION: enqueues one d1 run of SYMBOL and waits for it
+# to succeed; dt = milliseconds from the enqueue to its success.
+time_to_success() {
+    local t0
+    t0=$(now_ms)
+    bf enqueue --symbols "$1" --timeframe d1 --from 2024-01-02 --to 2024-01-31 >/dev/null
+    wait_for "$2" 20 sql_eq "SELECT status FROM job_runs WHERE symbol = '$1'" succeeded
+    dt=$(($(now_ms) - t0))
+}
+
 # daemon_stop PID: SIGTERM, then the exit code must be 0.
 daemon_stop() {
     kill -TERM "$1"
@@ -29,10 +39,7 @@ daemon_start notify
 NOTIFY_PID=$DAEMON_PID
 wait_for "the daemon is ready" 15 count_ge "$T/notify.log" '"msg":"ready"' 1
 sleep "$(scaled 1)"   # its first (empty) claim and schedule are over: the next claim is a poll or a wake-up
-t0=$(now_ms)
-bf enqueue --symbols WAKE --timeframe d1 --from 2024-01-02 --to 2024-01-31 >/dev/null
-wait_for "the NOTIFY-woken run succeeds" 20 sql_eq "SELECT status FROM job_runs WHERE symbol = 'WAKE'" succeeded
-dt=$(($(now_ms) - t0))
+time_to_success WAKE "the NOTIFY-woken run succeeds"
 log "enqueue → succeeded in ${dt} ms (poll interval 60000 ms)"
 check_cmd "a NOTIFY wakes the daemon: succeeded within $(scaled 3) s (${dt} ms)" test "$dt" -lt $(($(scaled 3) * 1000))
 daemon_stop "$NOTIFY_PID"
@@ -44,10 +51,7 @@ POLL_PID=$DAEMON_PID
 wait_for "the poll-only daemon is ready" 15 count_ge "$T/poll.log" '"msg":"ready"' 1
 check_cmd "it says it is poll-only" grep -q '"msg":"starting".*"poll_only":true' "$T/poll.log"
 sleep "$(scaled 1)"
-t0=$(now_ms)
-bf enqueue --symbols WAKE2 --timeframe d1 --from 2024-01-02 --to 2024-01-31 >/dev/null
-wait_for "the polled run succeeds" 20 sql_eq "SELECT status FROM job_runs WHERE symbol = 'WAKE2'" succeeded
-dt=$(($(now_ms) - t0))
+time_to_success WAKE2 "the polled run succeeds"
 log "poll-only: enqueue → succeeded in ${dt} ms (poll interval 500 ms)"
 check_cmd "polling alone finds it within $(scaled 3) s (${dt} ms)" test "$dt" -lt $(($(scaled 3) * 1000))
 daemon_stop "$POLL_PID"
