@@ -267,4 +267,12 @@ bars_diff() {
             EXCEPT SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap FROM expected_bars) b)"
 }
 
+# check_bars_exact [LABEL]: bars holds exactly expected_bars (count, and every value both ways).
+check_bars_exact() {
+    local l=${1:+$1: }
+    check "${l}bar count equals the simulator's" "$(sql "SELECT count(*) FROM expected_bars")" \
+        "$(sql "SELECT count(*) FROM bars")"
+    check "${l}every value equals the simulator's" "0" "$(bars_diff)"
+}
+
 SYMBOLS50="AAPL,ABBV,ABT,ACN,ADBE,AMD,AMGN,AMZN,AVGO,BAC,BRK.B,CMCSA,COST,CRM,CSCO,CVX,DIS,GE,GOOGL,HD,IBM,INTC,JNJ,JPM,KO,LIN,LLY,MA,MCD,META,MRK,MSFT,NFLX,NKE,NVDA,ORCL,PEP,PFE,PG,QCOM,T,TMO,TSLA,TXN,UNH,V,VZ,WFC,WMT,XOM"

@@ -20,8 +20,7 @@ check "daemon exits 0" "0" "$DAEMON_RC"
 check "every run succeeded" "60" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
 
 load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-06-30T23:59:59Z
-check "bar count equals the simulator's" "$(sql "SELECT count(*) FROM expected_bars")" "$(sql "SELECT count(*) FROM bars")"
-check "every value equals the simulator's" "0" "$(bars_diff)"
+check_bars_exact
 
 fivexx=$(sim_counter 'sum(v for k, v in c["by_status"].items() if k.startswith("5"))')
 malformed=$(sim_counter 'c["by_status"].get("200_malformed", 0)')

@@ -235,7 +235,6 @@ daemon_wait "$DAEMON_PID" 60
 check "restarted daemon exit code" "0" "$DAEMON_RC"
 check "every run succeeded" "$TOTAL" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
 load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
-check "bar count equals the simulator's" "$(sql "SELECT count(*) FROM expected_bars")" "$(sql "SELECT count(*) FROM bars")"
-check "every value equals the simulator's" "0" "$(bars_diff)"
+check_bars_exact
 log "graceful stop left $queued runs queued; $released released"
 finish
