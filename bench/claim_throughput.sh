@@ -144,9 +144,7 @@ for b in $BATCHES; do
         BAD=1
         R_NOTE[$b]="${R_NOTE[$b]:+${R_NOTE[$b]}; }$notok runs not succeeded"
         echo "[$TEST_NAME] batch $b: $notok of $N runs did not succeed; statuses:" >&2
-        psql -X -v ON_ERROR_STOP=1 -c "SELECT status, count(*), max(attempt) AS max_attempt,
-                left(max(last_error), 120) AS a_last_error
-              FROM job_runs GROUP BY status ORDER BY status" >&2
+        print_statuses
     fi
     log "batch $b done: ${R_RUNS[$b]} succeeded in ${R_SECS[$b]} s (${R_RATE[$b]} runs/s) ${R_NOTE[$b]}"
 done

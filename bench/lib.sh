@@ -64,3 +64,10 @@ wait_deadline() {
     WAIT_RC=0
     wait "$pid" 2>/dev/null || WAIT_RC=$?
 }
+
+# print_statuses: the runs by status, with the last error, on stderr (a round that failed).
+print_statuses() {
+    psql -X -v ON_ERROR_STOP=1 -c "SELECT status, count(*), max(attempt) AS max_attempt,
+            left(max(last_error), 120) AS a_last_error
+          FROM job_runs GROUP BY status ORDER BY status" >&2
+}

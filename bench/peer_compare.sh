@@ -188,8 +188,7 @@ print(o.get('seconds', '-'), o.get('failed', '?'))" "$T/$c.out")"
         if [ "$M_RC" -ne 0 ] || [ "$notok" -ne 0 ] || [ "$ok" -ne $((N * 12)) ]; then
             R_NOTE[$c]="exit $M_RC, $ok/$((N * 12)) runs succeeded"
             BAD=1
-            psql -X -c "SELECT status, count(*), max(attempt) AS max_attempt, left(max(last_error), 120) AS a_last_error
-                          FROM job_runs GROUP BY status ORDER BY status" >&2
+            print_statuses
         fi
         ;;
     esac

@@ -167,9 +167,7 @@ print(c['requests'], c['by_status'].get('200', 0), c['by_status'].get('429', 0),
     if [ "$notok" -ne 0 ] || [ "$ok" != "$want_runs" ]; then
         note "$notok runs not succeeded"
         echo "[$TEST_NAME] $name: $ok of $want_runs runs succeeded; statuses:" >&2
-        psql -X -v ON_ERROR_STOP=1 -c "SELECT status, count(*), max(attempt) AS max_attempt,
-                left(max(last_error), 120) AS a_last_error
-              FROM job_runs GROUP BY status ORDER BY status" >&2
+        print_statuses
     fi
     log "$name: $ok/$want_runs runs, $nbars bars, $req requests ($r429 × 429) in ${secs}s, util ${R_UTIL[$name]} ${R_NOTE[$name]}"
 done
