@@ -926,6 +926,7 @@ typedef struct knobs {
     bool trailing_empty;
     bool gzip;
     bool free_plan;
+    bool token_binds_limit; /* a token reused with another limit is invalid */
     int64_t max_bars;
 } knobs_t;
 
@@ -1225,20 +1226,25 @@ typedef struct query {
     int dir;
     int64_t lo, hi;
     ts_t end_ts;
-    int64_t limit;
-    uint64_t phash;   /* binds page tokens to the other parameters */
+    int64_t limit;    /* as asked for (default 1000), before short pages or --max-bars */
+    uint64_t phash;   /* binds page tokens to the parameters other than limit */
     size_t start_idx; /* where the page starts: from the token, or the beginning */
     int64_t start_t;
     bool token_end; /* the token of a --trailing-empty final page */
 } query_t;
 
 /*
- * The query hash covers every parameter that shapes the result except limit,
- * which SDKs legitimately change between pages (alpaca-py asks for
- * min(remaining, 10000)). start and end are hashed as sent.
+ * A page token belongs to the query that produced it: reused with any other
+ * symbols, endpoint, timeframe, start, end, feed, adjustment, sort, asof or
+ * currency it is an "invalid page_token". The hash covers those parameters,
+ * normalised the way they select data (symbols sorted and de-duplicated,
+ * "1H" = "1Hour", absent feed = sip, absent adjustment = raw, absent sort =
+ * asc); start, end, asof and currency are hashed as sent. limit is not in the
+ * hash but in the token itself, so that whether it binds can be switched at
+ * run time (knobs_t.token_binds_limit) without invalidating tokens.
  */
 static uint64_t query_hash(const query_t *q, const char *start, const char *end,
-                           const char *adjustment)
+                           const char *adjustment, const char *asof, const char *currency)
 {
     uint64_t h = fnv1a(FNV_BASIS, q->single ? "single|" : "multi|");
     for (size_t i = 0; i < q->nsyms; i++)
@@ -1247,25 +1253,33 @@ static uint64_t query_hash(const query_t *q, const char *start, const char *end,
     h = fnv1a(fnv1a(fnv1a(h, "|"), start ? start : "-"), "|");
     h = fnv1a(fnv1a(fnv1a(h, end ? end : "-"), "|"), feed_names[q->feed]);
     h = fnv1a(fnv1a(fnv1a(h, "|"), adjustment), q->dir > 0 ? "|asc" : "|desc");
+    h = fnv1a(fnv1a(fnv1a(h, "|"), asof ? asof : "-"), "|");
+    h = fnv1a(h, currency ? currency : "-");
     return mix64(h);
 }
 
-static void token_encode(uint64_t phash, const char *sym, int64_t t, sbuf_t *out)
+/* "v2|<query hash>|<limit>|<symbol>|<next bar start>", or "…|-|end" for the
+ * --trailing-empty final page, in base64. */
+static void token_encode(const query_t *q, const char *sym, int64_t t, sbuf_t *out)
 {
     char plain[128];
     int n;
     if (sym)
-        n = snprintf(plain, sizeof plain, "v1|%016" PRIx64 "|%s|%" PRId64, phash, sym, t);
+        n = snprintf(plain, sizeof plain, "v2|%016" PRIx64 "|%" PRId64 "|%s|%" PRId64, q->phash,
+                     q->limit, sym, t);
     else
-        n = snprintf(plain, sizeof plain, "v1|%016" PRIx64 "|-|end", phash);
+        n = snprintf(plain, sizeof plain, "v2|%016" PRIx64 "|%" PRId64 "|-|end", q->phash,
+                     q->limit);
     b64_encode(plain, (size_t)n, out);
 }
 
-/* Decodes a page token into q's cursor; false for anything foreign. */
-static bool token_decode(const char *tok, query_t *q)
+/* Decodes a page token into q's cursor; false for anything foreign, for a
+ * token of another query, and (when binds_limit) for one issued with another
+ * limit. */
+static bool token_decode(const char *tok, query_t *q, bool binds_limit)
 {
     char plain[128], hash[17];
-    if (!b64_decode(tok, plain, sizeof plain) || strncmp(plain, "v1|", 3) != 0)
+    if (!b64_decode(tok, plain, sizeof plain) || strncmp(plain, "v2|", 3) != 0)
         return false;
     const char *p = plain + 3;
     const char *bar1 = strchr(p, '|');
@@ -1277,7 +1291,18 @@ static bool token_decode(const char *tok, query_t *q)
     uint64_t h = strtoull(hash, &hend, 16);
     if (*hend || h != q->phash)
         return false;
-    char *sym = (char *)bar1 + 1;
+    char *lim = (char *)bar1 + 1;
+    char *bar_l = strchr(lim, '|');
+    if (!bar_l)
+        return false;
+    *bar_l = '\0';
+    const char *why;
+    int64_t tok_limit;
+    if (!parse_int(lim, &tok_limit, &why) || tok_limit < 1 || tok_limit > SIM_LIMIT_MAX)
+        return false;
+    if (binds_limit && tok_limit != q->limit)
+        return false;
+    char *sym = bar_l + 1;
     char *bar2 = strchr(sym, '|');
     if (!bar2)
         return false;
@@ -1287,7 +1312,6 @@ static bool token_decode(const char *tok, query_t *q)
         q->token_end = true;
         return strcmp(tail, "end") == 0;
     }
-    const char *why;
     int64_t t;
     if (!parse_int(tail, &t, &why) || t < -100000000000LL || t > 300000000000LL)
         return false;
@@ -1382,10 +1406,11 @@ static bool query_parse(sim_t *s, char *qs, char *path_sym, int64_t now, query_t
         }
         q->dir = strcmp(v, "asc") == 0 ? 1 : -1;
     }
-    q->phash = query_hash(q, start, end, adjustment ? adjustment : "raw");
+    q->phash = query_hash(q, start, end, adjustment ? adjustment : "raw",
+                          query_get(kv, n, "asof"), query_get(kv, n, "currency"));
     q->start_idx = 0;
     q->start_t = q->dir > 0 ? q->lo : q->hi;
-    if ((v = query_get(kv, n, "page_token")) && !token_decode(v, q)) {
+    if ((v = query_get(kv, n, "page_token")) && !token_decode(v, q, s->k.token_binds_limit)) {
         sb_puts(msg, "invalid page_token");
         return false;
     }
@@ -1461,7 +1486,7 @@ static size_t page_build(const sim_t *s, const query_t *q, int64_t page_limit, s
     sb_puts(out, ",\"next_page_token\":");
     if (more || (s->k.trailing_empty && count > 0 && !q->token_end)) {
         sb_putc(out, '"');
-        token_encode(q->phash, more ? q->syms[next_idx] : NULL, next_t, out);
+        token_encode(q, more ? q->syms[next_idx] : NULL, next_t, out);
         sb_putc(out, '"');
     } else {
         sb_puts(out, "null");
@@ -1734,6 +1759,8 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
             ok = parse_bool01(v, &nk.short_pages);
         } else if (strcmp(k, "trailing_empty") == 0) {
             ok = parse_bool01(v, &nk.trailing_empty);
+        } else if (strcmp(k, "token_binds_limit") == 0) {
+            ok = parse_bool01(v, &nk.token_binds_limit);
         } else {
             sb_printf(&msg, "unknown knob: %s", k);
             resp_message(resp, 400, msg.p);
@@ -2339,11 +2366,14 @@ static const char usage_text[] =
     "  --gzip                 gzip bodies when the client accepts it\n"
     "  --free-plan            403 for SIP data younger than 15 minutes\n"
     "  --max-bars N           cap on bars per response (default 10000000)\n"
+    "  --token-ignores-limit  accept a page token with another limit than the query\n"
+    "                         that produced it (default: 400 \"invalid page_token\", as\n"
+    "                         for any other changed parameter)\n"
     "  --help                 this text\n"
     "\n"
     "control endpoints (no auth): GET /__sim/health, /__sim/counters, /__sim/reset,\n"
     "  /__sim/set?fail_rate=&malformed_rate=&rate=&burst=&latency_ms=&key=&secret=\n"
-    "            &short_pages=0|1&trailing_empty=0|1\n"
+    "            &short_pages=0|1&trailing_empty=0|1&token_binds_limit=0|1\n"
     "\n"
     "dump prints the bars the server would serve, as CSV lines\n"
     "  SYMBOL,t,o,h,l,c,v,n,vw (symbol asc, t asc; start/end default as the API's).\n";
@@ -2373,7 +2403,7 @@ static bool opt_is_flag(const char *name)
 {
     return strcmp(name, "--short-pages") == 0 || strcmp(name, "--trailing-empty") == 0 ||
            strcmp(name, "--gzip") == 0 || strcmp(name, "--free-plan") == 0 ||
-           strcmp(name, "--help") == 0;
+           strcmp(name, "--token-ignores-limit") == 0 || strcmp(name, "--help") == 0;
 }
 
 /* Whether argv[i] names a server option that takes a value, so that an
@@ -2549,6 +2579,7 @@ static int serve_main(int argc, char **argv)
     snprintf(s->k.key, sizeof s->k.key, "%s", "test-key");
     snprintf(s->k.secret, sizeof s->k.secret, "%s", "test-secret");
     s->k.max_bars = 10000000;
+    s->k.token_binds_limit = true;
     for (int i = 1; i < argc; i++) {
         char name[64];
         bool missing, ok = true;
@@ -2594,6 +2625,8 @@ static int serve_main(int argc, char **argv)
                 s->k.trailing_empty = true;
             else if (strcmp(name, "--gzip") == 0)
                 s->k.gzip = true;
+            else if (strcmp(name, "--token-ignores-limit") == 0)
+                s->k.token_binds_limit = false;
             else
                 s->k.free_plan = true;
         } else {

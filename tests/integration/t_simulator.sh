@@ -205,9 +205,29 @@ nd=$(wc -l <"$tmp/dump.csv")
 pass "dump has the expected size ($nd bars)"
 
 tok=$(head -1 "$tmp/q1.pages" | cut -d' ' -f3)
-expect_400 "token reused with other parameters" "${PQ/1Hour/2Hour}&page_token=$tok" "invalid page_token"
+# A token belongs to the query that produced it, limit included.
+expect_400 "token reused with another timeframe" "${PQ/1Hour/2Hour}&page_token=$tok" "invalid page_token"
+expect_400 "token reused with another limit" "${PQ/limit=500/limit=10000}&page_token=$tok" \
+    "invalid page_token"
+expect_400 "token reused without limit (1000)" "${PQ/&limit=500/}&page_token=$tok" "invalid page_token"
+expect_400 "token reused with other symbols" "${PQ/MSFT,AAPL/AAPL}&page_token=$tok" "invalid page_token"
+expect_400 "token reused with another feed" "$PQ&feed=iex&page_token=$tok" "invalid page_token"
+expect_400 "token reused with another adjustment" "$PQ&adjustment=split&page_token=$tok" \
+    "invalid page_token"
+expect_400 "token reused with another end" "${PQ/23:59:59Z/23:59:58Z}&page_token=$tok" \
+    "invalid page_token"
+get "$B/v2/stocks/bars?$PQ&page_token=$tok" "${AUTH[@]}"
+expect_eq "token with its own query still works" "200 $(sed -n 2p "$tmp/q1.pages" | cut -d' ' -f1)" \
+    "$status $("$PYTHON" -c 'import json,sys; print(sum(map(len, json.load(open(sys.argv[1]))["bars"].values())))' "$tmp/body")"
+# Symbol order and explicit defaults are the same query.
+get "$B/v2/stocks/bars?${PQ/MSFT,AAPL/AAPL,MSFT}&feed=sip&adjustment=raw&sort=asc&page_token=$tok" "${AUTH[@]}"
+expect_eq "token with the same query, normalised" "200" "$status"
+get "$B/__sim/set?token_binds_limit=0"
 get "$B/v2/stocks/bars?${PQ/limit=500/limit=10000}&page_token=$tok" "${AUTH[@]}"
-expect_eq "token survives a different limit" "200" "$status"
+expect_eq "token_binds_limit=0: token survives another limit" "200" "$status"
+expect_400 "token_binds_limit=0: other parameters still bind" "${PQ/1Hour/2Hour}&page_token=$tok" \
+    "invalid page_token"
+get "$B/__sim/set?token_binds_limit=1"
 
 # --- Empty shapes and unknown symbols ---------------------------------------
 get "$B/v2/stocks/bars?symbols=ZZNONE,AAPL&$Q" "${AUTH[@]}"
