@@ -8,10 +8,11 @@
  * ordered by symbol and then by time, a page limit counted across symbols,
  * opaque page tokens bound to their query, nginx's HTML 401, a 429 without
  * rate-limit headers, and the measured 400 messages. Knobs inject the faults a
- * client must survive (5xx, malformed bodies, short and trailing-empty pages,
- * latency, a token-bucket rate limit, gzip, the free plan's SIP restriction);
- * they are set on the command line and can be changed at run time through
- * GET /__sim/set.
+ * client must survive (5xx, malformed and truncated bodies, short and
+ * trailing-empty pages, latency, a token-bucket rate limit, gzip, the free
+ * plan's SIP restriction, and a dead upstream: requests never answered, or
+ * responses that stop mid-body); they are set on the command line and can be
+ * changed at run time through GET /__sim/set.
  *
  * The data are synthetic but deterministic: a bar is a pure function of
  * (symbol, timeframe, feed, bar start), so `alpaca-sim dump` prints exactly the
@@ -922,6 +923,8 @@ typedef struct knobs {
     double burst; /* bucket size */
     double fail_rate;
     double malformed_rate;
+    double hang_rate;  /* fraction of bars requests never answered */
+    double stall_rate; /* fraction of bars responses cut off mid-body */
     bool short_pages;
     bool trailing_empty;
     bool gzip;
@@ -930,9 +933,15 @@ typedef struct knobs {
     int64_t max_bars;
 } knobs_t;
 
+/*
+ * Every counted request lands in exactly one of by_status, malformed, hung
+ * and stalled, so requests is their sum.
+ */
 typedef struct counters {
     uint64_t requests;
     uint64_t malformed;
+    uint64_t hung;    /* requests read and never answered */
+    uint64_t stalled; /* responses sent up to half their body, then nothing */
     uint64_t bars_served;
     uint64_t pages;
     uint64_t by_status[600];
@@ -954,6 +963,7 @@ typedef struct sim {
     double tokens;      /* the rate-limit bucket */
     uint64_t refill_ns; /* uv_hrtime() of the last refill */
     counters_t ctr;
+    uint64_t held; /* connections now held open by hang or stall (not reset) */
     bool stopping;
 } sim_t;
 
@@ -967,6 +977,8 @@ typedef struct response {
     bool gzip_ok;    /* the client accepts gzip */
     bool counted;    /* counts in /__sim/counters (everything but /__sim/) */
     bool malformed;  /* a deliberately broken 200 */
+    bool hang;       /* send nothing, ever; hold the connection */
+    bool stall;      /* send the head and half the body, then hold the connection */
 } response_t;
 
 #define CT_JSON "application/json; charset=utf-8"
@@ -1406,8 +1418,8 @@ static bool query_parse(sim_t *s, char *qs, char *path_sym, int64_t now, query_t
         }
         q->dir = strcmp(v, "asc") == 0 ? 1 : -1;
     }
-    q->phash = query_hash(q, start, end, adjustment ? adjustment : "raw",
-                          query_get(kv, n, "asof"), query_get(kv, n, "currency"));
+    q->phash = query_hash(q, start, end, adjustment ? adjustment : "raw", query_get(kv, n, "asof"),
+                          query_get(kv, n, "currency"));
     q->start_idx = 0;
     q->start_t = q->dir > 0 ? q->lo : q->hi;
     if ((v = query_get(kv, n, "page_token")) && !token_decode(v, q, s->k.token_binds_limit)) {
@@ -1592,7 +1604,7 @@ static void counters_tick(counters_t *c, int64_t now)
     c->count[slot]++;
 }
 
-static void counters_json(const counters_t *c, int64_t now, sbuf_t *out)
+static void counters_json(const counters_t *c, uint64_t held, int64_t now, sbuf_t *out)
 {
     static const int always[] = {400, 401, 403, 429, 500, 502, 503, 504};
 
@@ -1607,8 +1619,10 @@ static void counters_json(const counters_t *c, int64_t now, sbuf_t *out)
         if (st != 200 && (listed || c->by_status[st]))
             sb_printf(out, ",\"%d\":%" PRIu64, st, c->by_status[st]);
     }
-    sb_printf(out, "},\"bars_served\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"per_second\":[",
-              c->bars_served, c->pages);
+    sb_printf(out,
+              "},\"hung\":%" PRIu64 ",\"stalled\":%" PRIu64 ",\"held\":%" PRIu64
+              ",\"bars_served\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"per_second\":[",
+              c->hung, c->stalled, held, c->bars_served, c->pages);
     bool first = true;
     for (int64_t sec = now - SIM_WINDOW + 1; sec <= now; sec++) {
         size_t slot = (size_t)floor_mod(sec, SIM_WINDOW);
@@ -1652,6 +1666,13 @@ static void bars_handle(sim_t *s, http_req_t *r, char *path_sym, response_t *res
     sbuf_t msg = {0};
 
     counters_tick(&s->ctr, now);
+    /* A dead upstream neither checks keys nor spends rate-limit tokens. */
+    if (s->k.hang_rate > 0 && rng_unit(&s->rng) < s->k.hang_rate) {
+        resp->hang = true;
+        goto out;
+    }
+    if (s->k.stall_rate > 0 && rng_unit(&s->rng) < s->k.stall_rate)
+        resp->stall = true;
     if (!auth_ok(s, r)) {
         resp_set(resp, 401, CT_HTML, html_401);
         goto out;
@@ -1695,7 +1716,7 @@ static void bars_handle(sim_t *s, http_req_t *r, char *path_sym, response_t *res
     if (s->k.malformed_rate > 0 && rng_unit(&s->rng) < s->k.malformed_rate) {
         malform_body(s, &resp->body);
         resp->malformed = true;
-    } else {
+    } else if (!resp->stall) {
         s->ctr.bars_served += nbars;
         s->ctr.pages++;
     }
@@ -1739,9 +1760,13 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
         double d = 0;
         int64_t iv = 0;
 
-        if (strcmp(k, "fail_rate") == 0 || strcmp(k, "malformed_rate") == 0) {
+        if (strcmp(k, "fail_rate") == 0 || strcmp(k, "malformed_rate") == 0 ||
+            strcmp(k, "hang_rate") == 0 || strcmp(k, "stall_rate") == 0) {
             ok = parse_double(v, &d) && d >= 0 && d <= 1;
-            *(k[0] == 'f' ? &nk.fail_rate : &nk.malformed_rate) = d;
+            *(k[0] == 'f'   ? &nk.fail_rate
+              : k[0] == 'm' ? &nk.malformed_rate
+              : k[0] == 'h' ? &nk.hang_rate
+                            : &nk.stall_rate) = d;
         } else if (strcmp(k, "rate") == 0) {
             ok = parse_double(v, &nk.rate) && nk.rate >= 0 && nk.rate <= 1e9;
             rate_set = true;
@@ -1795,7 +1820,7 @@ static void control_handle(sim_t *s, http_req_t *r, response_t *resp)
         resp->status = 200;
         resp->ctype = CT_JSON;
         resp->body.len = 0;
-        counters_json(&s->ctr, wall_now(), &resp->body);
+        counters_json(&s->ctr, s->held, wall_now(), &resp->body);
     } else if (strcmp(what, "set") == 0) {
         control_set(s, r->query, resp);
     } else {
@@ -1955,7 +1980,11 @@ static void sim_count(sim_t *s, const response_t *resp)
     if (!resp->counted)
         return;
     s->ctr.requests++;
-    if (resp->malformed)
+    if (resp->hang)
+        s->ctr.hung++;
+    else if (resp->stall)
+        s->ctr.stalled++;
+    else if (resp->malformed)
         s->ctr.malformed++;
     else if (resp->status >= 100 && resp->status < 600)
         s->ctr.by_status[resp->status]++;
@@ -1979,6 +2008,12 @@ typedef struct wreq {
  * is freed when the second close callback has run. Requests are answered in
  * order; while a delayed response waits on the timer, reading stops so that
  * pipelined requests queue up in the socket, not in memory.
+ *
+ * A connection hit by --hang-rate or --stall-rate is "held": it answers
+ * nothing more (HTTP/1.1 answers in order, so nothing after the dead response
+ * can be answered either), keeps reading only to notice the client leaving,
+ * drops whatever it reads, and closes when the client closes or resets. Its
+ * memory stays the fixed struct plus at most the one partial write.
  */
 struct conn {
     uv_tcp_t tcp;
@@ -1993,6 +2028,7 @@ struct conn {
     bool waiting;     /* a response sits in `pending` until the timer fires */
     bool close_after; /* a response said "Connection: close" */
     bool peer_eof;    /* the client finished sending */
+    bool held;        /* hung or stalled: never answers again */
     wreq_t *pending;
     size_t in_len;
     char in[SIM_IN_CAP];
@@ -2076,6 +2112,8 @@ static void conn_on_close(uv_handle_t *h)
         c->sim->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->held)
+        c->sim->held--;
     wreq_free(c->pending);
     free(c);
 }
@@ -2093,9 +2131,14 @@ static void conn_close(conn_t *c)
     uv_close((uv_handle_t *)&c->timer, conn_on_close);
 }
 
+/* A held connection closes as soon as the client is done with it, whatever
+ * is still queued; any other once its answers are written and the client
+ * finished or one answer said "Connection: close". */
 static void conn_maybe_finish(conn_t *c)
 {
-    if (!c->closing && !c->waiting && c->writes == 0 && (c->close_after || c->peer_eof))
+    if (c->closing)
+        return;
+    if (c->held ? c->peer_eof : !c->waiting && c->writes == 0 && (c->close_after || c->peer_eof))
         conn_close(c);
 }
 
@@ -2182,10 +2225,17 @@ static void conn_on_timer(uv_timer_t *t)
 /* Serialises resp (taking its body) and sends it now or after the latency. */
 static void conn_respond(conn_t *c, response_t *resp)
 {
-    const sim_t *s = c->sim;
+    sim_t *s = c->sim;
     const char *encoding = "";
-    wreq_t *w = calloc(1, sizeof *w);
+    wreq_t *w;
 
+    if (resp->hang) {
+        sb_free(&resp->body);
+        c->held = true;
+        s->held++;
+        return;
+    }
+    w = calloc(1, sizeof *w);
     if (!w) {
         sb_free(&resp->body);
         conn_close(c);
@@ -2221,8 +2271,14 @@ static void conn_respond(conn_t *c, response_t *resp)
         conn_close(c);
         return;
     }
-    if (resp->close)
+    if (resp->stall) {
+        /* The head announces the whole body; half of it is ever sent. */
+        w->body.len /= 2;
+        c->held = true;
+        s->held++;
+    } else if (resp->close) {
         c->close_after = true;
+    }
     if (s->k.latency_ms > 0 && resp->counted) { /* /__sim/ control answers at once */
         c->pending = w;
         c->waiting = true;
@@ -2254,7 +2310,7 @@ static void conn_process(conn_t *c)
 {
     sim_t *s = c->sim;
 
-    while (!c->closing && !c->waiting && !c->close_after) {
+    while (!c->closing && !c->waiting && !c->close_after && !c->held) {
         size_t skip = 0;
         /* Stray line breaks between requests are allowed (RFC 9112 §2.2). */
         while (skip < c->in_len && (c->in[skip] == '\r' || c->in[skip] == '\n'))
@@ -2280,8 +2336,10 @@ static void conn_process(conn_t *c)
         sim_count(s, &resp);
         conn_respond(c, &resp);
     }
+    if (c->held)
+        c->in_len = 0; /* never to be answered: drop it, keep the buffer free */
     conn_maybe_finish(c);
-    conn_set_reading(c, !c->waiting && !c->close_after && !c->peer_eof);
+    conn_set_reading(c, c->held ? !c->peer_eof : !c->waiting && !c->close_after && !c->peer_eof);
 }
 
 static void sim_on_connection(uv_stream_t *server, int status)
@@ -2359,7 +2417,16 @@ static const char usage_text[] =
     "  --rate R               token-bucket refill, requests/s; 0 = unlimited (default 0)\n"
     "  --burst B              bucket size (default max(1, R))\n"
     "  --fail-rate F          fraction of bars requests answered 500/502/503/504\n"
-    "  --malformed-rate F     fraction of 200 bars responses with a broken body\n"
+    "  --malformed-rate F     fraction of 200 bars responses with a broken body, each one\n"
+    "                         of: the JSON cut in its middle half (a complete HTTP message,\n"
+    "                         Content-Length = the bytes sent), a bar's vw turned into\n"
+    "                         the string \"x\", or just {\"bars\":\n"
+    "  --hang-rate F          fraction of bars requests read and never answered: nothing\n"
+    "                         is written, the connection stays open (and answers nothing\n"
+    "                         more) until the client closes it\n"
+    "  --stall-rate F         fraction of bars responses (any status) sent as the status\n"
+    "                         line, the headers with the full Content-Length and the\n"
+    "                         first half of the body, then nothing, as --hang-rate\n"
     "  --seed N               seed of the fault and short-page generator (default 1)\n"
     "  --short-pages          pages hold between limit/3 and limit bars\n"
     "  --trailing-empty       the last page carries a token to an empty page\n"
@@ -2372,8 +2439,12 @@ static const char usage_text[] =
     "  --help                 this text\n"
     "\n"
     "control endpoints (no auth): GET /__sim/health, /__sim/counters, /__sim/reset,\n"
-    "  /__sim/set?fail_rate=&malformed_rate=&rate=&burst=&latency_ms=&key=&secret=\n"
-    "            &short_pages=0|1&trailing_empty=0|1&token_binds_limit=0|1\n"
+    "  /__sim/set?fail_rate=&malformed_rate=&hang_rate=&stall_rate=&rate=&burst=\n"
+    "            &latency_ms=&key=&secret=&short_pages=0|1&trailing_empty=0|1\n"
+    "            &token_binds_limit=0|1\n"
+    "  /__sim/ is never delayed, hung or stalled. /__sim/counters counts requests,\n"
+    "  by_status (200_malformed apart), hung, stalled, bars_served and pages, and\n"
+    "  shows held, the connections now held open by hang or stall.\n"
     "\n"
     "dump prints the bars the server would serve, as CSV lines\n"
     "  SYMBOL,t,o,h,l,c,v,n,vw (symbol asc, t asc; start/end default as the API's).\n";
@@ -2411,9 +2482,9 @@ static bool opt_is_flag(const char *name)
 static bool opt_takes_value(const char *arg)
 {
     static const char *const names[] = {
-        "--host",      "--port",           "--port-file", "--key",
-        "--secret",    "--latency-ms",     "--rate",      "--burst",
-        "--fail-rate", "--malformed-rate", "--seed",      "--max-bars",
+        "--host",       "--port",     "--port-file", "--key",        "--secret",
+        "--latency-ms", "--rate",     "--burst",     "--fail-rate",  "--malformed-rate",
+        "--seed",       "--max-bars", "--hang-rate", "--stall-rate",
     };
     size_t n = strcspn(arg, "=");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -2614,6 +2685,10 @@ static int serve_main(int argc, char **argv)
             ok = opt_double(v, 0, 1, &s->k.fail_rate);
         } else if (strcmp(name, "--malformed-rate") == 0) {
             ok = opt_double(v, 0, 1, &s->k.malformed_rate);
+        } else if (strcmp(name, "--hang-rate") == 0) {
+            ok = opt_double(v, 0, 1, &s->k.hang_rate);
+        } else if (strcmp(name, "--stall-rate") == 0) {
+            ok = opt_double(v, 0, 1, &s->k.stall_rate);
         } else if (strcmp(name, "--seed") == 0) {
             ok = opt_int(v, INT64_MIN, INT64_MAX, &seed);
         } else if (strcmp(name, "--max-bars") == 0) {

@@ -3,9 +3,11 @@
 # bars API that every other integration test, the demo and the benchmarks
 # rely on. It checks the contract in /work/shared/alpaca-bars-api.md as the
 # daemon sees it over HTTP: auth, the 400 messages, symbol-first pagination
-# that agrees bar for bar with `alpaca-sim dump`, empty shapes, New York
-# midnight stamps, the rate limiter, fault knobs, gzip, counters, and the
-# HTTP/1.1 framing (pipelining, split requests, garbage, oversized heads).
+# that agrees bar for bar with `alpaca-sim dump`, page tokens bound to their
+# query, empty shapes, New York midnight stamps, the rate limiter, fault knobs
+# (5xx, broken and truncated bodies, requests that hang, responses that stall
+# mid-body), gzip, counters, and the HTTP/1.1 framing (pipelining, split
+# requests, garbage, oversized heads).
 #
 # Usage: BF_SIM=path/to/alpaca-sim bash tests/integration/t_simulator.sh
 set -euo pipefail
@@ -22,9 +24,10 @@ fi
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 tmp=$(mktemp -d)
 sim_pids=()
+bg_pid="" # a client left waiting on a hung request, while one is
 cleanup() {
     local pid
-    for pid in "${sim_pids[@]}"; do
+    for pid in $bg_pid "${sim_pids[@]}"; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -286,6 +289,26 @@ except Exception:
     bad = True
 sys.exit(0 if bad else 1)' "$tmp/body" || fail "malformed_rate=1" "a broken body" "$(body)"
 expect_eq "malformed_rate=1 gives a broken 200" "200" "$status"
+# One of the broken kinds is the JSON cut short inside a complete HTTP message:
+# curl, which fails (exit 18) on a body shorter than its Content-Length,
+# succeeds, and the body is a strict prefix of the good one.
+get "$B/__sim/set?malformed_rate=0"
+get "$B/v2/stocks/bars?symbols=AAPL&$Q" "${AUTH[@]}"
+cp "$tmp/body" "$tmp/good"
+get "$B/__sim/set?malformed_rate=1"
+cut_seen=""
+for i in $(seq 1 30); do
+    get "$B/v2/stocks/bars?symbols=AAPL&$Q" "${AUTH[@]}"
+    n=$(wc -c <"$tmp/body")
+    [[ $status == 200 && $(header Content-Length) == "$n" ]] ||
+        fail "malformed body framing" "200 with Content-Length $n" "$status $(header Content-Length)"
+    if ((n < $(wc -c <"$tmp/good"))) && cmp -s -n "$n" "$tmp/body" "$tmp/good"; then
+        cut_seen="$n of $(wc -c <"$tmp/good") bytes"
+        break
+    fi
+done
+[[ -n $cut_seen ]] || fail "malformed_rate=1" "a truncated 200 among 30" "none"
+pass "malformed_rate=1 includes JSON cut short with a matching Content-Length ($cut_seen)"
 get "$B/__sim/set?malformed_rate=0&trailing_empty=1"
 walk te "symbols=AAPL&timeframe=1Day&start=2024-01-01&end=2024-01-31"
 expect_eq "trailing empty page" "2|0 - NULL" \
@@ -319,6 +342,105 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 s = d["by_status"]
 print(d["requests"], s["200"], s["400"], s["401"], sum(n for _, n in d["per_second"]), d["pages"])' "$tmp/body")"
+
+# --- A dead upstream: hang and stall ---------------------------------------------
+# counter NAME: one top-level number from /__sim/counters.
+counter() {
+    get "$B/__sim/counters"
+    "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$tmp/body" "$1"
+}
+
+# wait_counter NAME VALUE: polls until the counter has the value (20 s budget).
+wait_counter() {
+    local i got
+    for ((i = 0; i < 400; i++)); do
+        got=$(counter "$1")
+        [[ $got == "$2" ]] && return 0
+        sleep 0.05
+    done
+    fail "counter $1" "$2 within 20 s" "$got"
+}
+
+# dead_get URL MAX_TIME [CURL ARGS...]: like get, but a curl failure is the
+# result: its exit status in $rc.
+dead_get() {
+    local url=$1 max=$2
+    shift 2
+    rc=0
+    : >"$tmp/body" # curl -o leaves the file alone when nothing arrives
+    : >"$tmp/hdr"
+    curl -s -o "$tmp/body" -D "$tmp/hdr" --max-time "$max" "$@" "$url" || rc=$?
+}
+
+get "$B/__sim/reset"
+get "$B/v2/stocks/AAPL/bars?timeframe=1Day&start=2024-01-01&end=2024-03-31" "${AUTH[@]}"
+cp "$tmp/body" "$tmp/good1"
+get "$B/__sim/set?hang_rate=1"
+expect_eq "set hang_rate" "200 {\"ok\":true}" "$status $(body)"
+dead_get "$B/v2/stocks/AAPL/bars?timeframe=1Day&start=2024-01-01&end=2024-03-31" 1 "${AUTH[@]}"
+expect_eq "hang_rate=1: curl --max-time 1 times out with nothing received" "28 0 0" \
+    "$rc $(wc -c <"$tmp/hdr") $(wc -c <"$tmp/body")"
+wait_counter held 0
+pass "a hung connection is released when the client gives up"
+# A hung request held open in the background: meanwhile /__sim/ answers.
+curl -s -o /dev/null --max-time 60 "${AUTH[@]}" "$B/v2/stocks/bars?symbols=AAPL&$Q" &
+bg_pid=$!
+wait_counter held 1
+get "$B/__sim/health" --max-time 10
+expect_eq "/__sim/health answers while a request hangs" "200 {\"ok\":true}" "$status $(body)"
+expect_eq "the request still hangs" "1" "$(counter held)"
+kill "$bg_pid" 2>/dev/null || true
+wait "$bg_pid" || true
+bg_pid=""
+wait_counter held 0
+pass "killing the hung client releases its connection"
+# What a held connection reads is dropped, not buffered: 8 MB of pipelined
+# requests go in (a server that stopped reading would block sendall), none is
+# answered, and closing releases the connection.
+"$PYTHON" - "${B##*:}" >"$tmp/drain.out" 2>&1 <<'EOF' || fail "hung connection drains" "see below" "$(cat "$tmp/drain.out")"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(30)
+req = b"GET /v2/stocks/bars?symbols=AAPL&timeframe=1Day HTTP/1.1\r\nHost: x\r\n\r\n"
+s.sendall(req)
+s.sendall(req * (8 * 1024 * 1024 // len(req)))
+s.settimeout(1)
+try:
+    got = s.recv(1)
+    sys.exit("got %r from a hung connection" % got)
+except socket.timeout:
+    pass
+s.close()
+print("drained")
+EOF
+wait_counter held 0
+pass "a hung connection reads and drops 8 MB, answers nothing, is released on close"
+
+get "$B/__sim/set?hang_rate=0&stall_rate=1"
+dead_get "$B/v2/stocks/AAPL/bars?timeframe=1Day&start=2024-01-01&end=2024-03-31" 2 "${AUTH[@]}"
+clen=$(header Content-Length)
+got=$(wc -c <"$tmp/body")
+expect_eq "stall_rate=1: 200 and the full Content-Length, then curl times out" \
+    "28 200 $(wc -c <"$tmp/good1")" "$rc $(head -1 "$tmp/hdr" | cut -d' ' -f2) $clen"
+((got == clen / 2)) && cmp -s -n "$got" "$tmp/body" "$tmp/good1" ||
+    fail "stall_rate=1 body" "the first $((clen / 2)) bytes of the good body" "$got bytes"
+pass "stall_rate=1: the first half of the body arrives ($got of $clen bytes)"
+wait_counter held 0
+pass "a stalled connection is released when the client gives up"
+
+get "$B/__sim/set?stall_rate=0"
+get "$B/v2/stocks/AAPL/bars?timeframe=1Day&start=2024-01-01&end=2024-03-31" "${AUTH[@]}"
+cmp -s "$tmp/body" "$tmp/good1" || fail "back from the dead" "the good body" "$(head -c 200 "$tmp/body")"
+pass "hang_rate=0, stall_rate=0: answered in full again"
+get "$B/__sim/counters"
+expect_eq "counters: hung, stalled, held, and requests = their sum with by_status" "6 3 1 0 2 2 ok" \
+    "$("$PYTHON" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["by_status"]
+total = sum(s.values()) + d["hung"] + d["stalled"]
+print(d["requests"], d["hung"], d["stalled"], d["held"], s["200"], d["pages"],
+      "ok" if total == d["requests"] else "sum %d" % total)' "$tmp/body")"
 
 # --- HTTP framing ---------------------------------------------------------------
 "$PYTHON" - "${B##*:}" >"$tmp/raw.out" 2>&1 <<'EOF' || fail "HTTP framing" "see below" "$(cat "$tmp/raw.out")"
@@ -400,6 +522,18 @@ expect_eq "free plan: recent SIP is 403" \
     '403 {"message":"subscription does not permit querying recent SIP data"}' "$status $(body)"
 get "$L/v2/stocks/bars?symbols=AAPL&timeframe=1Min&$recent&feed=iex" "${AUTH[@]}"
 expect_eq "free plan: recent IEX is fine" "200" "$status"
+
+# --- Dead from the start (a third instance) ----------------------------------------
+start_sim dead --hang-rate 1 --token-ignores-limit
+dead_get "$SIM_URL/v2/stocks/bars?symbols=AAPL&$Q" 1 "${AUTH[@]}"
+get "$SIM_URL/__sim/counters"
+expect_eq "--hang-rate 1: a timeout, counted as hung" "28 1" \
+    "$rc $("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["hung"])' "$tmp/body")"
+get "$SIM_URL/__sim/set?hang_rate=0"
+get "$SIM_URL/v2/stocks/bars?${PQ/limit=500/limit=10}" "${AUTH[@]}"
+tok=$("$PYTHON" -c 'import json,sys,urllib.parse; print(urllib.parse.quote(json.load(open(sys.argv[1]))["next_page_token"], safe=""))' "$tmp/body")
+get "$SIM_URL/v2/stocks/bars?${PQ/limit=500/limit=20}&page_token=$tok" "${AUTH[@]}"
+expect_eq "--token-ignores-limit: a token survives another limit" "200" "$status"
 
 # --- Clean shutdown ---------------------------------------------------------------
 kill -TERM "$MAIN_PID"
