@@ -2282,6 +2282,9 @@ static void conn_respond(conn_t *c, response_t *resp)
     if (s->k.latency_ms > 0 && resp->counted) { /* /__sim/ control answers at once */
         c->pending = w;
         c->waiting = true;
+        /* The loop's cached time may be a callback or two old; a timer from
+         * it would fire that much early. */
+        uv_update_time(&s->loop);
         if (uv_timer_start(&c->timer, conn_on_timer, (uint64_t)s->k.latency_ms, 0) < 0)
             conn_close(c);
         return;
