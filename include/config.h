@@ -73,6 +73,17 @@ extern const struct cfg_key cfg_keys[];
  */
 int config_load(struct config *c, const char *file, char *err, size_t errlen);
 
+/*
+ * config_load with the file's contents given instead of its path: text[0..len)
+ * (borrowed, not NUL-terminated, any bytes) is read as the --config file would
+ * be, and name (borrowed; may be NULL) stands for the path in messages.
+ * text NULL means no file. Defaults, the environment, credentials, the checks
+ * and the error contract are config_load's; config_load reads the file and
+ * parses it with the same code. Used by the fuzz target.
+ */
+int config_load_text(struct config *c, const char *text, size_t len, const char *name, char *err,
+                     size_t errlen);
+
 /* Checks what `run` needs beyond the generic checks (credentials, URL). */
 int config_check_run(const struct config *c, char *err, size_t errlen);
 

@@ -174,25 +174,33 @@ static bool unquote(char **v)
     return true;
 }
 
-static int load_file(struct config *c, const char *path, char *err, size_t errlen)
+/*
+ * Applies the KEY=VALUE lines of text[0..len) to *c; name is what messages
+ * call the text (the --config path). The text is cut into lines exactly as
+ * fgets() with an 8 KiB buffer cut a file: at each newline, and after 8191
+ * bytes of a longer line. A NUL byte ends a line's text early, as it did then.
+ */
+static int load_text(struct config *c, const char *text, size_t len, const char *name, char *err,
+                     size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "--config %s: %s", path, strerror(errno));
-        return -1;
-    }
     char line[8192];
     int lineno = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
+    size_t pos = 0;
+    while (rc == 0 && pos < len) {
+        size_t n = len - pos < sizeof line - 1 ? len - pos : sizeof line - 1;
+        const char *nl = memchr(text + pos, '\n', n);
+        if (nl)
+            n = (size_t)(nl - (text + pos)) + 1;
+        memcpy(line, text + pos, n);
+        line[n] = '\0';
+        pos += n;
         lineno++;
         char *s = trim(line);
         if (*s == '\0' || *s == '#' || *s == ';')
             continue;
         char *eq = strchr(s, '=');
-        char origin[64];
-        snprintf(origin, sizeof origin, "line %d", lineno);
         if (!eq) {
-            snprintf(err, errlen, "%s:%d: expected KEY=VALUE", path, lineno);
+            snprintf(err, errlen, "%s:%d: expected KEY=VALUE", name, lineno);
             rc = -1;
             break;
         }
@@ -200,18 +208,17 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
         char *key = trim(s), *val = trim(eq + 1);
         const struct cfg_key *k = find_key(key);
         if (!k) {
-            snprintf(err, errlen, "%s:%d: unknown key %s", path, lineno, key);
+            snprintf(err, errlen, "%s:%d: unknown key %s", name, lineno, key);
             rc = -1;
         } else if (!unquote(&val)) {
-            snprintf(err, errlen, "%s:%d: %s: unbalanced quotes", path, lineno, key);
+            snprintf(err, errlen, "%s:%d: %s: unbalanced quotes", name, lineno, key);
             rc = -1;
         } else {
             char where[600];
-            snprintf(where, sizeof where, "%s:%d", path, lineno);
+            snprintf(where, sizeof where, "%s:%d", name, lineno);
             rc = set_value(c, k, val, where, err, errlen);
         }
     }
-    fclose(f);
     return rc;
 }
 
@@ -229,14 +236,19 @@ static char *read_cred(const char *dir, const char *name)
 
 extern char **environ;
 
-int config_load(struct config *c, const char *file, char *err, size_t errlen)
+/* Empties *c and sets every key to its default: the first step of every load. */
+static int load_defaults(struct config *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     for (const struct cfg_key *k = cfg_keys; k->name; k++)
         if (set_value(c, k, k->def, "default", err, errlen) < 0)
             return -1; /* a bad default is a bug, but say so rather than abort */
-    if (file && load_file(c, file, err, errlen) < 0)
-        return -1;
+    return 0;
+}
+
+/* The steps after the file: the environment, credentials, then the checks across keys. */
+static int load_rest(struct config *c, char *err, size_t errlen)
+{
     for (char **e = environ; *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq)
@@ -280,6 +292,39 @@ int config_load(struct config *c, const char *file, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int config_load(struct config *c, const char *file, char *err, size_t errlen)
+{
+    if (load_defaults(c, err, errlen) < 0)
+        return -1;
+    if (file) {
+        /*
+         * No size cap: the file was read line by line without one before, and
+         * an operator's --config is trusted as far as its size goes.
+         */
+        size_t len;
+        char *text = read_file_capped(file, SIZE_MAX, &len);
+        if (!text) {
+            snprintf(err, errlen, "--config %s: %s", file, strerror(errno));
+            return -1;
+        }
+        int rc = load_text(c, text, len, file, err, errlen);
+        free(text);
+        if (rc < 0)
+            return -1;
+    }
+    return load_rest(c, err, errlen);
+}
+
+int config_load_text(struct config *c, const char *text, size_t len, const char *name, char *err,
+                     size_t errlen)
+{
+    if (load_defaults(c, err, errlen) < 0)
+        return -1;
+    if (text && load_text(c, text, len, name ? name : "(text)", err, errlen) < 0)
+        return -1;
+    return load_rest(c, err, errlen);
 }
 
 int config_check_run(const struct config *c, char *err, size_t errlen)
