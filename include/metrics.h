@@ -90,6 +90,29 @@ size_t metrics_server_clients(const metrics_server_t *s);
  */
 void metrics_server_close(metrics_server_t *s);
 
+/* What the server makes of the bytes a connection has sent so far. */
+typedef enum metrics_req {
+    METRICS_REQ_MORE,      /* no blank line yet, and still within METRICS_MAX_HEAD: read on */
+    METRICS_REQ_OK,        /* a well-formed head; *method and *target are set */
+    METRICS_REQ_BAD,       /* a complete head that is malformed (answered 400) */
+    METRICS_REQ_TOO_LARGE, /* no complete head within METRICS_MAX_HEAD bytes (answered 400) */
+} metrics_req_t;
+
+/*
+ * The server's request-head parser, without I/O; the server calls it after
+ * every read. buf[0..len) holds what the connection has sent, of which the
+ * first `scanned` bytes (scanned <= len; 0 the first time) were given before
+ * and held no complete head, so only the rest is searched for the blank line.
+ * buf is borrowed and modified: it needs room for len + 1 bytes. The head
+ * (through its blank line, bare LF accepted) is cut with a NUL and checked:
+ * request line "METHOD SP TARGET SP HTTP/1.x", headers "token:value". On
+ * METRICS_REQ_OK, *method and *target point into buf, the target without its
+ * query string; nothing else is set. Bytes after the head (a body, a second
+ * request) are ignored. Pure: no allocation, no logging.
+ */
+metrics_req_t metrics_request_parse(char *buf, size_t scanned, size_t len, const char **method,
+                                    const char **target);
+
 /* Exposition helpers (text format 0.0.4). */
 int metrics_counter(dynbuf_t *out, const char *name, const char *help, double value);
 int metrics_gauge(dynbuf_t *out, const char *name, const char *help, double value);

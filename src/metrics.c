@@ -481,14 +481,24 @@ static bool parse_head(char *head, size_t len, const char **method, const char *
     return true;
 }
 
-static void handle_request(struct mconn *c, size_t head_len)
+metrics_req_t metrics_request_parse(char *buf, size_t scanned, size_t len, const char **method,
+                                    const char **target)
 {
-    const char *method, *target;
-    c->head[head_len] = '\0';
-    if (!parse_head(c->head, head_len, &method, &target)) {
-        respond_text(c, 400, "Bad Request", "", "bad request\n", true);
-        return;
+    /* The blank line may have begun in the bytes scanned before: look back two. */
+    size_t scan_from = scanned >= 2 ? scanned - 2 : 0;
+    size_t end = find_head_end(buf + scan_from, len - scan_from);
+    if (end > 0)
+        end += scan_from;
+    if (end > 0 && end <= METRICS_MAX_HEAD) {
+        buf[end] = '\0';
+        return parse_head(buf, end, method, target) ? METRICS_REQ_OK : METRICS_REQ_BAD;
     }
+    return len > METRICS_MAX_HEAD ? METRICS_REQ_TOO_LARGE : METRICS_REQ_MORE;
+}
+
+/* Answers a well-formed request: method and target as metrics_request_parse gave them. */
+static void handle_request(struct mconn *c, const char *method, const char *target)
+{
     bool get = strcmp(method, "GET") == 0;
     bool head = strcmp(method, "HEAD") == 0;
     if (!get && !head)
@@ -537,16 +547,22 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state != ST_HEAD)
         return; /* Discarded: one request per connection. */
-    size_t scan_from = c->len >= 2 ? c->len - 2 : 0;
+    size_t scanned = c->len;
     c->len += (size_t)nread;
-    size_t end = find_head_end(c->head + scan_from, c->len - scan_from);
-    if (end > 0)
-        end += scan_from;
-    if (end > 0 && end <= METRICS_MAX_HEAD) {
-        handle_request(c, end);
-    } else if (c->len > METRICS_MAX_HEAD) {
+    const char *method, *target;
+    switch (metrics_request_parse(c->head, scanned, c->len, &method, &target)) {
+    case METRICS_REQ_OK:
+        handle_request(c, method, target);
+        break;
+    case METRICS_REQ_BAD:
+        respond_text(c, 400, "Bad Request", "", "bad request\n", true);
+        break;
+    case METRICS_REQ_TOO_LARGE:
         LOG(LOG_DEBUG, "metrics request head too large", F_STR("listen", c->srv->listen_addr));
         respond_text(c, 400, "Bad Request", "", "request head too large\n", true);
+        break;
+    case METRICS_REQ_MORE:
+        break;
     }
 }
 
