@@ -2144,9 +2144,11 @@ static void conn_maybe_finish(conn_t *c)
 
 static void conn_process(conn_t *c);
 
+/* Reads land in the connection's fixed buffer, whatever size libuv suggests. */
 static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     conn_t *c = h->data;
+    (void)suggested;
     buf->base = c->in + c->in_len;
     buf->len = SIM_IN_CAP - c->in_len;
 }
@@ -2154,6 +2156,7 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     conn_t *c = st->data;
+    (void)buf; /* it is c->in + c->in_len, from conn_on_alloc */
 
     if (nread > 0) {
         c->in_len += (size_t)nread;
@@ -2397,6 +2400,7 @@ static void sim_stop(sim_t *s)
 
 static void sim_on_signal(uv_signal_t *h, int signum)
 {
+    (void)signum; /* SIGINT and SIGTERM both stop */
     sim_stop(h->data);
 }
 
