@@ -488,6 +488,7 @@ pass "garbage → 400 and close; 20 KB request line → 431 and close"
 # do not depend on how fast a loaded machine sends them.
 start_sim limited --rate 0.05 --burst 5 --free-plan
 L=$SIM_URL
+L_PID=$SIM_PID
 urls=()
 for i in $(seq 1 30); do urls+=(-o /dev/null "$L/v2/stocks/bars?symbols=AAPL&$Q"); done
 curl -s "${AUTH[@]}" -D "$tmp/rl.hdr" "${urls[@]}"
@@ -525,6 +526,7 @@ expect_eq "free plan: recent IEX is fine" "200" "$status"
 
 # --- Dead from the start (a third instance) ----------------------------------------
 start_sim dead --hang-rate 1 --token-ignores-limit
+D_PID=$SIM_PID
 dead_get "$SIM_URL/v2/stocks/bars?symbols=AAPL&$Q" 1 "${AUTH[@]}"
 get "$SIM_URL/__sim/counters"
 expect_eq "--hang-rate 1: a timeout, counted as hung" "28 1" \
@@ -536,9 +538,27 @@ get "$SIM_URL/v2/stocks/bars?${PQ/limit=500/limit=20}&page_token=$tok" "${AUTH[@
 expect_eq "--token-ignores-limit: a token survives another limit" "200" "$status"
 
 # --- Clean shutdown ---------------------------------------------------------------
-kill -TERM "$MAIN_PID"
-rc=0
-wait "$MAIN_PID" || rc=$?
-expect_eq "SIGTERM: exit 0, no leaks" "0 " "$rc $(grep -l 'ERROR: \(Leak\|Address\)Sanitizer' "$tmp/main.err" || true)"
+# The main instance goes down holding a hung connection and a stalled one
+# whose half body still waits on the latency timer: both must be freed.
+get "$B/__sim/set?hang_rate=1"
+curl -s -o /dev/null --max-time 60 "${AUTH[@]}" "$B/v2/stocks/bars?symbols=AAPL&$Q" &
+bg_pid=$!
+wait_counter held 1
+get "$B/__sim/set?hang_rate=0&stall_rate=1&latency_ms=60000"
+curl -s -o /dev/null --max-time 60 "${AUTH[@]}" "$B/v2/stocks/bars?symbols=AAPL&$Q" &
+bg_pid+=" $!"
+wait_counter held 2
+for np in "main:$MAIN_PID" "limited:$L_PID" "dead:$D_PID"; do
+    name=${np%%:*} pid=${np#*:}
+    kill -TERM "$pid"
+    rc=0
+    wait "$pid" || rc=$?
+    expect_eq "$name: SIGTERM, exit 0, no sanitizer report" "0 " \
+        "$rc $(grep -l 'ERROR: \(Leak\|Address\|UndefinedBehavior\)Sanitizer\|runtime error' "$tmp/$name.err" || true)"
+done
+sim_pids=() # all reaped: their PIDs may be someone else's by exit time
+# The server's close ends both clients at once.
+for pid in $bg_pid; do wait "$pid" || true; done
+bg_pid=""
 
 echo "$passed passed, 0 failed"
