@@ -259,7 +259,10 @@ static bool finish_current(db_conn_t *db)
             return false;
         }
         db->failures = 0;
-        LOG(LOG_INFO, "db connected", F_STR("conn", db->name));
+        /* Which server: after a failover this line is how ops see where the
+         * daemon went (a multi-host URI picks the read-write one). */
+        LOG(LOG_INFO, "db connected", F_STR("conn", db->name), F_STR("host", PQhost(db->pg)),
+            F_STR("port", PQport(db->pg)));
         if (db->cbs.up)
             db->cbs.up(db->cbs.arg);
         return !db->closing;
@@ -625,12 +628,20 @@ static void on_poll(uv_poll_t *h, int status, int events)
     db_conn_t *db = h->data;
     if (db->closing)
         return;
-    if (status < 0) {
-        conn_lost(db, uv_strerror(status));
-        return;
-    }
+    /* libuv reports POLLERR as UV_EBADF. While connecting that is how a
+     * refused or reset attempt shows up, and only libpq knows what comes
+     * next: it reads the socket's error and moves on to the next address or
+     * host of a multi-host URI, on a new socket. So the step runs anyway. */
     if (db->st == ST_CONNECTING) {
         connect_step(db);
+        return;
+    }
+    if (status < 0) {
+        /* On a ready session the socket's own error says more than EBADF. */
+        if (db->st == ST_READY && !PQconsumeInput(db->pg))
+            conn_lost(db, PQerrorMessage(db->pg));
+        else
+            conn_lost(db, uv_strerror(status));
         return;
     }
     if (db->st != ST_READY)

@@ -42,7 +42,7 @@ forget_pid() {
 }
 
 dump_logs() {
-    for f in "$T"/*.log "$T"/pg/postgres.log; do
+    for f in "$T"/*.log "$T"/pg*/postgres.log; do
         [ -e "$f" ] || continue
         echo "----- $(basename "$f") (last 80 lines) -----"
         tail -n 80 "$f"
@@ -73,9 +73,10 @@ cleanup() {
         [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
     done
     disown -a 2>/dev/null || true   # no "Killed" job notices for what we stop here
-    if [ -d "$T/pg/data" ]; then
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -m immediate stop >/dev/null 2>&1 || true
-    fi
+    local d
+    for d in "$T"/pg*/data; do   # the test's cluster, and a standby if it made one
+        [ -d "$d" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+    done
     if [ "$rc" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
         echo "[$TEST_NAME] FAILED (exit $rc); logs follow"
         dump_logs
@@ -135,6 +136,13 @@ finish() {
 }
 
 # --- PostgreSQL -------------------------------------------------------------
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now. Another
+# process could take it before the caller binds it, so callers that start a
+# server on it retry with a new one if the start fails (see pg_start).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 pg_start() {
     mkdir -p "$T/pg"
