@@ -11,8 +11,11 @@
  * journald strips; otherwise lines are pure JSON for jq and files.
  *
  * Secrets registered with log_add_secret() are replaced by "[redacted]" in
- * every string field, as a second line of defence: no code path is meant to
- * pass one in the first place.
+ * every string value, as a second line of defence: no code path is meant to
+ * pass one in the first place. The event name and the keys are never
+ * scrubbed. A secret of 12 characters or more is matched anywhere; a shorter
+ * one only as a whole word (no letter or digit either side), so that a short
+ * development password cannot rewrite ordinary words.
  */
 #ifndef BACKFILLD_LOG_H
 #define BACKFILLD_LOG_H

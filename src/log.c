@@ -98,17 +98,43 @@ static int append_escaped(dynbuf_t *b, const char *s, size_t n)
     return rc;
 }
 
+/*
+ * Where a secret may be matched. A long secret (an API key, a generated
+ * password) is matched anywhere, since it can only be itself. A short one
+ * ("s", or a development password such as "postgres") would also match
+ * inside ordinary words and keys and turn every line into noise, so it is
+ * matched only as a whole word: not touching a letter or digit on either side.
+ */
+#define LOG_SECRET_ANYWHERE_LEN 12
+
+static bool is_word_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* The first place at or after s + i where secret may be matched, or NULL. */
+static const char *find_secret(const char *s, size_t i, const char *secret, size_t len)
+{
+    for (const char *p = strstr(s + i, secret); p; p = strstr(p + 1, secret)) {
+        if (len >= LOG_SECRET_ANYWHERE_LEN)
+            return p;
+        if ((p == s || !is_word_char(p[-1])) && !is_word_char(p[len]))
+            return p;
+    }
+    return NULL;
+}
+
 /* The next registered secret in s at or after i, longest first at one place. */
 static size_t next_secret(const char *s, size_t i, size_t n, size_t *hitlen)
 {
     size_t hit = n;
     *hitlen = 0;
     for (size_t k = 0; k < nsecrets; k++) {
-        const char *p = strstr(s + i, secrets[k]);
-        if (p && ((size_t)(p - s) < hit ||
-                  ((size_t)(p - s) == hit && strlen(secrets[k]) > *hitlen))) {
+        size_t len = strlen(secrets[k]);
+        const char *p = find_secret(s, i, secrets[k], len);
+        if (p && ((size_t)(p - s) < hit || ((size_t)(p - s) == hit && len > *hitlen))) {
             hit = (size_t)(p - s);
-            *hitlen = strlen(secrets[k]);
+            *hitlen = len;
         }
     }
     return hit;
@@ -152,6 +178,17 @@ static int append_scrubbed(dynbuf_t *b, const char *s)
     return 0;
 }
 
+/* The event name and the keys are the program's own words, never a secret:
+ * written escaped but not scrubbed, so a secret that happens to be an
+ * ordinary word cannot rewrite them. */
+static int append_plain_string(dynbuf_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (dynbuf_append(b, "\"", 1) < 0 || append_escaped(b, s, n) < 0)
+        return -1;
+    return dynbuf_append(b, "\"", 1);
+}
+
 int log_json_string(struct dynbuf *b, const char *s)
 {
     if (!s)
@@ -182,10 +219,10 @@ void log_write(int level, const char *msg, const struct log_field *fields)
         rc |= dynbuf_printf(&b, "<%d>", journal_prio[level]);
     rc |= dynbuf_printf(&b, "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"msg\":", ts,
                         (int)((us / 1000) % 1000), level_names[level]);
-    rc |= log_json_string(&b, msg);
+    rc |= append_plain_string(&b, msg);
     for (const struct log_field *f = fields; f && f->type != LF_END; f++) {
         rc |= dynbuf_append(&b, ",", 1);
-        rc |= log_json_string(&b, f->key);
+        rc |= append_plain_string(&b, f->key);
         rc |= dynbuf_append(&b, ":", 1);
         switch (f->type) {
         case LF_STR:

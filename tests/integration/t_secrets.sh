@@ -197,4 +197,19 @@ wait_for "db connect failed after the reload" 20 after_hup
 kill -TERM "$D"
 daemon_wait "$D" 15
 check "no secret in any output with a malformed URL" "" "$(leaks "$T/pct")"
+
+# Short secrets (APCA_API_SECRET_KEY=s, a development password "postgres")
+# are redacted as whole words only: before, every "s" of every line became
+# [redacted], keys and event names included.
+mkdir -p "$T/short"
+SHORTURL="host=127.0.0.1 port=$(free_port) user=postgres password=postgres dbname=backfilld"
+APCA_API_SECRET_KEY=s BACKFILLD_DATABASE_URL=$SHORTURL "$BF_BIN" run >"$T/short/run.stdout" 2>"$T/short/run.log" &
+D=$!
+PIDS+=("$D")
+wait_for "db connect failed (short secrets)" 10 grep -q '"msg":"db connect failed"' "$T/short/run.log"
+kill -TERM "$D"
+daemon_wait "$D" 15
+check_cmd "a short secret leaves keys and words alone" \
+    grep -q '"msg":"db connect failed","conn":"main","error":"connection to server at \\"127.0.0.1\\", port [0-9]* failed: Connection refused","retry_in_ms":' "$T/short/run.log"
+check "no [redacted] where no secret was" "0" "$(grep -c 'redacted' "$T/short/run.log" || true)"
 finish

@@ -244,20 +244,53 @@ static void test_secret_redacted(void **state)
 static void test_two_secrets_in_one_string(void **state)
 {
     struct capture *c = *state;
-    log_add_secret("topsecret");
-    log_add_secret("hunter2");
-    LOG(LOG_INFO, "s", F_STR("x", "hunter2 then topsecret then hunter2topsecret"));
+    log_add_secret("topsecret-0123456789");
+    log_add_secret("hunter2-hunter2-hunter2");
+    LOG(LOG_INFO, "s",
+        F_STR("x", "hunter2-hunter2-hunter2 then topsecret-0123456789 then "
+                   "hunter2-hunter2-hunter2topsecret-0123456789"));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"[redacted] "
                                           "then [redacted] then [redacted][redacted]\"}\n");
 }
 
-static void test_secret_in_msg_and_escaped_neighbours(void **state)
+/* The event name and the keys are the program's words: only values are scrubbed. */
+static void test_secret_in_value_not_in_msg_or_key(void **state)
 {
     struct capture *c = *state;
     log_add_secret("topsecret");
-    LOG(LOG_INFO, "bad topsecret", F_STR("x", "\"topsecret\"\n"));
-    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"bad [redacted]\","
-                                          "\"x\":\"\\\"[redacted]\\\"\\n\"}\n");
+    LOG(LOG_INFO, "bad topsecret", F_STR("topsecret", "\"topsecret\"\n"));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"bad topsecret\","
+                                          "\"topsecret\":\"\\\"[redacted]\\\"\\n\"}\n");
+}
+
+/*
+ * Regression test: with APCA_API_SECRET_KEY=s every "s" of every line became
+ * [redacted], keys included ("bad file de[redacted]criptor"). A short secret
+ * is matched only as a whole word.
+ */
+static void test_short_secret_only_as_whole_word(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("s");
+    log_add_secret("postgres");
+    LOG(LOG_WARN, "db connect failed", F_STR("error", "bad file descriptor"),
+        F_STR("conninfo", "password=postgres host=postgresql.local"), F_STR("key", "s"),
+        F_I64("retry_in_ms", 220));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"warn\",\"msg\":\"db connect failed\","
+                        "\"error\":\"bad file descriptor\","
+                        "\"conninfo\":\"password=[redacted] host=postgresql.local\","
+                        "\"key\":\"[redacted]\",\"retry_in_ms\":220}\n");
+}
+
+/* A long secret is matched anywhere, even inside a word (URL-encoded, say). */
+static void test_long_secret_matched_inside_words(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("Zq8vK2mP9xW4");
+    LOG(LOG_INFO, "s", F_STR("x", "password%3DZq8vK2mP9xW4abc"));
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"password%3D[redacted]abc\"}\n");
 }
 
 static void test_clear_secrets_prints_again(void **state)
@@ -301,9 +334,9 @@ static void test_secret_copied(void **state)
 static void test_overlapping_secrets_fully_redacted(void **state)
 {
     struct capture *c = *state;
-    log_add_secret("abc");
-    log_add_secret("abcdef");
-    LOG(LOG_INFO, "s", F_STR("x", "xabcdefy"));
+    log_add_secret("abcdefghijkl");
+    log_add_secret("abcdefghijkldef");
+    LOG(LOG_INFO, "s", F_STR("x", "xabcdefghijkldefy"));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"x[redacted]y\"}\n");
     assert_null(strstr(captured(c), "def"));
@@ -415,7 +448,9 @@ int main(void)
         T(test_one_line_per_call),
         T(test_secret_redacted),
         T(test_two_secrets_in_one_string),
-        T(test_secret_in_msg_and_escaped_neighbours),
+        T(test_secret_in_value_not_in_msg_or_key),
+        T(test_short_secret_only_as_whole_word),
+        T(test_long_secret_matched_inside_words),
         T(test_clear_secrets_prints_again),
         T(test_empty_secret_ignored),
         T(test_secret_copied),
