@@ -79,6 +79,10 @@ void db_req_copy(db_req_t *r, const char *sql, char *data, size_t len);
 void db_req_keep(db_req_t *r);
 /* Queues the request; db takes ownership of r. */
 void db_submit(db_conn_t *db, db_req_t *r);
+/* Like db_submit, but ahead of every queued request: it is the next one sent
+ * (after the one in flight, if any). For work that must see the session
+ * before anything already queued runs, such as the release after a reconnect. */
+void db_submit_first(db_conn_t *db, db_req_t *r);
 
 /* Frees a request that was never submitted. NULL is fine. */
 void db_req_free(db_req_t *r);

@@ -36,7 +36,10 @@ void jobs_release(db_conn_t *db, const char *worker, const int64_t *ids, const i
 /*
  * Releases (without spending an attempt) every run locked by worker that is
  * not among known_ids: after a lost connection, a claim may have committed
- * without its answer ever arriving.
+ * without its answer ever arriving. It goes ahead of every request queued on
+ * db, so a claim that was waiting behind the lost request (and whose runs
+ * known_ids cannot hold yet) runs after it; call it before anything else is
+ * submitted on the new session.
  */
 void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *known_ids, size_t n,
                           db_done_cb cb, void *arg);

@@ -477,6 +477,19 @@ void db_submit(db_conn_t *db, db_req_t *r)
     advance(db);
 }
 
+void db_submit_first(db_conn_t *db, db_req_t *r)
+{
+    if (db->closing) {
+        db_submit(db, r); /* fails it with DB_ECLOSED */
+        return;
+    }
+    r->next = db->head;
+    db->head = r;
+    if (!db->tail)
+        db->tail = r;
+    advance(db);
+}
+
 static void drain_notifies(db_conn_t *db)
 {
     PGnotify *n;

@@ -785,6 +785,7 @@ static void maybe_claim(dispatch_t *d)
     d->claiming = true;
     d->last_claim_ms = now;
     d->last_claim_asked = n;
+    LOG(LOG_DEBUG, "claim sent", F_I64("runs_asked", n), F_I64("queued_behind", (int64_t)db_conn_pending(d->db)));
     jobs_claim(d->db, d->worker, n, (int)d->cfg->lease_seconds, on_claimed, d);
 }
 

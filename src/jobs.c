@@ -158,7 +158,9 @@ void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *know
                " AND NOT (id = ANY($2::bigint[]))",
                2, p);
     db_req_keep(r);
-    db_submit(db, r);
+    /* Ahead of any claim queued behind the lost request: that claim's runs
+     * are not in known_ids yet, and must not be taken for lost ones. */
+    db_submit_first(db, r);
     free(a);
 }
 
