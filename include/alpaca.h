@@ -68,7 +68,9 @@ struct alpaca_fetch_cbs {
 /* opts strings are copied. */
 alpaca_t *alpaca_new(uv_loop_t *loop, http_client_t *http, ratelimit_t *rl,
                      const struct alpaca_opts *opts);
-/* Takes new limits (reload). base_url is not reloadable and is ignored here. */
+/* Takes new limits (reload). base_url is not reloadable and is ignored here.
+ * page_limit applies to fetches started afterwards: a fetch keeps the limit
+ * its first page was asked with, since a page token belongs to that query. */
 void alpaca_set_opts(alpaca_t *a, const struct alpaca_opts *opts);
 void alpaca_free(alpaca_t *a);
 

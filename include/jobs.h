@@ -23,7 +23,12 @@ struct job_run {
     int64_t start_us, end_us;
 };
 
-/* Reads row i of a claim result into *out; -1 (with err) if a value is unusable. */
+/*
+ * Reads row i of a claim result into *out; -1 (with err naming the column
+ * and what is wrong) if a value is unusable. When it fails after the id and
+ * attempt were read, out->id is > 0 and out->attempt is set, so the caller
+ * can give the run back as failed.
+ */
 int jobs_parse_run(PGresult *res, int row, struct job_run *out, char *err, size_t errlen);
 
 void jobs_claim(db_conn_t *db, const char *worker, int n, int lease_s, db_done_cb cb, void *arg);

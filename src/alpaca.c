@@ -38,6 +38,10 @@ struct alpaca_fetch {
     struct alpaca_query q;
     enum fstate st;
     pager_t pager;
+    /* limit= of every page: a page token belongs to the exact query that
+     * produced it, so a reload of BACKFILLD_PAGE_LIMIT applies to the next
+     * fetch, never to the middle of a pagination. */
+    int64_t page_limit;
     unsigned retries;   /* retries spent on the current page */
     unsigned limited;   /* 429s on the current page */
     rl_waiter_t waiter;
@@ -301,7 +305,7 @@ static void on_token(rl_waiter_t *w)
 {
     alpaca_fetch_t *f = container_of(w, alpaca_fetch_t, waiter);
     alpaca_t *a = f->a;
-    char *url = alpaca_url(a->base_url, &f->q, a->opts.page_limit, pager_token(&f->pager));
+    char *url = alpaca_url(a->base_url, &f->q, f->page_limit, pager_token(&f->pager));
     if (!url) {
         fail(f, ALPACA_EPERM, "request URL too long", 0);
         return;
@@ -371,6 +375,7 @@ alpaca_fetch_t *alpaca_fetch_start(alpaca_t *a, const struct alpaca_query *q,
     f->q.timeframe = xstrdup(q->timeframe);
     f->q.feed = xstrdup(q->feed);
     f->q.adjustment = xstrdup(q->adjustment);
+    f->page_limit = a->opts.page_limit;
     int64_t secs = tf_seconds(q->timeframe);
     uint64_t per_symbol = secs > 0 ? (uint64_t)((q->end_us - q->start_us) / (secs * 1000000)) + 2 : 1;
     pager_init(&f->pager, per_symbol * q->nsymbols);

@@ -723,7 +723,17 @@ static void on_claimed(void *arg, int status, const char *err, const char *sqlst
         struct job_run j;
         char perr[200];
         if (jobs_parse_run(res[0], i, &j, perr, sizeof perr) < 0) {
-            LOG(LOG_ERROR, "claimed run unusable", F_STR("error", perr));
+            /* Retrying cannot help: it fails for good at once, with the
+             * reason in the row, rather than sit until its lease expires. */
+            LOG(LOG_ERROR, "claimed run unusable", F_I64("job_id", j.id),
+                F_STR("symbol", PQgetvalue(res[0], i, PQfnumber(res[0], "symbol"))),
+                F_I64("attempt", j.attempt), F_STR("error", perr));
+            if (j.id > 0 && j.attempt > 0) {
+                char why[300];
+                snprintf(why, sizeof why, "claimed run unusable: %s", perr);
+                jobs_fail(d->db, d->worker, j.id, j.attempt, why, false, 0, 0, NULL, NULL);
+                d->m.runs_failed++;
+            }
             continue;
         }
         if (d->stopping) {

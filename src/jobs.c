@@ -32,28 +32,44 @@ int jobs_parse_run(PGresult *r, int row, struct job_run *out, char *err, size_t 
         snprintf(err, errlen, "bad run id");
         return -1;
     }
-    if (!parse_i64(PQgetvalue(r, row, c[1]), 0, 1000000, &v))
-        goto bad;
+    if (!parse_i64(PQgetvalue(r, row, c[1]), 0, 1000000, &v)) {
+        snprintf(err, errlen, "attempt %s out of range", PQgetvalue(r, row, c[1]));
+        return -1;
+    }
     out->attempt = (int)v;
-    if (!parse_i64(PQgetvalue(r, row, c[2]), 1, 1000000, &v))
-        goto bad;
+    if (!parse_i64(PQgetvalue(r, row, c[2]), 1, 1000000, &v)) {
+        snprintf(err, errlen, "max_attempts %s out of range", PQgetvalue(r, row, c[2]));
+        return -1;
+    }
     out->max_attempts = (int)v;
-    if (strlen(PQgetvalue(r, row, c[3])) >= sizeof out->symbol ||
-        strlen(PQgetvalue(r, row, c[4])) >= sizeof out->timeframe ||
-        strlen(PQgetvalue(r, row, c[5])) >= sizeof out->feed ||
-        strlen(PQgetvalue(r, row, c[6])) >= sizeof out->adjustment)
-        goto bad;
-    strlcpy_trunc(out->symbol, sizeof out->symbol, PQgetvalue(r, row, c[3]));
-    strlcpy_trunc(out->timeframe, sizeof out->timeframe, PQgetvalue(r, row, c[4]));
-    strlcpy_trunc(out->feed, sizeof out->feed, PQgetvalue(r, row, c[5]));
-    strlcpy_trunc(out->adjustment, sizeof out->adjustment, PQgetvalue(r, row, c[6]));
-    if (bars_parse_time(PQgetvalue(r, row, c[7]), &out->start_us) < 0 ||
-        bars_parse_time(PQgetvalue(r, row, c[8]), &out->end_us) < 0)
-        goto bad;
+    struct {
+        const char *name;
+        char *dst;
+        size_t cap;
+    } text[] = {{"symbol", out->symbol, sizeof out->symbol},
+                {"timeframe", out->timeframe, sizeof out->timeframe},
+                {"feed", out->feed, sizeof out->feed},
+                {"adjustment", out->adjustment, sizeof out->adjustment}};
+    for (size_t i = 0; i < ARRAY_SIZE(text); i++) {
+        const char *val = PQgetvalue(r, row, c[3 + i]);
+        size_t len = strlen(val);
+        if (len >= text[i].cap) {
+            snprintf(err, errlen, "%s is %zu characters long, at most %zu are supported", text[i].name,
+                     len, text[i].cap - 1);
+            return -1;
+        }
+        memcpy(text[i].dst, val, len + 1);
+    }
+    const char *range_names[] = {"range_start", "range_end"};
+    int64_t *range[] = {&out->start_us, &out->end_us};
+    for (size_t i = 0; i < 2; i++) {
+        const char *val = PQgetvalue(r, row, c[7 + i]);
+        if (bars_parse_time(val, range[i]) < 0 || *range[i] < 0) {
+            snprintf(err, errlen, "%s %.40s is not a time from 1970 on", range_names[i], val);
+            return -1;
+        }
+    }
     return 0;
-bad:
-    snprintf(err, errlen, "run %lld: unusable values in the claimed row", (long long)out->id);
-    return -1;
 }
 
 /* Formats "{1,2,3}" from n int64 or int values. Caller frees. */
