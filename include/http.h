@@ -8,7 +8,10 @@
  * called from inside its own callbacks; after curl_multi_cleanup the loop
  * runs on so that close callbacks finish. All easy handles share one multi
  * handle, hence one connection cache: keep-alive and HTTP/2 multiplexing come
- * for free. Knows nothing about Alpaca.
+ * for free. At most max_connections requests are in curl at once; the rest
+ * wait in order in the client, so a request's timeouts run only from the
+ * moment it can have a connection, never while it waits for one. Knows
+ * nothing about Alpaca.
  */
 #ifndef BACKFILLD_HTTP_H
 #define BACKFILLD_HTTP_H
@@ -53,7 +56,8 @@ http_client_t *http_client_new(uv_loop_t *loop, const struct http_opts *opts);
  */
 http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *arg);
 
-/* Stops a request; its callback will not run. Not from inside that callback. */
+/* Stops a request (in curl or still waiting); its callback will not run. Not
+ * from inside that callback. The next waiting request goes to curl. */
 void http_cancel(http_req_t *req);
 
 /* Called for every finished request (status 0 when no response came), for metrics. */

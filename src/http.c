@@ -25,7 +25,15 @@ struct http_client {
     struct http_opts opts;
     char *ca_file;
     struct curl_slist *headers;
-    http_req_t *reqs; /* doubly linked list of requests in flight */
+    http_req_t *reqs; /* doubly linked list of requests handed to curl */
+    /*
+     * Requests beyond max_connections wait here, in order, and reach curl
+     * only when one of its requests ends. Inside curl they would wait for a
+     * connection with their timeout already running: behind a server that
+     * hangs, a whole queue timed out without ever being sent.
+     */
+    http_req_t *wait_head, *wait_tail;
+    long active;
     bool closing;
     int open_handles;
     void (*observer)(void *arg, long status, double ms);
@@ -42,6 +50,7 @@ struct http_req {
     char content_type[128];
     int64_t rl_reset, rl_remaining;
     char errbuf[CURL_ERROR_SIZE];
+    bool waiting; /* in the client's wait queue, not yet handed to curl */
     http_req_t *prev, *next;
 };
 
@@ -200,7 +209,55 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 static void unlink_req(http_req_t *r)
 {
     http_client_t *c = r->c;
+    if (r->waiting) {
+        if (r->prev)
+            r->prev->next = r->next;
+        else
+            c->wait_head = r->next;
+        if (r->next)
+            r->next->prev = r->prev;
+        else
+            c->wait_tail = r->prev;
+        r->waiting = false;
+        return;
+    }
     DLIST_REMOVE(c->reqs, r);
+    c->active--;
+}
+
+static void finish_failed(http_req_t *r, const char *why);
+
+/* Hands r to curl, or queues it while max_connections requests are there. */
+static void dispatch_req(http_req_t *r)
+{
+    http_client_t *c = r->c;
+    if (c->active >= c->opts.max_connections) {
+        r->waiting = true;
+        r->next = NULL;
+        r->prev = c->wait_tail;
+        if (c->wait_tail)
+            c->wait_tail->next = r;
+        else
+            c->wait_head = r;
+        c->wait_tail = r;
+        return;
+    }
+    if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
+        finish_failed(r, "curl refused the request");
+        return;
+    }
+    DLIST_PUSH(c->reqs, r);
+    c->active++;
+}
+
+/* Moves waiting requests to curl while there is room. Never from a curl callback. */
+static void promote_waiting(http_client_t *c)
+{
+    while (c->wait_head && c->active < c->opts.max_connections && !c->closing) {
+        http_req_t *r = c->wait_head;
+        unlink_req(r);
+        dispatch_req(r);
+    }
 }
 
 static void free_req(http_req_t *r)
@@ -247,6 +304,23 @@ static void check_multi_info(http_client_t *c)
             r->cb(r->arg, &res);
         free_req(r);
     }
+    promote_waiting(c);
+}
+
+/* A request curl never took: its callback runs with the reason, as any failure's. */
+static void finish_failed(http_req_t *r, const char *why)
+{
+    struct http_result res = {0};
+    res.curl_code = (int)CURLE_FAILED_INIT;
+    strlcpy_trunc(r->errbuf, sizeof r->errbuf, why);
+    res.error = r->errbuf;
+    res.body = "";
+    res.content_type = "";
+    res.ratelimit_reset = -1;
+    res.ratelimit_remaining = -1;
+    if (r->cb)
+        r->cb(r->arg, &res);
+    free_req(r);
 }
 
 http_client_t *http_client_new(uv_loop_t *loop, const struct http_opts *opts)
@@ -302,7 +376,12 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 30L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Wait for a connection being set up rather than open another, in case
+     * it multiplexes: over TLS, ALPN tells at the handshake. Over plain http
+     * it is HTTP/1.1, and a connection only counts as confirmed once it has
+     * answered, so behind a server that accepts and never answers every new
+     * request would wait on a dead connection until its own timeout. */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(url, "https:", 6) == 0 ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -315,11 +394,16 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
-    if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
-        free_req(r);
-        return NULL;
+    if (c->active < c->opts.max_connections) {
+        if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+            free_req(r);
+            return NULL;
+        }
+        DLIST_PUSH(c->reqs, r);
+        c->active++;
+        return r;
     }
-    DLIST_PUSH(c->reqs, r);
+    dispatch_req(r); /* queued: never fails here */
     return r;
 }
 
@@ -327,9 +411,14 @@ void http_cancel(http_req_t *r)
 {
     if (!r)
         return;
-    curl_multi_remove_handle(r->c->multi, r->easy);
+    http_client_t *c = r->c;
+    bool was_active = !r->waiting;
+    if (was_active)
+        curl_multi_remove_handle(c->multi, r->easy);
     unlink_req(r);
     free_req(r);
+    if (was_active)
+        promote_waiting(c);
 }
 
 void http_set_observer(http_client_t *c, void (*fn)(void *arg, long status, double ms), void *arg)
@@ -342,9 +431,11 @@ void http_client_close(http_client_t *c)
 {
     if (c->closing)
         return;
+    c->closing = true; /* nothing waiting is handed to curl any more */
+    while (c->wait_head)
+        http_cancel(c->wait_head);
     while (c->reqs)
         http_cancel(c->reqs);
-    c->closing = true;
     /* May call socket_cb with CURL_POLL_REMOVE: those polls close normally. */
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
