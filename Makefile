@@ -1,11 +1,17 @@
 # Thin wrapper over CMake. The two commands that matter:
 #   make demo   install what is missing, build, and backfill 50 symbols x 1 year
-#   make test   install what is missing, build twice (plain and ASan+UBSan), run every test
+#   make test   install what is missing, build twice (plain and ASan+UBSan), run every test,
+#               then run each fuzz target for a few seconds
+# And for the parsers of untrusted input:
+#   make fuzz   build the libFuzzer targets with clang, run each FUZZ_SECONDS (default 60)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
 JOBS       ?= 2
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
 
-.PHONY: all deps build asan test test-plain test-asan demo bench clean
+.PHONY: all deps build asan fuzz-build fuzz test test-plain test-asan test-fuzz demo bench clean
 
 all: build
 
@@ -27,10 +33,22 @@ test-asan: asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
 
-test: test-plain test-asan
+# libFuzzer needs clang; the fuzz build has its own directory and builds only the targets.
+fuzz-build: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DBACKFILLD_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_targets
+
+fuzz: fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# The smoke run in make test: the seeds plus a few seconds of fuzzing per target.
+test-fuzz: fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS)
+
+test: test-plain test-asan test-fuzz
 
 demo: build
 	@bash tools/demo.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

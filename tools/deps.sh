@@ -8,6 +8,7 @@ pkgs=(
     libuv1-dev libcurl4-openssl-dev      # the event loop and HTTP
     libpq-dev libcjson-dev zlib1g-dev    # Postgres client, JSON, gzip (simulator)
     libcmocka-dev                        # unit tests
+    clang libclang-rt-14-dev             # fuzz targets (libFuzzer is in libclang-rt-14-dev)
     postgresql postgresql-client         # the real database for tests and the demo
     pgbouncer                            # transaction-pooler test
     prometheus                           # promtool, to check the /metrics exposition
