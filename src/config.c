@@ -176,24 +176,23 @@ static bool unquote(char **v)
 
 /*
  * Applies the KEY=VALUE lines of text[0..len) to *c; name is what messages
- * call the text (the --config path). The text is cut into lines exactly as
- * fgets() with an 8 KiB buffer cut a file: at each newline, and after 8191
- * bytes of a longer line. A NUL byte ends a line's text early, as it did then.
+ * call the text (the --config path). text is modified (each newline becomes a
+ * NUL) and must have text[len] == '\0'. A line may be of any length, so a
+ * long value is never cut in two: with a fixed line buffer the tail would be
+ * read as a line of its own, and as a comment if it began with '#', leaving
+ * half a value in force without a word. A NUL byte ends a line's text early.
  */
-static int load_text(struct config *c, const char *text, size_t len, const char *name, char *err,
+static int load_text(struct config *c, char *text, size_t len, const char *name, char *err,
                      size_t errlen)
 {
-    char line[8192];
     int lineno = 0, rc = 0;
-    size_t pos = 0;
-    while (rc == 0 && pos < len) {
-        size_t n = len - pos < sizeof line - 1 ? len - pos : sizeof line - 1;
-        const char *nl = memchr(text + pos, '\n', n);
+    char *end = text + len;
+    for (char *next = text; rc == 0 && next < end;) {
+        char *line = next;
+        char *nl = memchr(line, '\n', (size_t)(end - line));
         if (nl)
-            n = (size_t)(nl - (text + pos)) + 1;
-        memcpy(line, text + pos, n);
-        line[n] = '\0';
-        pos += n;
+            *nl = '\0';
+        next = nl ? nl + 1 : end;
         lineno++;
         char *s = trim(line);
         if (*s == '\0' || *s == '#' || *s == ';')
@@ -322,8 +321,14 @@ int config_load_text(struct config *c, const char *text, size_t len, const char 
 {
     if (load_defaults(c, err, errlen) < 0)
         return -1;
-    if (text && load_text(c, text, len, name ? name : "(text)", err, errlen) < 0)
-        return -1;
+    if (text) {
+        /* The parser writes into its text; util's xstrndup copies all len bytes, NULs too. */
+        char *copy = xstrndup(text, len);
+        int rc = load_text(c, copy, len, name ? name : "(text)", err, errlen);
+        free(copy);
+        if (rc < 0)
+            return -1;
+    }
     return load_rest(c, err, errlen);
 }
 
