@@ -40,7 +40,7 @@ BACKFILLD_RATE_LIMIT=600000 BACKFILLD_RETRY_BASE_MS=5 BACKFILLD_RETRY_MAX_MS=20 
 daemon_wait "$DAEMON_PID" 60
 check "daemon exits 0" "0" "$DAEMON_RC"
 check "the run failed after 2 attempts" "failed|2" "$(sql "SELECT status, attempt FROM job_runs")"
-sql "SELECT last_error FROM job_runs" | grep -q "malformed response" || fail "last_error lacks the parse error: $(sql "SELECT last_error FROM job_runs")"
+grep -q "malformed response" <<<"$(sql "SELECT last_error FROM job_runs")" || fail "last_error lacks the parse error: $(sql "SELECT last_error FROM job_runs")"
 check "each attempt is in the history" "2" "$(sql "SELECT jsonb_array_length(errors) FROM job_runs")"
 check "nothing half-written" "0" "$(sql "SELECT count(*) FROM bars")"
 grep -q '"msg":"run attempt failed, will retry"' "$T/d1.log" || fail "no retry line"

@@ -37,7 +37,8 @@ daemon_start d2 --until-idle
 daemon_wait "$DAEMON_PID" 60
 check "daemon exits 0" "0" "$DAEMON_RC"
 check "recent SIP failed at once, without retries" "failed|1" "$(sql "SELECT DISTINCT status || '|' || attempt FROM job_runs WHERE symbol = 'AAPL'")"
-sql "SELECT last_error FROM job_runs WHERE symbol = 'AAPL' LIMIT 1" | grep -q "subscription does not permit querying recent SIP data.*feed sip.*use feed iex" \
+grep -q "subscription does not permit querying recent SIP data.*feed sip.*use feed iex" \
+    <<<"$(sql "SELECT last_error FROM job_runs WHERE symbol = 'AAPL' LIMIT 1")" \
     || fail "the 403 message does not name the feed and the way out: $(sql "SELECT last_error FROM job_runs WHERE symbol = 'AAPL' LIMIT 1")"
 check "the iex runs succeeded" "0" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'MSFT' AND status <> 'succeeded'")"
 finish
