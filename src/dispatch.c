@@ -10,6 +10,7 @@
 
 #include "alpaca.h"
 #include "backoff.h"
+#include "coalesce.h"
 #include "db.h"
 #include "http.h"
 #include "jobs.h"
@@ -18,7 +19,6 @@
 #include "migrations.h"
 #include "ratelimit.h"
 #include "store.h"
-#include "timeframe.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -615,91 +615,33 @@ static struct run *new_run(dispatch_t *d, const struct job_run *j)
     return r;
 }
 
-/* --- batching ------------------------------------------------------------------- */
+/* --- coalescing into requests ------------------------------------------------------ */
 
-/* Runs can share one multi-symbol request when everything but the symbol matches. */
-static int cmp_batch_key(const void *a, const void *b)
-{
-    const struct job_run *x = &(*(struct run *const *)a)->j, *y = &(*(struct run *const *)b)->j;
-    int c = strcmp(x->timeframe, y->timeframe);
-    if (!c)
-        c = strcmp(x->feed, y->feed);
-    if (!c)
-        c = strcmp(x->adjustment, y->adjustment);
-    if (!c)
-        c = (x->start_us > y->start_us) - (x->start_us < y->start_us);
-    if (!c)
-        c = (x->end_us > y->end_us) - (x->end_us < y->end_us);
-    if (!c)
-        c = strcmp(x->symbol, y->symbol);
-    return c;
-}
-
-static bool same_batch_key(const struct job_run *x, const struct job_run *y)
-{
-    return strcmp(x->timeframe, y->timeframe) == 0 && strcmp(x->feed, y->feed) == 0 &&
-           strcmp(x->adjustment, y->adjustment) == 0 && x->start_us == y->start_us &&
-           x->end_us == y->end_us;
-}
-
-/*
- * Most symbols per request so that one page carries close to `limit` bars:
- * Alpaca's limit counts bars across all symbols, so an estimate of bars per
- * symbol over the range (session hours by feed, ~252 trading days a year)
- * divides the page. The estimate is kept 10% short of the limit, because a
- * group that spills over by a few bars costs a whole extra, nearly empty
- * request. Capped by BACKFILLD_BATCH_SYMBOLS.
- */
-static size_t symbols_per_request(const dispatch_t *d, const struct job_run *j)
-{
-    double secs = (double)(j->end_us - j->start_us) / 1e6;
-    double tf = (double)tf_seconds(j->timeframe);
-    double trading_days = secs / 86400.0 * 252.0 / 365.0;
-    double est;
-    if (tf <= 0)
-        return 1;
-    if (tf < 86400) {
-        double session_s = (strcmp(j->feed, "iex") == 0 ? 9.0 : 16.0) * 3600.0;
-        est = trading_days * (session_s / tf > 1 ? session_s / tf : 1);
-    } else if (tf == 86400) {
-        est = trading_days;
-    } else {
-        est = secs / tf; /* weeks and months: one bar each, trading or not */
-    }
-    if (est < 1)
-        est = 1;
-    double k = 0.9 * (double)d->cfg->page_limit / est;
-    if (k < 1)
-        k = 1;
-    if (k > (double)d->cfg->batch_symbols)
-        k = (double)d->cfg->batch_symbols;
-    return (size_t)k;
-}
-
-/* Starts fetches for freshly claimed runs, coalescing them into multi-symbol requests. */
+/* Starts fetches for freshly claimed runs, coalesced into multi-symbol requests. */
 static void start_runs(dispatch_t *d, struct run **runs, size_t n)
 {
-    if (d->cfg->batch_symbols <= 1) {
-        for (size_t i = 0; i < n; i++)
-            start_group(d, &runs[i], 1);
-        return;
+    struct coalesce_key *keys = xcalloc(n + 1, sizeof *keys);
+    size_t *order = xcalloc(n + 1, sizeof *order);
+    struct coalesce_request *reqs = xcalloc(n + 1, sizeof *reqs);
+    struct run **sorted = xcalloc(n + 1, sizeof *sorted);
+    for (size_t i = 0; i < n; i++) {
+        const struct job_run *j = &runs[i]->j;
+        keys[i] = (struct coalesce_key){.symbol = j->symbol,
+                                        .timeframe = j->timeframe,
+                                        .feed = j->feed,
+                                        .adjustment = j->adjustment,
+                                        .start_us = j->start_us,
+                                        .end_us = j->end_us};
     }
-    qsort(runs, n, sizeof *runs, cmp_batch_key);
-    size_t i = 0;
-    while (i < n) {
-        size_t m = 1; /* runs sharing this key */
-        while (i + m < n && same_batch_key(&runs[i]->j, &runs[i + m]->j))
-            m++;
-        /* Fewest requests, then spread evenly: 50 symbols at most 26 a page
-         * go as 25 + 25, not 26 + 24, leaving each page the same headroom. */
-        size_t k = symbols_per_request(d, &runs[i]->j);
-        size_t groups = (m + k - 1) / k;
-        for (size_t g = 0; g < groups; g++) {
-            size_t lo = i + m * g / groups, hi = i + m * (g + 1) / groups;
-            start_group(d, &runs[lo], hi - lo);
-        }
-        i += m;
-    }
+    size_t nreq = coalesce_plan(keys, n, d->cfg->page_limit, d->cfg->batch_symbols, order, reqs);
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = runs[order[i]];
+    for (size_t i = 0; i < nreq; i++)
+        start_group(d, &sorted[reqs[i].first], reqs[i].count);
+    free(sorted);
+    free(reqs);
+    free(order);
+    free(keys);
 }
 
 /* --- claiming -------------------------------------------------------------------- */

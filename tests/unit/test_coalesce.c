@@ -1,0 +1,150 @@
+/*
+ * Unit tests for coalesce: which runs share a multi-symbol request, how many
+ * symbols a request carries for each timeframe, and the even split.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "coalesce.h"
+
+#define US_PER_DAY (86400LL * 1000000LL)
+#define Y2024 1704067200LL * 1000000LL /* 2024-01-01T00:00:00Z */
+
+static struct coalesce_key key(const char *sym, const char *tf, int64_t days)
+{
+    return (struct coalesce_key){.symbol = sym,
+                                 .timeframe = tf,
+                                 .feed = "sip",
+                                 .adjustment = "raw",
+                                 .start_us = Y2024,
+                                 .end_us = Y2024 + days * US_PER_DAY};
+}
+
+/* A year of d1 is ~252 bars: 10,000 × 0.9 / 252 = 35 symbols a request. */
+static void test_symbols_per_request_d1_year(void **state)
+{
+    struct coalesce_key k = key("A", "d1", 365);
+    assert_int_equal(coalesce_symbols_per_request(&k, 10000, 100), 35);
+}
+
+/* A month of h1 (sip, 16 h sessions): 30 × 252/365 × 16 = 331 bars → 27 symbols. */
+static void test_symbols_per_request_h1_month(void **state)
+{
+    struct coalesce_key k = key("A", "h1", 30);
+    assert_int_equal(coalesce_symbols_per_request(&k, 10000, 100), 27);
+    k.feed = "iex"; /* 9 h sessions: 186 bars → 48 */
+    assert_int_equal(coalesce_symbols_per_request(&k, 10000, 100), 48);
+}
+
+/* More bars per symbol than a page holds: one symbol a request, never zero. */
+static void test_symbols_per_request_at_least_one(void **state)
+{
+    struct coalesce_key k = key("A", "m1", 365);
+    assert_int_equal(coalesce_symbols_per_request(&k, 10000, 100), 1);
+    k.timeframe = "bogus";
+    assert_int_equal(coalesce_symbols_per_request(&k, 10000, 100), 1);
+}
+
+/* Capped by max_symbols (BACKFILLD_BATCH_SYMBOLS); weeks count one bar each, trading or not. */
+static void test_symbols_per_request_capped(void **state)
+{
+    struct coalesce_key k = key("A", "w1", 365);
+    assert_int_equal(coalesce_symbols_per_request(&k, 10000, 100), 100);
+    assert_int_equal(coalesce_symbols_per_request(&k, 10000, 7), 7);
+    assert_int_equal(coalesce_symbols_per_request(&k, 100, 1000), 1);     /* 90 / 52.1 */
+    assert_int_equal(coalesce_symbols_per_request(&k, 1000, 1000), 17);   /* 900 / 52.1 */
+}
+
+/* 50 symbols at most 26 a request go as 25 + 25, not 26 + 24. */
+static void test_plan_even_split(void **state)
+{
+    struct coalesce_key keys[50];
+    char names[50][8];
+    for (int i = 0; i < 50; i++) {
+        snprintf(names[i], sizeof names[i], "S%02d", 49 - i); /* reverse order: plan sorts */
+        keys[i] = key(names[i], "d1", 335);                   /* 231 bars: 9000/231 = 38 */
+    }
+    size_t order[50];
+    struct coalesce_request out[50];
+    size_t n = coalesce_plan(keys, 50, 6000, 100, order, out); /* 5400 / 231 = 23 a request */
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0].first, 0);
+    assert_int_equal(out[0].count, 16);
+    assert_int_equal(out[1].first, 16);
+    assert_int_equal(out[1].count, 17);
+    assert_int_equal(out[2].first, 33);
+    assert_int_equal(out[2].count, 17);
+    for (size_t i = 1; i < 50; i++)
+        assert_true(strcmp(keys[order[i - 1]].symbol, keys[order[i]].symbol) < 0);
+}
+
+/* Runs differing in anything but the symbol never share a request. */
+static void test_plan_keys_apart(void **state)
+{
+    struct coalesce_key keys[6] = {key("AAPL", "d1", 365), key("MSFT", "d1", 365),
+                                   key("AAPL", "h1", 30),  key("MSFT", "d1", 365),
+                                   key("NVDA", "d1", 365), key("TSLA", "d1", 365)};
+    keys[3].feed = "iex";
+    keys[4].adjustment = "split";
+    keys[5].start_us += US_PER_DAY;
+    size_t order[6];
+    struct coalesce_request out[6];
+    size_t n = coalesce_plan(keys, 6, 10000, 100, order, out);
+    assert_int_equal(n, 5);
+    size_t together = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].count == 2) {
+            together++;
+            assert_string_equal(keys[order[out[i].first]].symbol, "AAPL");
+            assert_string_equal(keys[order[out[i].first + 1]].symbol, "MSFT");
+            assert_string_equal(keys[order[out[i].first]].timeframe, "d1");
+            assert_string_equal(keys[order[out[i].first + 1]].feed, "sip");
+        } else {
+            assert_int_equal(out[i].count, 1);
+        }
+    }
+    assert_int_equal(together, 1);
+}
+
+/* Per-symbol mode: one request a run, in the order given. */
+static void test_plan_per_symbol_mode(void **state)
+{
+    struct coalesce_key keys[3] = {key("TSLA", "d1", 365), key("AAPL", "d1", 365),
+                                   key("MSFT", "d1", 365)};
+    size_t order[3];
+    struct coalesce_request out[3];
+    assert_int_equal(coalesce_plan(keys, 3, 10000, 1, order, out), 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(order[i], i);
+        assert_int_equal(out[i].first, i);
+        assert_int_equal(out[i].count, 1);
+    }
+}
+
+static void test_plan_empty(void **state)
+{
+    size_t order[1];
+    struct coalesce_request out[1];
+    assert_int_equal(coalesce_plan(NULL, 0, 10000, 100, order, out), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_symbols_per_request_d1_year),
+        cmocka_unit_test(test_symbols_per_request_h1_month),
+        cmocka_unit_test(test_symbols_per_request_at_least_one),
+        cmocka_unit_test(test_symbols_per_request_capped),
+        cmocka_unit_test(test_plan_even_split),
+        cmocka_unit_test(test_plan_keys_apart),
+        cmocka_unit_test(test_plan_per_symbol_mode),
+        cmocka_unit_test(test_plan_empty),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
