@@ -25,7 +25,21 @@
 #include <stdint.h>
 #include <uv.h>
 
-enum alpaca_fail { ALPACA_ERETRY = 1, ALPACA_EPERM = 2, ALPACA_EAUTH = 3 };
+/*
+ * How a fetch failed: ERETRY (retries spent; another attempt may work), EPERM
+ * (permanent), EAUTH (credentials rejected: not the run's fault), EBADSYMBOL
+ * (400 "invalid symbol: X": permanent for that symbol, the others of a
+ * multi-symbol request are fine).
+ */
+enum alpaca_fail { ALPACA_ERETRY = 1, ALPACA_EPERM = 2, ALPACA_EAUTH = 3, ALPACA_EBADSYMBOL = 4 };
+
+/* A failure, borrowed for the callback's duration. */
+struct alpaca_failure {
+    int kind;           /* enum alpaca_fail */
+    const char *error;  /* the cause, with Alpaca's message */
+    long http_status;   /* 0 when no response came */
+    const char *symbol; /* ALPACA_EBADSYMBOL: the symbol refused; else NULL */
+};
 
 typedef struct alpaca alpaca_t;
 typedef struct alpaca_fetch alpaca_fetch_t;
@@ -56,8 +70,8 @@ struct alpaca_fetch_cbs {
      * false to hold the next request until alpaca_fetch_resume().
      */
     bool (*page)(void *arg, bars_page_t *page, bool last);
-    /* The fetch failed for good (kind: enum alpaca_fail); it is freed after this returns. */
-    void (*failed)(void *arg, int kind, const char *error, long http_status);
+    /* The fetch failed for good; it is freed after this returns. */
+    void (*failed)(void *arg, const struct alpaca_failure *failure);
     /* A page is being retried (for logs and metrics); may be NULL. */
     void (*retrying)(void *arg, const char *cause, long http_status, unsigned retry,
                      int64_t delay_ms);

@@ -1,21 +1,21 @@
 /*
- * store: the batch writer. Pages from many runs are encoded as binary COPY
+ * store: the writer. Pages from many runs are encoded as binary COPY
  * rows as they arrive and flushed together, one transaction at a time on the
  * writer's own session:
  *
  *   COPY bars_stage FROM STDIN (FORMAT binary);
  *   INSERT INTO bars … SELECT DISTINCT ON (key) … FROM bars_stage
  *     ON CONFLICT (symbol, timeframe, ts) DO UPDATE … WHERE … IS DISTINCT FROM …;
- *   SELECT complete_job_runs(…)   -- the runs whose final page is in the batch
+ *   SELECT complete_job_runs(…)   -- the runs whose final page is in it
  *   COMMIT;
  *
  * So a run's last bars and its `succeeded` mark commit together, fenced by
  * (id, attempt, locked_by). The IS DISTINCT FROM guard makes a re-fetched,
- * unchanged bar cost no new row version. Batching is group commit: a page
- * is written at once if the session is free, and pages that arrive while a
- * batch is in flight form the next one. If the connection drops,
- * the same batch is sent again after the reconnect (the upsert is
- * idempotent); an SQL error fails every run in the batch with the message.
+ * unchanged bar cost no new row version. A write transaction is a group
+ * commit: a page is written at once if the session is free, and pages that
+ * arrive while one is in flight form the next. If the connection drops, the
+ * same write transaction is sent again after the reconnect (the upsert is
+ * idempotent); an SQL error fails every run in it with the message.
  */
 #ifndef BACKFILLD_STORE_H
 #define BACKFILLD_STORE_H
@@ -38,7 +38,7 @@ struct store_cbs {
     void (*committed)(void *owner, int64_t nbars, bool final, bool completed);
     /* A page of owner's run could not be written (once per page); err is the database's message. */
     void (*failed)(void *owner, const char *err);
-    /* A batch finished (either way): backlog went down. ms: its duration. */
+    /* A write transaction finished (either way): backlog went down. ms: its duration. */
     void (*drained)(void *arg, bool ok, size_t rows, double ms);
     void *arg;
 };
@@ -46,14 +46,21 @@ struct store_cbs {
 store_t *store_new(uv_loop_t *loop, db_conn_t *db, const char *worker_id,
                    const struct store_cbs *cbs);
 
-/*
- * Buffers one run's bars from one page (n may be 0, e.g. an empty final page).
- * total_bars and pages are the run's totals so far, recorded on completion.
- * Returns 0, or -1 if the bars cannot be encoded (never expected).
- */
-int store_add(store_t *s, void *owner, int64_t run_id, int attempt, const char *symbol,
-              const char *timeframe, const bar_t *bars, size_t n, bool final, int64_t total_bars,
-              int pages) MUSTCHECK;
+/* One run's bars from one page. Everything is borrowed for the call: the bars are encoded at once. */
+struct store_page {
+    void *owner;           /* passed back in the callbacks */
+    int64_t run_id;
+    int attempt;
+    const char *symbol, *timeframe;
+    const bar_t *bars;
+    size_t n;              /* may be 0, e.g. an empty final page */
+    bool final;            /* the run's last page: its write transaction completes the run */
+    int64_t total_bars;    /* the run's totals so far, recorded on completion */
+    int pages;
+};
+
+/* Buffers a page. Returns 0, or -1 if the bars cannot be encoded (never expected). */
+int store_add(store_t *s, const struct store_page *page) MUSTCHECK;
 
 /* Starts a flush now if anything is buffered and none is in flight. */
 void store_flush(store_t *s);

@@ -141,11 +141,19 @@ static void fetch_release(alpaca_fetch_t *f)
     uv_close((uv_handle_t *)&f->timer, on_timer_closed);
 }
 
-static void fail(alpaca_fetch_t *f, int kind, const char *error, long status)
+static void fail_symbol(alpaca_fetch_t *f, int kind, const char *error, long status,
+                        const char *symbol)
 {
     f->st = F_DONE;
-    f->cbs.failed(f->arg, kind, error, status);
+    struct alpaca_failure failure = {
+        .kind = kind, .error = error, .http_status = status, .symbol = symbol};
+    f->cbs.failed(f->arg, &failure);
     fetch_release(f);
+}
+
+static void fail(alpaca_fetch_t *f, int kind, const char *error, long status)
+{
+    fail_symbol(f, kind, error, status, NULL);
 }
 
 static void on_retry_timer(uv_timer_t *t)
@@ -298,6 +306,15 @@ static void on_response(void *arg, const struct http_result *res)
         return;
     }
     snprintf(cause, sizeof cause, "HTTP %ld: %s", s, msg);
+    /* One malformed symbol fails a whole multi-symbol request: say which. */
+    static const char bad_symbol[] = "invalid symbol: ";
+    const char *p = s == 400 ? strstr(msg, bad_symbol) : NULL;
+    if (p) {
+        char sym[64];
+        strlcpy_trunc(sym, sizeof sym, p + strlen(bad_symbol));
+        fail_symbol(f, ALPACA_EBADSYMBOL, cause, s, sym);
+        return;
+    }
     fail(f, ALPACA_EPERM, cause, s);
 }
 

@@ -23,7 +23,7 @@ struct item {
     bool final;
 };
 
-struct batch {
+struct txn {
     copyenc_t enc;
     struct item *items;
     size_t nitems, capitems;
@@ -36,8 +36,8 @@ struct store {
     char *worker;
     struct store_cbs cbs;
     uv_timer_t timer; /* owns nothing but gives the store a close callback */
-    struct batch filling;
-    struct batch *inflight; /* at most one */
+    struct txn filling;
+    struct txn *inflight; /* at most one */
     bool closing;
 };
 
@@ -52,13 +52,13 @@ static const char upsert_sql[] =
     "(EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, "
     "EXCLUDED.trade_count, EXCLUDED.vwap)";
 
-static void batch_init(struct batch *b)
+static void txn_init(struct txn *b)
 {
     memset(b, 0, sizeof *b);
     copyenc_init(&b->enc, STORE_BUF_CAP);
 }
 
-static void batch_free(struct batch *b)
+static void txn_free(struct txn *b)
 {
     copyenc_free(&b->enc);
     free(b->items);
@@ -68,7 +68,7 @@ static void batch_free(struct batch *b)
 static void submit(store_t *s);
 
 /* Appends "{a,b,c}" built from one field of every final item. */
-static void array_lit(dynbuf_t *d, const struct batch *b, int which)
+static void array_lit(dynbuf_t *d, const struct txn *b, int which)
 {
     bool first = true;
     int rc = dynbuf_append(d, "{", 1);
@@ -84,7 +84,7 @@ static void array_lit(dynbuf_t *d, const struct batch *b, int which)
         first = false;
     }
     rc |= dynbuf_append(d, "}", 1);
-    (void)rc; /* bounded by the batch size; the cap is far above it */
+    (void)rc; /* bounded by the transaction's size; the cap is far above it */
 }
 
 static bool id_in(PGresult *r, int64_t id)
@@ -103,7 +103,7 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
                     PGresult *const *res, int nres)
 {
     store_t *s = arg;
-    struct batch *b = s->inflight;
+    struct txn *b = s->inflight;
     if (status == DB_ECONN && !s->closing) {
         /* Outcome unknown; the upsert is idempotent and completion fenced: send it again. */
         LOG(LOG_WARN, "write retried after reconnect", F_I64("rows", b->enc.rows),
@@ -117,7 +117,7 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
         int64_t changed = 0;
         if (nres >= 1 && res[0])
             parse_i64(PQcmdTuples(res[0]), 0, INT64_MAX, &changed);
-        LOG(LOG_DEBUG, "batch committed", F_I64("rows", b->enc.rows), F_I64("changed", changed),
+        LOG(LOG_DEBUG, "write committed", F_I64("rows", b->enc.rows), F_I64("changed", changed),
             F_I64("items", b->nitems), F_DBL("ms", ms));
         PGresult *done = nres >= 2 ? res[1] : NULL;
         for (size_t i = 0; i < b->nitems; i++) {
@@ -127,10 +127,10 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
                                  it->final && id_in(done, it->run_id));
         }
     } else {
-        LOG(LOG_ERROR, "batch write failed", F_I64("rows", b->enc.rows),
+        LOG(LOG_ERROR, "write failed", F_I64("rows", b->enc.rows),
             F_I64("items", b->nitems), F_STR("error", err), F_STR("sqlstate", sqlstate));
-        /* A run with a page in this batch must not be completed by its final
-         * page waiting in the next batch: it would be succeeded with a gap. */
+        /* A run with a page in this transaction must not be completed by its
+         * final page waiting in the next one: it would be succeeded with a gap. */
         for (size_t i = 0; i < b->nitems; i++)
             for (size_t k = 0; k < s->filling.nitems; k++)
                 if (s->filling.items[k].run_id == b->items[i].run_id &&
@@ -143,7 +143,7 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
         }
     }
     size_t rows = b->enc.rows;
-    batch_free(b);
+    txn_free(b);
     free(b);
     if (s->cbs.drained)
         s->cbs.drained(s->cbs.arg, status == DB_OK, rows, ms);
@@ -153,7 +153,7 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
 
 static void submit(store_t *s)
 {
-    struct batch *b = s->inflight;
+    struct txn *b = s->inflight;
     b->started_ms = mono_ms();
     db_req_t *r = db_req_new(on_done, s, true);
     /* Created inside the transaction, not once per session: behind a
@@ -197,9 +197,9 @@ void store_flush(store_t *s)
 {
     if (s->inflight || s->closing || s->filling.nitems == 0)
         return;
-    struct batch *b = xmalloc(sizeof *b);
+    struct txn *b = xmalloc(sizeof *b);
     *b = s->filling;
-    batch_init(&s->filling);
+    txn_init(&s->filling);
     if (copyenc_finish(&b->enc) < 0) {
         /* Cannot happen: the cap always leaves room for the trailer. */
         LOG(LOG_CRIT, "copy stream overflow", F_I64("rows", b->enc.rows));
@@ -209,19 +209,17 @@ void store_flush(store_t *s)
     submit(s);
 }
 
-int store_add(store_t *s, void *owner, int64_t run_id, int attempt, const char *symbol,
-              const char *timeframe, const bar_t *bars, size_t n, bool final, int64_t total_bars,
-              int pages)
+int store_add(store_t *s, const struct store_page *pg)
 {
-    struct batch *b = &s->filling;
+    struct txn *b = &s->filling;
     size_t rows_before = b->enc.rows, len_before = b->enc.buf.len;
-    for (size_t i = 0; i < n; i++) {
-        if (copyenc_add(&b->enc, symbol, timeframe, &bars[i]) < 0) {
+    for (size_t i = 0; i < pg->n; i++) {
+        if (copyenc_add(&b->enc, pg->symbol, pg->timeframe, &pg->bars[i]) < 0) {
             /* Roll the partial page back: a page is written whole or not at all. */
             b->enc.rows = rows_before;
             b->enc.buf.len = len_before;
-            LOG(LOG_ERROR, "page too large to buffer", F_I64("job_id", run_id),
-                F_STR("symbol", symbol), F_I64("bars", n));
+            LOG(LOG_ERROR, "page too large to buffer", F_I64("job_id", pg->run_id),
+                F_STR("symbol", pg->symbol), F_I64("bars", (int64_t)pg->n));
             return -1;
         }
     }
@@ -229,15 +227,15 @@ int store_add(store_t *s, void *owner, int64_t run_id, int attempt, const char *
         b->capitems = b->capitems ? b->capitems * 2 : 16;
         b->items = xrealloc(b->items, b->capitems * sizeof(*b->items));
     }
-    b->items[b->nitems++] = (struct item){.owner = owner,
-                                          .run_id = run_id,
-                                          .attempt = attempt,
-                                          .nbars = (int64_t)n,
-                                          .total_bars = total_bars,
-                                          .pages = pages,
-                                          .final = final};
+    b->items[b->nitems++] = (struct item){.owner = pg->owner,
+                                          .run_id = pg->run_id,
+                                          .attempt = pg->attempt,
+                                          .nbars = (int64_t)pg->n,
+                                          .total_bars = pg->total_bars,
+                                          .pages = pg->pages,
+                                          .final = pg->final};
     /* Group commit: write at once when the session is free; whatever arrives
-     * while a batch is in flight becomes the next batch. Under load batches
+     * while a write transaction is in flight becomes the next one. Under load they
      * grow by themselves, and an idle writer adds no latency. */
     if (!s->inflight)
         store_flush(s);
@@ -254,7 +252,7 @@ store_t *store_new(uv_loop_t *loop, db_conn_t *db, const char *worker_id,
     s->cbs = *cbs;
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
-    batch_init(&s->filling);
+    txn_init(&s->filling);
     return s;
 }
 
@@ -282,9 +280,9 @@ void store_forget(store_t *s, void *owner)
 static void on_timer_closed(uv_handle_t *h)
 {
     store_t *s = h->data;
-    batch_free(&s->filling);
+    txn_free(&s->filling);
     if (s->inflight) {
-        batch_free(s->inflight);
+        txn_free(s->inflight);
         free(s->inflight);
     }
     free(s->worker);

@@ -23,7 +23,7 @@ check "batched daemon exits 0" "0" "$DAEMON_RC"
 batched_requests=$(sim_counter 'c["requests"]')
 check "every run succeeded" "612" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
 check "the symbol without data succeeded with 0 bars" "12|0" "$(sql "SELECT count(*), sum(bars_written) FROM job_runs WHERE symbol = 'ZZNODATA' AND status = 'succeeded'")"
-check_cmd "runs really were batched" grep -q '"batch":[1-9][0-9]' "$T/batched.log"
+check_cmd "runs really were batched" grep -q '"request_symbols":[1-9][0-9]' "$T/batched.log"
 load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
 check_bars_exact batched
 sql "CREATE TABLE batched_bars AS SELECT * FROM bars"
@@ -53,5 +53,5 @@ daemon_wait "$DAEMON_PID" 60
 check "split daemon exits 0" "0" "$DAEMON_RC"
 check "only BAD\$ failed, at once, with Alpaca's message" "BAD\$|1|HTTP 400: invalid symbol: BAD\$" "$(sql "SELECT symbol, attempt, last_error FROM job_runs WHERE status = 'failed'")"
 check "the other four succeeded" "4" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
-grep -q '"msg":"batch split around a malformed symbol"' "$T/split.log" || fail "the split was not logged"
+grep -q '"msg":"request split around a malformed symbol"' "$T/split.log" || fail "the split was not logged"
 finish
