@@ -46,8 +46,6 @@ static inline const char *pager_token(const pager_t *p)
     return p->token;
 }
 
-/* Back to the first page (a run restarted from the beginning). */
-void pager_reset(pager_t *p);
 void pager_free(pager_t *p);
 
 #endif

@@ -11,9 +11,6 @@
 /* Alpaca's name for a code ("h1" → "1Hour"), or NULL for an unknown code. */
 const char *tf_to_alpaca(const char *code);
 
-/* The code for an Alpaca name ("1Hour" → "h1"), or NULL if it has none. */
-const char *tf_from_alpaca(const char *alpaca);
-
 /* Nominal bar length in seconds (m1 = 60, … w1 = 604800, mn1 = 2678400 (31 days)), or 0. */
 int64_t tf_seconds(const char *code);
 

@@ -602,8 +602,10 @@ int cli_check_config(const struct config *c, int argc, char **argv)
     if (!e)
         return EXIT_SOFTWARE;
     char url[2048], key[600], secret[600];
+    /* The single-symbol endpoint, whose answer is parsed: a server that
+     * accepts the credentials but does not answer like Alpaca is caught too. */
     snprintf(url, sizeof url,
-             "%s/v2/stocks/bars?symbols=AAPL&timeframe=1Day&start=2024-01-02T00:00:00Z"
+             "%s/v2/stocks/AAPL/bars?timeframe=1Day&start=2024-01-02T00:00:00Z"
              "&end=2024-01-03T00:00:00Z&limit=1&feed=iex",
              c->data_url);
     snprintf(key, sizeof key, "APCA-API-KEY-ID: %s", c->api_key);
@@ -643,7 +645,18 @@ int cli_check_config(const struct config *c, int argc, char **argv)
         fprintf(stderr, "backfilld: alpaca: HTTP %ld: %s\n", status, msg);
         ret = EXIT_UNAVAILABLE;
     } else {
-        printf("alpaca: ok (credentials accepted by %s)\n", c->data_url);
+        bars_page_t page;
+        char perr[300];
+        if (bars_parse_single(body.data ? body.data : "", body.len, "AAPL", &page, perr,
+                              sizeof perr) < 0) {
+            fprintf(stderr, "backfilld: alpaca: %s answered 200 but not with bars: %s\n",
+                    c->data_url, perr);
+            ret = EXIT_CONFIG;
+        } else {
+            printf("alpaca: ok (credentials accepted by %s, %zu bar(s) of AAPL read)\n",
+                   c->data_url, page.total);
+            bars_page_clear(&page);
+        }
     }
     dynbuf_free(&body);
     return ret;

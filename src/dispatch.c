@@ -226,7 +226,8 @@ int dispatch_start(dispatch_t *d)
             F_I64("port", metrics_server_port(d->metrics)));
     }
     LOG(LOG_INFO, "starting", F_STR("worker", d->worker), F_STR("data_url", d->cfg->data_url),
-        F_BOOL("poll_only", d->cfg->poll_only), F_BOOL("until_idle", d->until_idle));
+        F_BOOL("poll_only", d->cfg->poll_only), F_BOOL("until_idle", d->until_idle),
+        F_STR("log_level", log_level_name(d->cfg->log_level)));
     db_conn_start(d->db);
     db_conn_start(d->wdb);
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);

@@ -29,15 +29,6 @@ void pager_init(pager_t *p, uint64_t max_bars)
     p->max_pages = max_bars > 1000000 - 2 ? 1000000 : (unsigned)(max_bars + 2);
 }
 
-void pager_reset(pager_t *p)
-{
-    free(p->token);
-    p->token = NULL;
-    p->pages = 0;
-    p->empty_run = 0;
-    p->nseen = 0;
-}
-
 void pager_free(pager_t *p)
 {
     free(p->token);

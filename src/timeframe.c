@@ -48,21 +48,6 @@ const char *tf_to_alpaca(const char *code)
     return e != NULL ? e->alpaca : NULL;
 }
 
-const char *tf_from_alpaca(const char *alpaca)
-{
-    if (alpaca == NULL)
-        return NULL;
-    /*
-     * Only the canonical spelling is accepted: Alpaca also knows "1H" or
-     * "60Min", but backfilld only ever sends the names in the table.
-     */
-    for (size_t i = 0; i < TF_COUNT; i++) {
-        if (strcmp(tf_table[i].alpaca, alpaca) == 0)
-            return tf_table[i].code;
-    }
-    return NULL;
-}
-
 int64_t tf_seconds(const char *code)
 {
     const struct tf_entry *e = find_code(code);

@@ -218,30 +218,6 @@ static void test_max_pages_huge_does_not_wrap(void **state)
     pager_free(&p);
 }
 
-static void test_reset_back_to_first_page(void **state)
-{
-    pager_t p;
-    char err[ERRLEN] = "";
-    pager_init(&p, 100);
-    assert_int_equal(pager_advance(&p, 0, "A", err, sizeof err), PAGER_MORE);
-    assert_int_equal(pager_advance(&p, 0, "B", err, sizeof err), PAGER_MORE);
-    assert_int_equal(pager_advance(&p, 0, "C", err, sizeof err), PAGER_MORE);
-    pager_reset(&p);
-    assert_null(pager_token(&p));
-    assert_int_equal(p.pages, 0);
-    assert_int_equal(p.max_pages, 102);
-    /* A restarted run sees the same tokens again: they are not repeats now, */
-    assert_int_equal(pager_advance(&p, 0, "A", err, sizeof err), PAGER_MORE);
-    assert_string_equal(pager_token(&p), "A");
-    /* and the empty-page run started over too (A, B, C were empty before the reset). */
-    assert_int_equal(pager_advance(&p, 0, "B", err, sizeof err), PAGER_MORE);
-    assert_int_equal(pager_advance(&p, 0, "C", err, sizeof err), PAGER_MORE);
-    assert_int_equal(p.pages, 3);
-    assert_int_equal(pager_advance(&p, 0, "A", err, sizeof err), PAGER_ERROR);
-    assert_non_null(strstr(err, "repeated"));
-    pager_free(&p);
-}
-
 static void test_pages_counted(void **state)
 {
     pager_t p;
@@ -306,7 +282,6 @@ int main(void)
         cmocka_unit_test(test_max_pages_last_page_may_end),
         cmocka_unit_test(test_max_pages_clamped),
         cmocka_unit_test(test_max_pages_huge_does_not_wrap),
-        cmocka_unit_test(test_reset_back_to_first_page),
         cmocka_unit_test(test_pages_counted),
         cmocka_unit_test(test_long_walk),
         cmocka_unit_test(test_free_twice_is_safe),

@@ -1,6 +1,6 @@
 /*
  * Unit tests for the timeframe module: every code maps to exactly one Alpaca
- * name and back, unknown names on either side are refused, and the nominal
+ * name, unknown codes are refused, and the nominal
  * lengths are the ones the range splitter relies on.
  */
 #include <stdarg.h>
@@ -38,18 +38,6 @@ static void test_to_alpaca(void **state)
     }
 }
 
-static void test_from_alpaca(void **state)
-{
-    for (size_t i = 0; i < NEXPECTED; i++) {
-        const char *got = tf_from_alpaca(expected[i].alpaca);
-
-        assert_non_null(got);
-        assert_string_equal(got, expected[i].code);
-        /* The round trip lands on the same name. */
-        assert_string_equal(tf_to_alpaca(got), expected[i].alpaca);
-    }
-}
-
 static void test_seconds(void **state)
 {
     for (size_t i = 0; i < NEXPECTED; i++)
@@ -60,17 +48,12 @@ static void test_seconds(void **state)
 static void test_unknown(void **state)
 {
     static const char *const bad_codes[] = {"", "m2", "M1", "h1 ", "1Hour", "mn", "mn12", "d"};
-    static const char *const bad_names[] = {"",        "1min", "1H", "60Min", "2Hour",
-                                            "1Month ", "h1",   "1D", "1W",    "1M"};
 
     for (size_t i = 0; i < sizeof(bad_codes) / sizeof(bad_codes[0]); i++) {
         assert_null(tf_to_alpaca(bad_codes[i]));
         assert_int_equal(tf_seconds(bad_codes[i]), 0);
     }
-    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
-        assert_null(tf_from_alpaca(bad_names[i]));
     assert_null(tf_to_alpaca(NULL));
-    assert_null(tf_from_alpaca(NULL));
     assert_int_equal(tf_seconds(NULL), 0);
 }
 
@@ -95,8 +78,9 @@ static void test_codes_list(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_to_alpaca),  cmocka_unit_test(test_from_alpaca),
-        cmocka_unit_test(test_seconds),    cmocka_unit_test(test_unknown),
+        cmocka_unit_test(test_to_alpaca),
+        cmocka_unit_test(test_seconds),
+        cmocka_unit_test(test_unknown),
         cmocka_unit_test(test_codes_list),
     };
 
