@@ -23,7 +23,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_NOTICE, LOG_WARN, LOG_ERROR, LOG_CRIT };
+/* LL_, not LOG_: <syslog.h> owns LOG_DEBUG, LOG_INFO, LOG_NOTICE and LOG_CRIT. */
+enum log_level { LL_DEBUG = 0, LL_INFO, LL_NOTICE, LL_WARN, LL_ERROR, LL_CRIT };
 enum log_ftype { LF_END = 0, LF_STR, LF_I64, LF_DBL, LF_BOOL };
 
 struct log_field {

@@ -9,9 +9,9 @@
 #include <stdint.h>
 
 /* Sends msg ("READY=1\nSTATUS=…"). Returns 1 sent, 0 not under systemd, <0 -errno. */
-int sd_notify_msg(const char *msg);
+int sdnotify_send(const char *msg);
 
 /* The watchdog interval in µs if systemd asked for pings (WATCHDOG_USEC for this pid), else 0. */
-uint64_t sd_watchdog_usec(void);
+uint64_t sdnotify_watchdog_usec(void);
 
 #endif

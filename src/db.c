@@ -261,7 +261,7 @@ static bool finish_current(db_conn_t *db)
         db->failures = 0;
         /* Which server: after a failover this line is how ops see where the
          * daemon went (a multi-host URI picks the read-write one). */
-        LOG(LOG_INFO, "db connected", F_STR("conn", db->name), F_STR("host", PQhost(db->pg)),
+        LOG(LL_INFO, "db connected", F_STR("conn", db->name), F_STR("host", PQhost(db->pg)),
             F_STR("port", PQport(db->pg)));
         if (db->cbs.up)
             db->cbs.up(db->cbs.arg);
@@ -549,7 +549,7 @@ static void conn_lost(db_conn_t *db, const char *why)
     }
     int64_t delay = backoff_ms(db->failures < 16 ? db->failures : 16, 250, 30000, &db->rng);
     db->failures++;
-    LOG(was_ready ? LOG_ERROR : LOG_WARN, was_ready ? "db connection lost" : "db connect failed",
+    LOG(was_ready ? LL_ERROR : LL_WARN, was_ready ? "db connection lost" : "db connect failed",
         F_STR("conn", db->name), F_STR("error", msg), F_I64("retry_in_ms", delay),
         F_I64("failures", db->failures));
     if (db->cbs.down)
@@ -563,7 +563,7 @@ static void conn_lost(db_conn_t *db, const char *why)
 static void on_notice(void *arg, const char *message)
 {
     db_conn_t *db = arg;
-    LOG(LOG_DEBUG, "db notice", F_STR("conn", db->name),
+    LOG(LL_DEBUG, "db notice", F_STR("conn", db->name),
         F_STR("notice", message));
 }
 

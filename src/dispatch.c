@@ -148,7 +148,7 @@ static void finish_stop(dispatch_t *d)
     if (pending && now < d->stop_deadline_ms + 10000 &&
         (db_conn_is_up(d->db) || db_conn_is_up(d->wdb)))
         return;
-    LOG(LOG_INFO, "stopped", F_I64("succeeded", d->m.runs_succeeded),
+    LOG(LL_INFO, "stopped", F_I64("succeeded", d->m.runs_succeeded),
         F_I64("failed", d->m.runs_failed), F_I64("released", d->m.runs_released),
         F_I64("bars", d->m.bars), F_I64("requests", d->m.requests));
     dispatch_close_now(d, d->exit_code);
@@ -218,14 +218,14 @@ int dispatch_start(dispatch_t *d)
         d->metrics = metrics_server_start(d->loop, d->cfg->metrics_listen, report_render_metrics, report_health,
                                           d, err, sizeof err);
         if (!d->metrics) {
-            LOG(LOG_CRIT, "cannot serve metrics", F_STR("listen", d->cfg->metrics_listen),
+            LOG(LL_CRIT, "cannot serve metrics", F_STR("listen", d->cfg->metrics_listen),
                 F_STR("error", err));
             return -1;
         }
-        LOG(LOG_INFO, "metrics listening", F_STR("listen", d->cfg->metrics_listen),
+        LOG(LL_INFO, "metrics listening", F_STR("listen", d->cfg->metrics_listen),
             F_I64("port", metrics_server_port(d->metrics)));
     }
-    LOG(LOG_INFO, "starting", F_STR("worker", d->worker), F_STR("data_url", d->cfg->data_url),
+    LOG(LL_INFO, "starting", F_STR("worker", d->worker), F_STR("data_url", d->cfg->data_url),
         F_BOOL("poll_only", d->cfg->poll_only), F_BOOL("until_idle", d->until_idle),
         F_STR("log_level", log_level_name(d->cfg->log_level)));
     db_conn_start(d->db);
@@ -238,7 +238,7 @@ void dispatch_stop(dispatch_t *d, const char *why)
 {
     if (d->stopping) {
         if (strcmp(why, "idle") != 0) {
-            LOG(LOG_WARN, "second signal: exiting at once; leases will expire",
+            LOG(LL_WARN, "second signal: exiting at once; leases will expire",
                 F_STR("signal", why));
             dispatch_close_now(d, 0);
         }
@@ -247,7 +247,7 @@ void dispatch_stop(dispatch_t *d, const char *why)
     d->stopping = true;
     d->stop_deadline_ms = mono_ms() + d->cfg->shutdown_timeout_ms;
     if (strcmp(why, "idle") != 0)
-        LOG(LOG_NOTICE, "stopping", F_STR("signal", why), F_I64("in_flight", d->nruns),
+        LOG(LL_NOTICE, "stopping", F_STR("signal", why), F_I64("in_flight", d->nruns),
             F_I64("deadline_ms", d->cfg->shutdown_timeout_ms));
 }
 

@@ -21,7 +21,7 @@
  * the row, rather than sit until their lease expires. */
 static void fail_unusable(dispatch_t *d, const struct jobs_unusable *b)
 {
-    LOG(LOG_ERROR, "claimed run unusable", F_I64("job_id", b->id), F_STR("symbol", b->symbol),
+    LOG(LL_ERROR, "claimed run unusable", F_I64("job_id", b->id), F_STR("symbol", b->symbol),
         F_I64("attempt", b->attempt), F_STR("error", b->error));
     if (b->id <= 0 || b->attempt <= 0)
         return;
@@ -37,7 +37,7 @@ static void on_claimed(void *arg, const struct jobs_status *st, const struct job
     d->claiming = false;
     if (st->status != DB_OK) {
         if (st->status != DB_ECLOSED)
-            LOG(LOG_ERROR, "claim failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
+            LOG(LL_ERROR, "claim failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
         return;
     }
     size_t n = c->n + c->nbad;
@@ -59,7 +59,7 @@ static void on_claimed(void *arg, const struct jobs_status *st, const struct job
         free(fresh);
     }
     if (n > 0)
-        LOG(LOG_DEBUG, "claimed", F_I64("runs", (int64_t)n), F_I64("in_flight", d->nruns));
+        LOG(LL_DEBUG, "claimed", F_I64("runs", (int64_t)n), F_I64("in_flight", d->nruns));
     if ((int)n == d->last_claim_asked)
         dispatch_wake_claim(d); /* a full batch: there may be more */
     else
@@ -90,7 +90,7 @@ void queue_maybe_claim(dispatch_t *d)
     d->claiming = true;
     d->last_claim_ms = now;
     d->last_claim_asked = n;
-    LOG(LOG_DEBUG, "claim sent", F_I64("runs_asked", n),
+    LOG(LL_DEBUG, "claim sent", F_I64("runs_asked", n),
         F_I64("queued_behind", (int64_t)db_conn_pending(d->db)));
     jobs_claim(d->db, d->worker, n, (int)d->cfg->lease_seconds, on_claimed, d);
 }
@@ -111,7 +111,7 @@ static void on_renewed(void *arg, const struct jobs_status *st, const int64_t *h
     periodic_done(&d->renew);
     if (st->status != DB_OK) {
         if (st->status != DB_ECLOSED)
-            LOG(LOG_WARN, "lease renewal failed", F_STR("error", st->err));
+            LOG(LL_WARN, "lease renewal failed", F_STR("error", st->err));
         return;
     }
     for (struct run *r = d->runs; r; r = r->next) {
@@ -158,13 +158,13 @@ static void on_rescued(void *arg, const struct jobs_status *st, int64_t n, const
     periodic_done(&d->rescue);
     if (st->status != DB_OK) {
         if (st->status != DB_ECLOSED)
-            LOG(LOG_WARN, "rescue failed", F_STR("error", st->err));
+            LOG(LL_WARN, "rescue failed", F_STR("error", st->err));
         return;
     }
     if (n > 0) {
         d->m.rescued += (uint64_t)n;
         dispatch_wake_claim(d);
-        LOG(LOG_WARN, "expired leases rescued", F_I64("runs", n));
+        LOG(LL_WARN, "expired leases rescued", F_I64("runs", n));
     }
 }
 
@@ -179,12 +179,12 @@ static void on_scheduled(void *arg, const struct jobs_status *st, int64_t n, con
     periodic_done(&d->schedule);
     if (st->status != DB_OK) {
         if (st->status != DB_ECLOSED)
-            LOG(LOG_WARN, "schedule failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
+            LOG(LL_WARN, "schedule failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
         return;
     }
     if (n > 0) {
         dispatch_wake_claim(d);
-        LOG(LOG_INFO, "runs scheduled", F_I64("runs", n));
+        LOG(LL_INFO, "runs scheduled", F_I64("runs", n));
     }
 }
 
@@ -203,7 +203,7 @@ static void on_idle_check(void *arg, const struct jobs_status *st, const struct 
     if (st->status != DB_OK || d->stopping)
         return;
     if (s->ready + s->later + s->running == 0 && d->nruns == 0 && store_idle(d->store)) {
-        LOG(LOG_INFO, "no work left (--until-idle)", F_I64("succeeded", d->m.runs_succeeded),
+        LOG(LL_INFO, "no work left (--until-idle)", F_I64("succeeded", d->m.runs_succeeded),
             F_I64("failed", d->m.runs_failed), F_I64("bars", d->m.bars),
             F_I64("requests", d->m.requests));
         dispatch_stop(d, "idle");
@@ -229,12 +229,12 @@ static void on_schema(void *arg, const struct jobs_status *st, int64_t v, const 
     if (st->status == DB_ECONN || st->status == DB_ECLOSED)
         return; /* the reconnect asks again */
     if (st->status != DB_OK) {
-        LOG(LOG_CRIT, "cannot read the schema version", F_STR("error", st->err));
+        LOG(LL_CRIT, "cannot read the schema version", F_STR("error", st->err));
         dispatch_close_now(d, 78);
         return;
     }
     if (v != migrations_latest()) {
-        LOG(LOG_CRIT, "database schema version mismatch: run 'backfilld migrate'",
+        LOG(LL_CRIT, "database schema version mismatch: run 'backfilld migrate'",
             F_I64("schema_version", v), F_I64("expected", migrations_latest()));
         dispatch_close_now(d, 78);
         return;
@@ -245,7 +245,7 @@ static void on_schema(void *arg, const struct jobs_status *st, int64_t v, const 
         d->ready_sent = true;
         d->want_schedule = true;
         dispatch_wake_claim(d);
-        LOG(LOG_INFO, "ready", F_STR("worker", d->worker), F_I64("schema_version", v),
+        LOG(LL_INFO, "ready", F_STR("worker", d->worker), F_I64("schema_version", v),
             F_I64("concurrency", d->cfg->concurrency), F_DBL("rate_limit_per_min", d->cfg->rate_limit));
         if (d->hooks.ready)
             d->hooks.ready(d->hooks.arg);
@@ -255,10 +255,10 @@ static void on_schema(void *arg, const struct jobs_status *st, int64_t v, const 
 static void on_orphans_released(void *arg, const struct jobs_status *st, int64_t n, const char *ids)
 {
     if (n > 0)
-        LOG(LOG_NOTICE, "runs of an unanswered claim released", F_I64("runs", n),
+        LOG(LL_NOTICE, "runs of an unanswered claim released", F_I64("runs", n),
             F_STR("job_ids", ids));
     else if (st->status != DB_OK && st->status != DB_ECLOSED)
-        LOG(LOG_WARN, "could not look for runs of an unanswered claim", F_STR("error", st->err));
+        LOG(LL_WARN, "could not look for runs of an unanswered claim", F_STR("error", st->err));
 }
 
 void queue_on_db_up(void *arg)

@@ -74,7 +74,7 @@ static void on_stats(void *arg, const struct jobs_status *st, const struct jobs_
     /* ETA from the whole fleet's recent completion rate (succeeded counts all hosts);
      * -1 (unknown) until a few runs have finished to measure it by. */
     int64_t eta = s->succeeded_last_min >= ETA_MIN_RUNS ? (int64_t)((double)left / runs_s) : -1;
-    LOG(LOG_INFO, "progress", F_I64("in_flight", d->nruns), F_I64("queued", s->ready),
+    LOG(LL_INFO, "progress", F_I64("in_flight", d->nruns), F_I64("queued", s->ready),
         F_I64("queued_later", s->later), F_I64("running", s->running),
         F_I64("succeeded", d->m.runs_succeeded), F_I64("failed", d->m.runs_failed),
         F_I64("succeeded_last_min_all_hosts", s->succeeded_last_min),

@@ -202,19 +202,19 @@ static void on_fail_recorded(void *arg, const struct jobs_status *st, const char
     }
     int64_t ms = mono_ms() - r->started_ms;
     if (st->status != DB_OK) {
-        LOG(LOG_ERROR, "run failure not recorded", RUN_FIELDS(r), F_STR("error", r->error),
+        LOG(LL_ERROR, "run failure not recorded", RUN_FIELDS(r), F_STR("error", r->error),
             F_STR("db_error", st->err));
     } else if (!run_status) {
-        LOG(LOG_WARN, "run failure not recorded: lease lost", RUN_FIELDS(r),
+        LOG(LL_WARN, "run failure not recorded: lease lost", RUN_FIELDS(r),
             F_STR("error", r->error));
     } else if (strcmp(run_status, "queued") == 0) {
         d->m.runs_retried++;
-        LOG(LOG_WARN, "run attempt failed, will retry", RUN_FIELDS(r),
+        LOG(LL_WARN, "run attempt failed, will retry", RUN_FIELDS(r),
             F_I64("max_attempts", r->j.max_attempts), F_I64("bars", r->bars),
             F_I64("pages", r->pages), F_I64("ms", ms), F_STR("error", r->error));
     } else {
         d->m.runs_failed++;
-        LOG(LOG_ERROR, "run failed", RUN_FIELDS(r), F_I64("max_attempts", r->j.max_attempts),
+        LOG(LL_ERROR, "run failed", RUN_FIELDS(r), F_I64("max_attempts", r->j.max_attempts),
             F_I64("bars", r->bars), F_I64("pages", r->pages), F_I64("ms", ms),
             F_STR("error", r->error));
     }
@@ -224,7 +224,7 @@ void runs_finish(struct run *r, enum outcome o, const char *why, bool retryable)
 {
     dispatch_t *d = r->d;
     if (r->outcome != O_NONE || o == O_NONE) {
-        LOG(LOG_CRIT, "run outcome set twice", RUN_FIELDS(r), F_I64("outcome", r->outcome),
+        LOG(LL_CRIT, "run outcome set twice", RUN_FIELDS(r), F_I64("outcome", r->outcome),
             F_I64("new_outcome", o));
         abort(); /* a broken invariant: two owners think they decide this run */
     }
@@ -236,13 +236,13 @@ void runs_finish(struct run *r, enum outcome o, const char *why, bool retryable)
     switch (o) {
     case O_SUCCEEDED:
         d->m.runs_succeeded++;
-        LOG(LOG_INFO, "run succeeded", RUN_FIELDS(r), F_I64("bars", r->bars),
+        LOG(LL_INFO, "run succeeded", RUN_FIELDS(r), F_I64("bars", r->bars),
             F_I64("pages", r->pages), F_I64("request_symbols", r->request_symbols),
             F_I64("ms", mono_ms() - r->started_ms));
         break;
     case O_ABANDONED:
         d->m.runs_abandoned++;
-        LOG(LOG_WARN, r->error, RUN_FIELDS(r), F_I64("bars", r->bars), F_I64("pages", r->pages));
+        LOG(LL_WARN, r->error, RUN_FIELDS(r), F_I64("bars", r->bars), F_I64("pages", r->pages));
         break;
     case O_FAILED: /* logged when the database has answered */
         r->db_ops++;
@@ -270,11 +270,11 @@ static void on_released(void *arg, const struct jobs_status *st, int64_t n, cons
     for (size_t i = 0; i < c->n; i++)
         c->runs[i]->db_ops--;
     if (st->status != DB_OK)
-        LOG(LOG_ERROR, c->at_shutdown ? "release at shutdown failed; leases will expire instead"
+        LOG(LL_ERROR, c->at_shutdown ? "release at shutdown failed; leases will expire instead"
                                       : "run release failed",
             F_I64("runs", (int64_t)c->n), F_STR("error", st->err));
     else if (c->at_shutdown)
-        LOG(LOG_NOTICE, "runs released at shutdown", F_I64("released", n));
+        LOG(LL_NOTICE, "runs released at shutdown", F_I64("released", n));
     if (c->at_shutdown)
         c->d->releasing_done = true;
     dispatch_kick(c->d);
@@ -300,7 +300,7 @@ void runs_release(dispatch_t *d, struct run **rs, size_t n, const char *why, boo
         c->runs[i] = r;
         ids[i] = r->j.id;
         att[i] = r->j.attempt;
-        LOG(LOG_NOTICE, at_shutdown ? "run released at shutdown" : "run released", RUN_FIELDS(r),
+        LOG(LL_NOTICE, at_shutdown ? "run released at shutdown" : "run released", RUN_FIELDS(r),
             F_I64("bars", r->bars), F_STR("reason", why));
     }
     jobs_release(d->db, d->worker, ids, att, n, on_released, c);
@@ -435,10 +435,10 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
             dispatch_wake_claim(d); /* its slot is free for the next fetch */
         }
     }
-    if (log_min_level <= LOG_DEBUG) {
+    if (log_min_level <= LL_DEBUG) {
         char syms[256];
         group_symbols(g, syms, sizeof syms);
-        LOG(LOG_DEBUG, "page fetched", F_I64("job_id", group_first(g) ? group_first(g)->j.id : 0),
+        LOG(LL_DEBUG, "page fetched", F_I64("job_id", group_first(g) ? group_first(g)->j.id : 0),
             F_STR("symbols", syms), F_I64("page", g->pages), F_I64("bars", page->total),
             F_BOOL("last", last));
     }
@@ -469,7 +469,7 @@ static bool split_around(struct group *g, const struct alpaca_failure *f)
         rest[i]->bars = 0; /* the new fetch starts from the first page */
         rest[i]->pages = 0;
     }
-    LOG(LOG_NOTICE, "request split around a malformed symbol", RUN_FIELDS(bad), F_I64("others", m));
+    LOG(LL_NOTICE, "request split around a malformed symbol", RUN_FIELDS(bad), F_I64("others", m));
     if (m > 0)
         start_group(g->d, rest, m); /* moves the runs (and their refs) over */
     free(rest);
@@ -491,7 +491,7 @@ static void on_fetch_failed(void *arg, const struct alpaca_failure *f)
         d->auth_pause_until = now + AUTH_PAUSE_MS;
         if (now - d->last_auth_log_ms >= AUTH_PAUSE_MS || d->last_auth_log_ms == 0) {
             d->last_auth_log_ms = now;
-            LOG(LOG_CRIT, "alpaca credentials rejected; claiming paused", RUN_FIELDS(group_first(g)),
+            LOG(LL_CRIT, "alpaca credentials rejected; claiming paused", RUN_FIELDS(group_first(g)),
                 F_I64("http_status", f->http_status), F_STR("error", f->error),
                 F_I64("pause_ms", AUTH_PAUSE_MS));
         }
@@ -513,12 +513,12 @@ static void on_retrying(void *arg, const char *cause, long http_status, unsigned
     group_symbols(g, syms, sizeof syms);
     if (http_status == 429) {
         d->m.rate_limited++;
-        LOG(LOG_WARN, "rate limited, waiting", RUN_FIELDS(r), F_STR("symbols", syms),
+        LOG(LL_WARN, "rate limited, waiting", RUN_FIELDS(r), F_STR("symbols", syms),
             F_I64("http_status", 429), F_I64("wait_ms", delay_ms));
         return;
     }
     d->m.page_retries++;
-    LOG(LOG_WARN, "page retry", RUN_FIELDS(r), F_STR("symbols", syms), F_I64("runs", g->n),
+    LOG(LL_WARN, "page retry", RUN_FIELDS(r), F_STR("symbols", syms), F_I64("runs", g->n),
         F_I64("page", g->pages + 1), F_I64("retry", retry), F_I64("delay_ms", delay_ms),
         F_I64("http_status", http_status), F_STR("error", cause));
 }
@@ -607,7 +607,7 @@ struct run *runs_new(dispatch_t *d, const struct job_run *j)
     char from[32], to[32];
     bars_format_time(j->start_us, from, sizeof from);
     bars_format_time(j->end_us, to, sizeof to);
-    LOG(LOG_INFO, "run started", RUN_FIELDS(r), F_STR("from", from), F_STR("to", to),
+    LOG(LL_INFO, "run started", RUN_FIELDS(r), F_STR("from", from), F_STR("to", to),
         F_STR("feed", j->feed));
     return r;
 }

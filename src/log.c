@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int log_min_level = LOG_INFO;
+int log_min_level = LL_INFO;
 
 static const char *level_names[] = {"debug", "info", "notice", "warn", "error", "crit"};
 static const int journal_prio[] = {7, 6, 5, 4, 3, 2};

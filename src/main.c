@@ -73,14 +73,14 @@ static void on_exited(void *arg, int code)
 static void on_ready(void *arg)
 {
     (void)arg;
-    sd_notify_msg("READY=1\nSTATUS=connected, working");
+    sdnotify_send("READY=1\nSTATUS=connected, working");
 }
 
 static void on_status(void *arg, const char *line)
 {
     char msg[300];
     snprintf(msg, sizeof msg, "STATUS=%s", line);
-    sd_notify_msg(msg);
+    sdnotify_send(msg);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -88,7 +88,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     struct daemon *dm = h->data;
     dm->signals++;
     if (dm->signals == 1)
-        sd_notify_msg("STOPPING=1\nSTATUS=stopping: finishing or releasing runs");
+        sdnotify_send("STOPPING=1\nSTATUS=stopping: finishing or releasing runs");
     dispatch_stop(dm->d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -101,10 +101,10 @@ static void reload_report(const char *key, bool applied, void *arg)
     struct reload_counts *n = arg;
     if (applied) {
         n->applied++;
-        LOG(LOG_NOTICE, "setting reloaded", F_STR("key", key));
+        LOG(LL_NOTICE, "setting reloaded", F_STR("key", key));
     } else {
         n->ignored++;
-        LOG(LOG_WARN, "setting changed but needs a restart; ignored", F_STR("key", key));
+        LOG(LL_WARN, "setting changed but needs a restart; ignored", F_STR("key", key));
     }
 }
 
@@ -118,32 +118,32 @@ static void on_sighup(uv_signal_t *h, int signum)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%lld",
              (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-    sd_notify_msg(msg);
-    LOG(LOG_NOTICE, "reloading configuration", F_STR("config", dm->config_file));
+    sdnotify_send(msg);
+    LOG(LL_NOTICE, "reloading configuration", F_STR("config", dm->config_file));
     struct config next;
     char err[512];
     log_clear_secrets();
     if (config_load(&next, dm->config_file, err, sizeof err) < 0) {
-        LOG(LOG_ERROR, "reload failed; keeping the current settings", F_STR("error", err));
+        LOG(LL_ERROR, "reload failed; keeping the current settings", F_STR("error", err));
     } else {
         struct reload_counts n = {0};
         config_apply_reload(dm->cfg, &next, reload_report, &n);
         dispatch_reconfigure(dm->d);
-        LOG(LOG_NOTICE, "configuration reloaded", F_I64("applied", n.applied),
+        LOG(LL_NOTICE, "configuration reloaded", F_I64("applied", n.applied),
             F_I64("ignored", n.ignored));
     }
     log_add_secret(dm->cfg->api_key);
     log_add_secret(dm->cfg->api_secret);
     register_db_password(dm->cfg->database_url);
     config_free(&next);
-    sd_notify_msg("READY=1");
+    sdnotify_send("READY=1");
 }
 
 static void on_watchdog(uv_timer_t *t)
 {
     (void)t;
     /* Sent from the loop: a wedged loop stops the pings and systemd restarts us. */
-    sd_notify_msg("WATCHDOG=1");
+    sdnotify_send("WATCHDOG=1");
 }
 
 static char *default_worker_id(void)
@@ -180,12 +180,12 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
     }
     char err[512];
     if (config_check_run(cfg, err, sizeof err) < 0) {
-        LOG(LOG_CRIT, "configuration error", F_STR("error", err));
+        LOG(LL_CRIT, "configuration error", F_STR("error", err));
         return EXIT_CONFIG;
     }
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-        LOG(LOG_CRIT, "libcurl initialisation failed");
+        LOG(LL_CRIT, "libcurl initialisation failed");
         return EXIT_SOFTWARE;
     }
     char *worker = cfg->worker_id && *cfg->worker_id ? xstrdup(cfg->worker_id) : default_worker_id();
@@ -202,7 +202,7 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
     uv_signal_start(&dm.sigint, on_stop_signal, SIGINT);
     uv_signal_start(&dm.sighup, on_sighup, SIGHUP);
     uv_timer_init(&dm.loop, &dm.watchdog);
-    uint64_t wd = sd_watchdog_usec();
+    uint64_t wd = sdnotify_watchdog_usec();
     if (wd > 0)
         uv_timer_start(&dm.watchdog, on_watchdog, wd / 2000, wd / 2000);
     struct dispatch_hooks hooks = {
@@ -215,11 +215,11 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
     uv_run(&dm.loop, UV_RUN_NOWAIT);
     int rc = uv_loop_close(&dm.loop);
     if (rc != 0)
-        LOG(LOG_ERROR, "event loop did not close cleanly", F_STR("error", uv_strerror(rc)));
+        LOG(LL_ERROR, "event loop did not close cleanly", F_STR("error", uv_strerror(rc)));
     dispatch_free(dm.d);
     free(worker);
     curl_global_cleanup();
-    LOG(LOG_INFO, "exit", F_I64("code", dm.exit_code));
+    LOG(LL_INFO, "exit", F_I64("code", dm.exit_code));
     return dm.exit_code;
 }
 

@@ -276,7 +276,7 @@ void metrics_server_close(metrics_server_t *s)
 static void on_timeout(uv_timer_t *t)
 {
     struct mconn *c = t->data;
-    LOG(LOG_DEBUG, "metrics client timed out", F_STR("listen", c->srv->listen_addr),
+    LOG(LL_DEBUG, "metrics client timed out", F_STR("listen", c->srv->listen_addr),
         F_STR("state", c->state == ST_HEAD      ? "head"
                        : c->state == ST_WRITING ? "writing"
                                                 : "draining"));
@@ -303,7 +303,7 @@ static void on_write(uv_write_t *req, int status)
     if (c->closing)
         return;
     if (status < 0) {
-        LOG(LOG_DEBUG, "metrics write failed", F_STR("listen", c->srv->listen_addr),
+        LOG(LL_DEBUG, "metrics write failed", F_STR("listen", c->srv->listen_addr),
             F_STR("err", uv_strerror(status)));
         conn_close(c);
         return;
@@ -342,7 +342,7 @@ static void respond(struct mconn *c, int status, const char *reason, const char 
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
     if (rc < 0) {
-        LOG(LOG_DEBUG, "metrics write failed", F_STR("listen", c->srv->listen_addr),
+        LOG(LL_DEBUG, "metrics write failed", F_STR("listen", c->srv->listen_addr),
             F_STR("err", uv_strerror(rc)));
         conn_close(c);
     }
@@ -531,7 +531,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         if (nread != UV_EOF)
-            LOG(LOG_DEBUG, "metrics read failed", F_STR("listen", c->srv->listen_addr),
+            LOG(LL_DEBUG, "metrics read failed", F_STR("listen", c->srv->listen_addr),
                 F_STR("err", uv_strerror((int)nread)));
         /*
          * A half-close while our answer is being written is a normal client
@@ -558,7 +558,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         respond_text(c, 400, "Bad Request", "", "bad request\n", true);
         break;
     case METRICS_REQ_TOO_LARGE:
-        LOG(LOG_DEBUG, "metrics request head too large", F_STR("listen", c->srv->listen_addr));
+        LOG(LL_DEBUG, "metrics request head too large", F_STR("listen", c->srv->listen_addr));
         respond_text(c, 400, "Bad Request", "", "request head too large\n", true);
         break;
     case METRICS_REQ_MORE:
@@ -571,7 +571,7 @@ static void on_connection(uv_stream_t *server, int status)
     metrics_server_t *s = server->data;
     if (status < 0) {
         /* libuv keeps listening after EMFILE and friends; the next connection may well work. */
-        LOG(LOG_WARN, "metrics accept failed", F_STR("listen", s->listen_addr),
+        LOG(LL_WARN, "metrics accept failed", F_STR("listen", s->listen_addr),
             F_STR("err", uv_strerror(status)));
         return;
     }
@@ -590,14 +590,14 @@ static void on_connection(uv_stream_t *server, int status)
 
     int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (rc < 0) {
-        LOG(LOG_WARN, "metrics accept failed", F_STR("listen", s->listen_addr),
+        LOG(LL_WARN, "metrics accept failed", F_STR("listen", s->listen_addr),
             F_STR("err", uv_strerror(rc)));
         conn_close(c);
         return;
     }
     /* Accept-and-close keeps a flood from piling up in the backlog or using up fds. */
     if (s->nconns > METRICS_MAX_CLIENTS) {
-        LOG(LOG_WARN, "metrics client limit reached", F_STR("listen", s->listen_addr),
+        LOG(LL_WARN, "metrics client limit reached", F_STR("listen", s->listen_addr),
             F_I64("max", METRICS_MAX_CLIENTS));
         conn_close(c);
         return;

@@ -130,7 +130,7 @@ static void on_taken(void *arg, int status, const char *err, const char *sqlstat
     rl->taking = false;
     if (status != DB_OK) {
         if (status != DB_ECLOSED)
-            LOG(LOG_WARN, "rate-limit tokens unavailable", F_STR("error", err));
+            LOG(LL_WARN, "rate-limit tokens unavailable", F_STR("error", err));
         rl->next_take_ms = now + 500;
     } else {
         int64_t g = 0, w = 0;

@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-int sd_notify_msg(const char *msg)
+int sdnotify_send(const char *msg)
 {
     const char *p = getenv("NOTIFY_SOCKET");
     if (!p || !*p)
@@ -40,7 +40,7 @@ int sd_notify_msg(const char *msg)
     return w < 0 ? -e : 1;
 }
 
-uint64_t sd_watchdog_usec(void)
+uint64_t sdnotify_watchdog_usec(void)
 {
     const char *us = getenv("WATCHDOG_USEC");
     const char *pid = getenv("WATCHDOG_PID");

@@ -106,7 +106,7 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
     struct txn *b = s->inflight;
     if (status == DB_ECONN && !s->closing) {
         /* Outcome unknown; the upsert is idempotent and completion fenced: send it again. */
-        LOG(LOG_WARN, "write retried after reconnect", F_I64("rows", b->enc.rows),
+        LOG(LL_WARN, "write retried after reconnect", F_I64("rows", b->enc.rows),
             F_STR("error", err));
         submit(s);
         return;
@@ -117,7 +117,7 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
         int64_t changed = 0;
         if (nres >= 1 && res[0])
             parse_i64(PQcmdTuples(res[0]), 0, INT64_MAX, &changed);
-        LOG(LOG_DEBUG, "write committed", F_I64("rows", b->enc.rows), F_I64("changed", changed),
+        LOG(LL_DEBUG, "write committed", F_I64("rows", b->enc.rows), F_I64("changed", changed),
             F_I64("items", b->nitems), F_DBL("ms", ms));
         PGresult *done = nres >= 2 ? res[1] : NULL;
         for (size_t i = 0; i < b->nitems; i++) {
@@ -127,7 +127,7 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
                                  it->final && id_in(done, it->run_id));
         }
     } else {
-        LOG(LOG_ERROR, "write failed", F_I64("rows", b->enc.rows),
+        LOG(LL_ERROR, "write failed", F_I64("rows", b->enc.rows),
             F_I64("items", b->nitems), F_STR("error", err), F_STR("sqlstate", sqlstate));
         /* A run with a page in this transaction must not be completed by its
          * final page waiting in the next one: it would be succeeded with a gap. */
@@ -202,7 +202,7 @@ void store_flush(store_t *s)
     txn_init(&s->filling);
     if (copyenc_finish(&b->enc) < 0) {
         /* Cannot happen: the cap always leaves room for the trailer. */
-        LOG(LOG_CRIT, "copy stream overflow", F_I64("rows", b->enc.rows));
+        LOG(LL_CRIT, "copy stream overflow", F_I64("rows", b->enc.rows));
         abort();
     }
     s->inflight = b;
@@ -218,7 +218,7 @@ int store_add(store_t *s, const struct store_page *pg)
             /* Roll the partial page back: a page is written whole or not at all. */
             b->enc.rows = rows_before;
             b->enc.buf.len = len_before;
-            LOG(LOG_ERROR, "page too large to buffer", F_I64("job_id", pg->run_id),
+            LOG(LL_ERROR, "page too large to buffer", F_I64("job_id", pg->run_id),
                 F_STR("symbol", pg->symbol), F_I64("bars", (int64_t)pg->n));
             return -1;
         }

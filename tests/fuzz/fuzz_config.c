@@ -71,7 +71,7 @@ static void check_loaded(const struct config *c)
             break;
         case CFG_LEVEL: {
             int v = *(const int *)field;
-            FUZZ_CHECK(v >= LOG_DEBUG && v <= LOG_CRIT);
+            FUZZ_CHECK(v >= LL_DEBUG && v <= LL_CRIT);
             break;
         }
         }

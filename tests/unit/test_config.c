@@ -225,7 +225,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->shutdown_timeout_ms, 20000);
     assert_true(c->rate_limit == 200.0);
     assert_false(c->poll_only);
-    assert_int_equal(c->log_level, LOG_INFO);
+    assert_int_equal(c->log_level, LL_INFO);
     assert_string_equal(f->err, "");
 }
 
@@ -295,7 +295,7 @@ static void test_file_sets_values(void **state)
     assert_string_equal(f->c.data_url, "http://127.0.0.1:8080");
     assert_true(f->c.rate_limit == 150.5);
     assert_true(f->c.poll_only);
-    assert_int_equal(f->c.log_level, LOG_DEBUG);
+    assert_int_equal(f->c.log_level, LL_DEBUG);
     assert_string_equal(f->c.metrics_listen, "");
     assert_string_equal(f->c.ca_file, "/etc/ssl/with space#1.pem");
     assert_string_equal(f->c.database_url, "host=db port=5433");
@@ -484,7 +484,7 @@ static void test_env_log_level(void **state)
     struct fx *f = *state;
     setenv("BACKFILLD_LOG_LEVEL", "warn", 1);
     assert_int_equal(load(f, NULL), 0);
-    assert_int_equal(f->c.log_level, LOG_WARN);
+    assert_int_equal(f->c.log_level, LL_WARN);
     setenv("BACKFILLD_LOG_LEVEL", "loud", 1);
     expect_error(f, NULL,
                  "BACKFILLD_LOG_LEVEL (environment): must be one of debug, info, notice, warn, "
@@ -563,7 +563,7 @@ static void test_secrets_registered_with_log(void **state)
     setenv("APCA_API_SECRET_KEY", "sekrit123", 1);
     assert_int_equal(load(f, NULL), 0);
     capture_log(f);
-    LOG(LOG_ERROR, "oops", F_STR("x", "k=keyid456 s=sekrit123"));
+    LOG(LL_ERROR, "oops", F_STR("x", "k=keyid456 s=sekrit123"));
     fflush(f->logf);
     assert_non_null(strstr(f->logbuf, "\"x\":\"k=[redacted] s=[redacted]\""));
 }
@@ -588,7 +588,7 @@ static void test_credentials_override_env(void **state)
 
     /* The credential values are the ones registered as secrets. */
     capture_log(f);
-    LOG(LOG_ERROR, "oops", F_STR("x", "credkey credsecret"));
+    LOG(LL_ERROR, "oops", F_STR("x", "credkey credsecret"));
     fflush(f->logf);
     assert_non_null(strstr(f->logbuf, "\"x\":\"[redacted] [redacted]\""));
 }
@@ -693,7 +693,7 @@ static void test_apply_reload(void **state)
 
     assert_int_equal(f->c.concurrency, 32);
     assert_true(f->c.rate_limit == 150.0);
-    assert_int_equal(f->c.log_level, LOG_DEBUG);
+    assert_int_equal(f->c.log_level, LL_DEBUG);
     assert_int_equal(f->c.max_connections, 8);
     assert_string_equal(f->c.database_url, "");
     assert_string_equal(f->c.api_secret, "old-secret");

@@ -93,7 +93,7 @@ static const char *one_line_body(struct capture *c)
 static void test_fields_exact(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "run started", F_I64("job_id", 42), F_STR("symbol", "AAPL"), F_DBL("x", 1.5),
+    LOG(LL_INFO, "run started", F_I64("job_id", 42), F_STR("symbol", "AAPL"), F_DBL("x", 1.5),
         F_BOOL("ok", true));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"run started\","
                                           "\"job_id\":42,\"symbol\":\"AAPL\",\"x\":1.5,"
@@ -107,7 +107,7 @@ static void test_timestamp_format(void **state)
      * second when the log line's CLOCK_REALTIME has moved on. */
     struct timespec t0, t1;
     clock_gettime(CLOCK_REALTIME, &t0);
-    LOG(LOG_INFO, "tick");
+    LOG(LL_INFO, "tick");
     clock_gettime(CLOCK_REALTIME, &t1);
     time_t before = t0.tv_sec, after = t1.tv_sec;
     const char *out = captured(c);
@@ -135,14 +135,14 @@ static void test_below_min_level_writes_nothing(void **state)
 {
     struct capture *c = *state;
     int evaluated = 0;
-    log_min_level = LOG_WARN;
-    LOG(LOG_DEBUG, "quiet");
-    LOG(LOG_INFO, "quiet", F_I64("n", ++evaluated));
-    LOG(LOG_NOTICE, "quiet");
+    log_min_level = LL_WARN;
+    LOG(LL_DEBUG, "quiet");
+    LOG(LL_INFO, "quiet", F_I64("n", ++evaluated));
+    LOG(LL_NOTICE, "quiet");
     assert_string_equal(captured(c), "");
     /* The level is checked before the fields are even evaluated. */
     assert_int_equal(evaluated, 0);
-    LOG(LOG_WARN, "loud", F_I64("n", ++evaluated));
+    LOG(LL_WARN, "loud", F_I64("n", ++evaluated));
     assert_int_equal(evaluated, 1);
     assert_string_equal(one_line_body(c), ",\"level\":\"warn\",\"msg\":\"loud\",\"n\":1}\n");
 }
@@ -150,11 +150,11 @@ static void test_below_min_level_writes_nothing(void **state)
 static void test_level_names_in_output(void **state)
 {
     struct capture *c = *state;
-    log_min_level = LOG_DEBUG;
-    LOG(LOG_DEBUG, "a");
-    LOG(LOG_NOTICE, "b");
-    LOG(LOG_ERROR, "c");
-    LOG(LOG_CRIT, "d");
+    log_min_level = LL_DEBUG;
+    LOG(LL_DEBUG, "a");
+    LOG(LL_NOTICE, "b");
+    LOG(LL_ERROR, "c");
+    LOG(LL_CRIT, "d");
     const char *out = captured(c);
     assert_int_equal(count_char(out, '\n'), 4);
     assert_non_null(strstr(out, ",\"level\":\"debug\",\"msg\":\"a\"}\n"));
@@ -166,7 +166,7 @@ static void test_level_names_in_output(void **state)
 static void test_escaping(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "esc", F_STR("s", "a\"b\\c\nd\001e\tf\rg\177h/"));
+    LOG(LL_INFO, "esc", F_STR("s", "a\"b\\c\nd\001e\tf\rg\177h/"));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"esc\","
                                           "\"s\":\"a\\\"b\\\\c\\nd\\u0001e\\tf\\rg\\u007fh/\"}\n");
 }
@@ -174,14 +174,14 @@ static void test_escaping(void **state)
 static void test_escaping_in_msg_and_key(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "a\"b", F_I64("k\\", 1));
+    LOG(LL_INFO, "a\"b", F_I64("k\\", 1));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"a\\\"b\",\"k\\\\\":1}\n");
 }
 
 static void test_null_string_field(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "n", F_STR("s", NULL), F_STR("e", ""));
+    LOG(LL_INFO, "n", F_STR("s", NULL), F_STR("e", ""));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"n\",\"s\":null,\"e\":\"\"}\n");
 }
@@ -189,7 +189,7 @@ static void test_null_string_field(void **state)
 static void test_numbers(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "num", F_I64("min", INT64_MIN), F_I64("max", INT64_MAX), F_DBL("z", 0.0),
+    LOG(LL_INFO, "num", F_I64("min", INT64_MIN), F_I64("max", INT64_MAX), F_DBL("z", 0.0),
         F_DBL("neg", -2.25), F_BOOL("no", false));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"num\","
                                           "\"min\":-9223372036854775808,"
@@ -206,7 +206,7 @@ static void test_numbers(void **state)
 static void test_non_finite_double_is_valid_json(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "nf", F_DBL("a", NAN), F_DBL("b", INFINITY), F_DBL("c", -INFINITY));
+    LOG(LL_INFO, "nf", F_DBL("a", NAN), F_DBL("b", INFINITY), F_DBL("c", -INFINITY));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"nf\",\"a\":null,\"b\":null,\"c\":null}\n");
 }
@@ -214,15 +214,15 @@ static void test_non_finite_double_is_valid_json(void **state)
 static void test_no_fields(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "hello");
+    LOG(LL_INFO, "hello");
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"hello\"}\n");
 }
 
 static void test_one_line_per_call(void **state)
 {
     struct capture *c = *state;
-    LOG(LOG_INFO, "one");
-    LOG(LOG_INFO, "two", F_STR("s", "multi\nline"));
+    LOG(LL_INFO, "one");
+    LOG(LL_INFO, "two", F_STR("s", "multi\nline"));
     const char *out = captured(c);
     assert_int_equal(count_char(out, '\n'), 2);
     const char *second = strchr(out, '\n') + 1;
@@ -235,7 +235,7 @@ static void test_secret_redacted(void **state)
 {
     struct capture *c = *state;
     log_add_secret("topsecret");
-    LOG(LOG_INFO, "s", F_STR("x", "x topsecret y"));
+    LOG(LL_INFO, "s", F_STR("x", "x topsecret y"));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"x [redacted] y\"}\n");
     assert_null(strstr(captured(c), "topsecret"));
@@ -246,7 +246,7 @@ static void test_two_secrets_in_one_string(void **state)
     struct capture *c = *state;
     log_add_secret("topsecret-0123456789");
     log_add_secret("hunter2-hunter2-hunter2");
-    LOG(LOG_INFO, "s",
+    LOG(LL_INFO, "s",
         F_STR("x", "hunter2-hunter2-hunter2 then topsecret-0123456789 then "
                    "hunter2-hunter2-hunter2topsecret-0123456789"));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"[redacted] "
@@ -258,7 +258,7 @@ static void test_secret_in_value_not_in_msg_or_key(void **state)
 {
     struct capture *c = *state;
     log_add_secret("topsecret");
-    LOG(LOG_INFO, "bad topsecret", F_STR("topsecret", "\"topsecret\"\n"));
+    LOG(LL_INFO, "bad topsecret", F_STR("topsecret", "\"topsecret\"\n"));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"bad topsecret\","
                                           "\"topsecret\":\"\\\"[redacted]\\\"\\n\"}\n");
 }
@@ -273,7 +273,7 @@ static void test_short_secret_only_as_whole_word(void **state)
     struct capture *c = *state;
     log_add_secret("s");
     log_add_secret("postgres");
-    LOG(LOG_WARN, "db connect failed", F_STR("error", "bad file descriptor"),
+    LOG(LL_WARN, "db connect failed", F_STR("error", "bad file descriptor"),
         F_STR("conninfo", "password=postgres host=postgresql.local"), F_STR("key", "s"),
         F_I64("retry_in_ms", 220));
     assert_string_equal(one_line_body(c),
@@ -288,7 +288,7 @@ static void test_long_secret_matched_inside_words(void **state)
 {
     struct capture *c = *state;
     log_add_secret("Zq8vK2mP9xW4");
-    LOG(LOG_INFO, "s", F_STR("x", "password%3DZq8vK2mP9xW4abc"));
+    LOG(LL_INFO, "s", F_STR("x", "password%3DZq8vK2mP9xW4abc"));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"password%3D[redacted]abc\"}\n");
 }
@@ -298,7 +298,7 @@ static void test_clear_secrets_prints_again(void **state)
     struct capture *c = *state;
     log_add_secret("topsecret");
     log_clear_secrets();
-    LOG(LOG_INFO, "s", F_STR("x", "x topsecret y"));
+    LOG(LL_INFO, "s", F_STR("x", "x topsecret y"));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"x topsecret y\"}\n");
 }
@@ -308,7 +308,7 @@ static void test_empty_secret_ignored(void **state)
     struct capture *c = *state;
     log_add_secret("");
     log_add_secret(NULL);
-    LOG(LOG_INFO, "s", F_STR("x", "abc"));
+    LOG(LL_INFO, "s", F_STR("x", "abc"));
     assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"abc\"}\n");
 }
 
@@ -318,7 +318,7 @@ static void test_secret_copied(void **state)
     char buf[] = "topsecret";
     log_add_secret(buf);
     memset(buf, 'z', sizeof buf - 1);
-    LOG(LOG_INFO, "s", F_STR("x", "topsecret"));
+    LOG(LL_INFO, "s", F_STR("x", "topsecret"));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"[redacted]\"}\n");
 }
@@ -336,7 +336,7 @@ static void test_overlapping_secrets_fully_redacted(void **state)
     struct capture *c = *state;
     log_add_secret("abcdefghijkl");
     log_add_secret("abcdefghijkldef");
-    LOG(LOG_INFO, "s", F_STR("x", "xabcdefghijkldefy"));
+    LOG(LL_INFO, "s", F_STR("x", "xabcdefghijkldefy"));
     assert_string_equal(one_line_body(c),
                         ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"x[redacted]y\"}\n");
     assert_null(strstr(captured(c), "def"));
@@ -350,7 +350,7 @@ static void test_too_long_line(void **state)
     assert_non_null(big);
     memset(big, 'a', n);
     big[n] = '\0';
-    LOG(LOG_ERROR, "huge", F_STR("body", big));
+    LOG(LL_ERROR, "huge", F_STR("body", big));
     free(big);
     assert_string_equal(one_line_body(c), ",\"level\":\"error\",\"msg\":\"log line too long\"}\n");
 }
@@ -358,7 +358,7 @@ static void test_too_long_line(void **state)
 static void test_level_parse(void **state)
 {
     static const char *names[] = {"debug", "info", "notice", "warn", "error", "crit"};
-    static const int levels[] = {LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARN, LOG_ERROR, LOG_CRIT};
+    static const int levels[] = {LL_DEBUG, LL_INFO, LL_NOTICE, LL_WARN, LL_ERROR, LL_CRIT};
     for (size_t i = 0; i < 6; i++) {
         assert_int_equal(log_level_parse(names[i]), levels[i]);
         assert_string_equal(log_level_name(levels[i]), names[i]);
@@ -405,13 +405,13 @@ static void test_journal_prefix(void **state)
              (unsigned long long)st.st_ino);
     setenv("JOURNAL_STREAM", js, 1);
     log_init();
-    LOG(LOG_WARN, "j");
+    LOG(LL_WARN, "j");
     /* A variable naming some other stream is inherited, not ours: no prefix. */
     snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
              (unsigned long long)st.st_ino + 1);
     setenv("JOURNAL_STREAM", js, 1);
     log_init();
-    LOG(LOG_WARN, "k");
+    LOG(LL_WARN, "k");
     if (saved) {
         setenv("JOURNAL_STREAM", saved, 1);
         free(saved);

@@ -834,7 +834,7 @@ int main(void)
 {
     /* As in the daemon: a write to a reset peer must be an error, not a signal. */
     signal(SIGPIPE, SIG_IGN);
-    log_min_level = LOG_WARN;
+    log_min_level = LL_WARN;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter),
         cmocka_unit_test(test_gauge),
