@@ -176,7 +176,7 @@ fi
 cat <<'EOF'
 
 Published anchors: OTHER systems on OTHER hardware, trivial no-op jobs, no HTTP,
-no data write (from /work/shared/reference/queue-anchors.md §2; not comparable 1:1):
+no data write (their own published benchmarks; not comparable 1:1):
   Graphile Worker  ~15.6k jobs/s unbatched, ~184k jobs/s batched (i9-14900K, 24 threads)
   River            ~46k jobs/s (M2 MacBook Air, 1M-job burn-down)
 EOF

@@ -2,7 +2,7 @@
 # backfilld side by side with the peer a user would run instead: the official
 # Alpaca JS SDK (@alpacahq/alpaca-trade-api 3.1.3) + node-postgres
 # (bench/peer-node-sdk/backfill.mjs, copied unchanged from
-# /work/shared/peers/node-sdk/), on the same simulator and the same Postgres,
+# the SDK peer shipped with the design docs), on the same simulator and Postgres,
 # same workload: N symbols × 2024 of 1Hour bars (SIP, raw).
 #
 # Simulator: --latency-ms LATENCY_MS (default 20) on every response, no rate limit, no faults.

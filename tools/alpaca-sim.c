@@ -3,8 +3,8 @@
  *
  * Tests, the demo and the benchmarks talk to this program instead of
  * data.alpaca.markets. It serves plain HTTP/1.1 (keep-alive, pipelining, many
- * connections) on one libuv loop and mimics what the team's API contract
- * (/work/shared/alpaca-bars-api.md) records about the real service: results
+ * connections) on one libuv loop and mimics what the team has recorded
+ * about the real service (the bars API notes with the design docs): results
  * ordered by symbol and then by time, a page limit counted across symbols,
  * opaque page tokens bound to their query, nginx's HTML 401, a 429 without
  * rate-limit headers, and the measured 400 messages. Knobs inject the faults a

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # t_simulator.sh: the protocol behaviour of tools/alpaca-sim, the fake Alpaca
 # bars API that every other integration test, the demo and the benchmarks
-# rely on. It checks the contract in /work/shared/alpaca-bars-api.md as the
+# rely on. It checks the API contract the simulator documents (its header) as the
 # daemon sees it over HTTP: auth, the 400 messages, symbol-first pagination
 # that agrees bar for bar with `alpaca-sim dump`, page tokens bound to their
 # query, empty shapes, New York midnight stamps, the rate limiter, fault knobs
