@@ -190,7 +190,22 @@ static char *read_file(const char *path, char *why, size_t whylen)
     return text;
 }
 
-int cli_enqueue(const struct config *c, int argc, char **argv)
+/* What `enqueue` was asked, as given (borrowed from argv). */
+struct enqueue_args {
+    const char *symbols, *symfile, *tf, *from, *to, *feed, *adj, *prio, *maxatt;
+    bool force;
+};
+
+/* What it will do, checked: the symbols as a Postgres array literal, the range. */
+struct enqueue_plan {
+    dynbuf_t symbols; /* {"AAPL","BRK.B",...} */
+    size_t nsym;
+    int64_t from_us, to_us;
+    char from[40], to[40], max_attempts[16];
+};
+
+/* Reads the options. EXIT_OK, EXIT_USAGE (said why), or -1 after --help. */
+static int enqueue_parse(int argc, char **argv, struct enqueue_args *a)
 {
     static const struct option opts[] = {
         {"symbols", required_argument, NULL, 's'},  {"symbols-file", required_argument, NULL, 'S'},
@@ -199,25 +214,23 @@ int cli_enqueue(const struct config *c, int argc, char **argv)
         {"adjustment", required_argument, NULL, 'a'}, {"priority", required_argument, NULL, 'p'},
         {"max-attempts", required_argument, NULL, 'm'}, {"force", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
-    const char *symbols = NULL, *symfile = NULL, *tf = NULL, *from = NULL, *to = NULL;
-    const char *feed = NULL, *adj = NULL, *prio = NULL, *maxatt = NULL;
-    bool force = false;
+    memset(a, 0, sizeof *a);
     int ch;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
-        case 's': symbols = optarg; break;
-        case 'S': symfile = optarg; break;
-        case 't': tf = optarg; break;
-        case 'f': from = optarg; break;
-        case 'T': to = optarg; break;
-        case 'e': feed = optarg; break;
-        case 'a': adj = optarg; break;
-        case 'p': prio = optarg; break;
-        case 'm': maxatt = optarg; break;
-        case 'F': force = true; break;
-        case 'h': fputs(enqueue_help, stdout); return EXIT_OK;
+        case 's': a->symbols = optarg; break;
+        case 'S': a->symfile = optarg; break;
+        case 't': a->tf = optarg; break;
+        case 'f': a->from = optarg; break;
+        case 'T': a->to = optarg; break;
+        case 'e': a->feed = optarg; break;
+        case 'a': a->adj = optarg; break;
+        case 'p': a->prio = optarg; break;
+        case 'm': a->maxatt = optarg; break;
+        case 'F': a->force = true; break;
+        case 'h': fputs(enqueue_help, stdout); return -1;
         default:
             fprintf(stderr, "backfilld enqueue: unknown or incomplete option '%s'\n%s",
                     argv[optind - 1], enqueue_help);
@@ -228,97 +241,93 @@ int cli_enqueue(const struct config *c, int argc, char **argv)
         fprintf(stderr, "backfilld enqueue: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
-    if ((!symbols && !symfile) || !tf || !from) {
+    if ((!a->symbols && !a->symfile) || !a->tf || !a->from) {
         fprintf(stderr, "backfilld enqueue: --symbols (or --symbols-file), --timeframe and --from "
                         "are required\n");
         return EXIT_USAGE;
     }
-    if (!tf_to_alpaca(tf)) {
-        fprintf(stderr, "backfilld enqueue: unknown timeframe '%s' (one of %s)\n", tf, tf_codes());
+    return EXIT_OK;
+}
+
+/* Checks every value before anything touches the database: EXIT_OK, or EXIT_DATAERR (said why). */
+static int enqueue_validate(const struct config *c, const struct enqueue_args *a,
+                            struct enqueue_plan *p)
+{
+    if (!tf_to_alpaca(a->tf)) {
+        fprintf(stderr, "backfilld enqueue: unknown timeframe '%s' (one of %s)\n", a->tf, tf_codes());
         return EXIT_DATAERR;
     }
-    int64_t from_us, to_us;
-    if (!parse_when(from, false, &from_us)) {
-        fprintf(stderr, "backfilld enqueue: --from '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", from);
+    if (!parse_when(a->from, false, &p->from_us)) {
+        fprintf(stderr, "backfilld enqueue: --from '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", a->from);
         return EXIT_DATAERR;
     }
-    if (to && !parse_when(to, true, &to_us)) {
-        fprintf(stderr, "backfilld enqueue: --to '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", to);
+    if (a->to && !parse_when(a->to, true, &p->to_us)) {
+        fprintf(stderr, "backfilld enqueue: --to '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", a->to);
         return EXIT_DATAERR;
     }
-    if (!to)
-        to_us = wall_us() / 1000000 * 1000000;
-    if (to_us <= from_us) {
+    if (!a->to)
+        p->to_us = wall_us() / 1000000 * 1000000;
+    if (p->to_us <= p->from_us) {
         fprintf(stderr, "backfilld enqueue: the range is empty or inverted (--to must be after --from)\n");
         return EXIT_DATAERR;
     }
     static const char *feeds[] = {"sip", "iex", "otc", "boats"};
-    bool feed_ok = !feed;
-    for (size_t i = 0; feed && i < ARRAY_SIZE(feeds); i++)
-        feed_ok |= strcmp(feed, feeds[i]) == 0;
+    bool feed_ok = !a->feed;
+    for (size_t i = 0; a->feed && i < ARRAY_SIZE(feeds); i++)
+        feed_ok |= strcmp(a->feed, feeds[i]) == 0;
     if (!feed_ok) {
-        fprintf(stderr, "backfilld enqueue: unknown feed '%s' (sip, iex, otc or boats)\n", feed);
+        fprintf(stderr, "backfilld enqueue: unknown feed '%s' (sip, iex, otc or boats)\n", a->feed);
         return EXIT_DATAERR;
     }
-    int64_t v;
-    if (prio && !parse_i64(prio, -1000000, 1000000, &v)) {
+    int64_t v, attempts = c->max_attempts;
+    if (a->prio && !parse_i64(a->prio, -1000000, 1000000, &v)) {
         fprintf(stderr, "backfilld enqueue: --priority must be a whole number\n");
         return EXIT_DATAERR;
     }
-    if (maxatt && !parse_i64(maxatt, 1, 100, &v)) {
+    if (a->maxatt && !parse_i64(a->maxatt, 1, 100, &attempts)) {
         fprintf(stderr, "backfilld enqueue: --max-attempts must be from 1 to 100\n");
         return EXIT_DATAERR;
     }
     char why[256];
-    dynbuf_t arr;
-    dynbuf_init(&arr, 64 << 20);
-    size_t nsym = 0;
-    int rc = dynbuf_append(&arr, "{", 1);
-    if (rc == 0 && symbols)
-        rc = add_symbols(&arr, &nsym, symbols, why, sizeof why);
-    if (rc == 0 && symfile) {
-        char *text = read_file(symfile, why, sizeof why);
-        rc = text ? add_symbols(&arr, &nsym, text, why, sizeof why) : -1;
+    int rc = dynbuf_append(&p->symbols, "{", 1);
+    if (rc == 0 && a->symbols)
+        rc = add_symbols(&p->symbols, &p->nsym, a->symbols, why, sizeof why);
+    if (rc == 0 && a->symfile) {
+        char *text = read_file(a->symfile, why, sizeof why);
+        rc = text ? add_symbols(&p->symbols, &p->nsym, text, why, sizeof why) : -1;
         free(text);
     }
-    if (rc == 0 && nsym == 0) {
+    if (rc == 0 && p->nsym == 0) {
         snprintf(why, sizeof why, "no symbols given");
         rc = -1;
     }
     if (rc == 0)
-        rc = dynbuf_append(&arr, "}", 1);
+        rc = dynbuf_append(&p->symbols, "}", 1);
     if (rc != 0) {
         fprintf(stderr, "backfilld enqueue: %s\n", why);
-        dynbuf_free(&arr);
         return EXIT_DATAERR;
     }
-    PGconn *conn = connect_db(c);
-    if (!conn) {
-        dynbuf_free(&arr);
-        return EXIT_UNAVAILABLE;
-    }
-    int ret = check_schema(conn);
-    if (ret != EXIT_OK) {
-        dynbuf_free(&arr);
-        PQfinish(conn);
-        return ret;
-    }
-    char fs[40], ts[40], ma[16];
-    bars_format_time(from_us, fs, sizeof fs);
-    bars_format_time(to_us, ts, sizeof ts);
-    int64_t attempts = c->max_attempts;
-    if (maxatt)
-        (void)parse_i64(maxatt, 1, 100, &attempts);
-    snprintf(ma, sizeof ma, "%lld", (long long)attempts);
+    bars_format_time(p->from_us, p->from, sizeof p->from);
+    bars_format_time(p->to_us, p->to, sizeof p->to);
+    snprintf(p->max_attempts, sizeof p->max_attempts, "%lld", (long long)attempts);
+    return EXIT_OK;
+}
+
+/*
+ * One transaction: creates or widens one definition per symbol (an open end
+ * stays open), then queues the chunks of the range not yet covered or queued.
+ * 0 with *queued and *chunks set, or -1 (said why, rolled back).
+ */
+static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct enqueue_plan *p,
+                       int64_t *queued, int64_t *chunks)
+{
     dynbuf_t ids;
     dynbuf_init(&ids, 64 << 20);
     PGresult *r = q(conn, "BEGIN", 0, NULL);
-    ret = EXIT_SOFTWARE;
     if (!r)
-        goto out;
+        goto fail;
     PQclear(r);
-    /* Reuse definitions: widen their range to cover this one (an open end stays open). */
-    const char *p1[] = {arr.data, tf, feed, adj, prio, fs, ts};
+    const char *p1[] = {p->symbols.data, a->tf, a->feed, a->adj, a->prio, p->from, p->to};
     r = q(conn,
           "INSERT INTO job_definitions AS d (symbol, timeframe, job_type, feed, adjustment, priority,"
           " backfill_from, backfill_to)"
@@ -333,44 +342,71 @@ int cli_enqueue(const struct config *c, int argc, char **argv)
           " RETURNING d.id",
           7, p1);
     if (!r)
-        goto rollback;
+        goto fail;
     int irc = dynbuf_append(&ids, "{", 1);
     for (int i = 0; i < PQntuples(r); i++)
         irc |= dynbuf_printf(&ids, i ? ",%s" : "%s", PQgetvalue(r, i, 0));
     irc |= dynbuf_append(&ids, "}", 1);
     PQclear(r);
     if (irc != 0)
-        goto rollback;
-    const char *p2[] = {ids.data, fs, ts, force ? "true" : "false", ma, tf};
+        goto fail;
+    const char *p2[] = {ids.data, p->from, p->to, a->force ? "true" : "false", p->max_attempts, a->tf};
     r = q(conn,
           "SELECT coalesce(sum(enqueue_range(id, $2::timestamptz, $3::timestamptz, $4::boolean,"
           " $5::int)), 0), (SELECT count(*) FROM backfill_chunks($6, $2::timestamptz,"
           " $3::timestamptz)) * cardinality($1::bigint[]) FROM unnest($1::bigint[]) AS id",
           6, p2);
     if (!r)
-        goto rollback;
-    int64_t queued = 0, chunks = 0;
-    (void)parse_i64(PQgetvalue(r, 0, 0), 0, INT64_MAX, &queued);
-    (void)parse_i64(PQgetvalue(r, 0, 1), 0, INT64_MAX, &chunks);
+        goto fail;
+    (void)parse_i64(PQgetvalue(r, 0, 0), 0, INT64_MAX, queued);
+    (void)parse_i64(PQgetvalue(r, 0, 1), 0, INT64_MAX, chunks);
     PQclear(r);
     r = q(conn, "COMMIT", 0, NULL);
     if (!r)
-        goto rollback;
+        goto fail;
     PQclear(r);
-    printf("queued %lld run%s for %zu symbol%s (%s, %s to %s); %lld chunk%s already covered or "
-           "queued%s\n",
-           (long long)queued, queued == 1 ? "" : "s", nsym, nsym == 1 ? "" : "s", tf, fs, ts,
-           (long long)(chunks - queued), chunks - queued == 1 ? "" : "s",
-           chunks - queued > 0 && !force ? " (--force re-fetches covered ones)" : "");
-    ret = EXIT_OK;
-    goto out;
-rollback:
+    dynbuf_free(&ids);
+    return 0;
+fail:
     PQclear(PQexec(conn, "ROLLBACK"));
     fprintf(stderr, "backfilld enqueue: nothing was queued\n");
-out:
     dynbuf_free(&ids);
-    dynbuf_free(&arr);
-    PQfinish(conn);
+    return -1;
+}
+
+int cli_enqueue(const struct config *c, int argc, char **argv)
+{
+    struct enqueue_args a;
+    int ret = enqueue_parse(argc, argv, &a);
+    if (ret != EXIT_OK)
+        return ret < 0 ? EXIT_OK : ret;
+    struct enqueue_plan p = {0};
+    dynbuf_init(&p.symbols, 64 << 20);
+    PGconn *conn = NULL;
+    ret = enqueue_validate(c, &a, &p);
+    if (ret != EXIT_OK)
+        goto out;
+    ret = EXIT_UNAVAILABLE;
+    conn = connect_db(c);
+    if (!conn)
+        goto out;
+    ret = check_schema(conn);
+    if (ret != EXIT_OK)
+        goto out;
+    int64_t queued = 0, chunks = 0;
+    ret = EXIT_SOFTWARE;
+    if (enqueue_txn(conn, &a, &p, &queued, &chunks) < 0)
+        goto out;
+    printf("queued %lld run%s for %zu symbol%s (%s, %s to %s); %lld chunk%s already covered or "
+           "queued%s\n",
+           (long long)queued, queued == 1 ? "" : "s", p.nsym, p.nsym == 1 ? "" : "s", a.tf, p.from,
+           p.to, (long long)(chunks - queued), chunks - queued == 1 ? "" : "s",
+           chunks - queued > 0 && !a.force ? " (--force re-fetches covered ones)" : "");
+    ret = EXIT_OK;
+out:
+    if (conn)
+        PQfinish(conn);
+    dynbuf_free(&p.symbols);
     return ret;
 }
 
