@@ -152,10 +152,13 @@ char *read_file_capped(const char *path, size_t cap, size_t *len)
     int rc = 0;
     while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
         rc = dynbuf_append(&b, chunk, n);
+    /* A read error (EISDIR for a directory) is not the end of the file: an
+     * empty "file" would load as no settings at all, silently. */
+    int read_errno = ferror(f) ? (errno ? errno : EIO) : 0;
     fclose(f);
-    if (rc != 0) {
+    if (rc != 0 || read_errno) {
         dynbuf_free(&b);
-        errno = ENOMEM;
+        errno = rc != 0 ? ENOMEM : read_errno;
         return NULL;
     }
     if (!b.data && dynbuf_append(&b, "", 0) < 0) {

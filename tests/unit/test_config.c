@@ -382,6 +382,13 @@ static void test_missing_file(void **state)
                  "--config /nonexistent/backfilld.env: No such file or directory");
 }
 
+/* Regression: a directory read as an empty file, so --config DIR loaded no settings, silently. */
+static void test_directory_is_an_error(void **state)
+{
+    struct fx *f = *state;
+    expect_error(f, "/", "--config /: Is a directory");
+}
+
 /* ---- the environment ---- */
 
 static void test_env_unknown_backfilld_key(void **state)
@@ -734,6 +741,7 @@ int main(void)
         T(test_file_unbalanced_quotes),
         T(test_file_bad_value_names_line),
         T(test_missing_file),
+        T(test_directory_is_an_error),
         T(test_env_unknown_backfilld_key),
         T(test_env_other_apca_vars_ignored),
         T(test_env_int_out_of_range),
