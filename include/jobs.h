@@ -84,12 +84,28 @@ int jobs_parse_run(PGresult *res, int row, struct job_run *out, char *err, size_
 
 /* claim_queued_job: up to n runs, locked by worker for lease_s seconds. */
 void jobs_claim(db_conn_t *db, const char *worker, int n, int lease_s, jobs_claim_cb cb, void *arg);
-/* renew_job_leases: extends the leases of runs (ids, attempts) and records their bars so far. */
-void jobs_renew(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
-                const int64_t *bars, size_t n, int lease_s, jobs_renew_cb cb, void *arg);
-/* fail_job_run: a failed attempt; retryable ones are queued again after a backoff. cb may be NULL. */
-void jobs_fail(db_conn_t *db, const char *worker, int64_t id, int attempt, const char *error,
-               bool retryable, int64_t base_ms, int64_t cap_ms, jobs_fail_cb cb, void *arg);
+/* A lease to renew: the run, its attempt (the fence) and its bars so far (for status). */
+struct jobs_lease {
+    int64_t id;
+    int attempt;
+    int64_t bars;
+};
+
+/* renew_job_leases: extends n leases by lease_s seconds. */
+void jobs_renew(db_conn_t *db, const char *worker, const struct jobs_lease *leases, size_t n,
+                int lease_s, jobs_renew_cb cb, void *arg);
+/* A failed attempt, as fail_job_run records it. error is borrowed for the call. */
+struct jobs_failure {
+    int64_t id;
+    int attempt;
+    const char *error;
+    bool retryable;          /* queued again after a backoff, or failed for good */
+    int64_t base_ms, cap_ms; /* the retry backoff */
+};
+
+/* fail_job_run: records a failed attempt (fenced by id, attempt, worker). cb may be NULL. */
+void jobs_fail(db_conn_t *db, const char *worker, const struct jobs_failure *f, jobs_fail_cb cb,
+               void *arg);
 /* release_job_runs: back to queued without spending an attempt; n = runs released. */
 void jobs_release(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
                   size_t n, jobs_count_cb cb, void *arg);

@@ -27,7 +27,8 @@ static void fail_unusable(dispatch_t *d, const struct jobs_unusable *b)
         return;
     char why[300];
     snprintf(why, sizeof why, "claimed run unusable: %s", b->error);
-    jobs_fail(d->db, d->worker, b->id, b->attempt, why, false, 0, 0, NULL, NULL);
+    struct jobs_failure f = {.id = b->id, .attempt = b->attempt, .error = why, .retryable = false};
+    jobs_fail(d->db, d->worker, &f, NULL, NULL);
     d->m.runs_failed++;
 }
 
@@ -133,23 +134,17 @@ void queue_renew(dispatch_t *d)
         periodic_done(&d->renew);
         return;
     }
-    int64_t *ids = xcalloc(n, sizeof *ids), *bars = xcalloc(n, sizeof *bars);
-    int *att = xcalloc(n, sizeof *att);
+    struct jobs_lease *leases = xcalloc(n, sizeof *leases);
     size_t i = 0;
     d->renew_seq++;
     for (struct run *r = d->runs; r; r = r->next) {
         if (r->outcome == O_NONE) {
             r->renew_seq = d->renew_seq;
-            ids[i] = r->j.id;
-            att[i] = r->j.attempt;
-            bars[i] = r->bars;
-            i++;
+            leases[i++] = (struct jobs_lease){.id = r->j.id, .attempt = r->j.attempt, .bars = r->bars};
         }
     }
-    jobs_renew(d->db, d->worker, ids, att, bars, n, (int)d->cfg->lease_seconds, on_renewed, d);
-    free(ids);
-    free(bars);
-    free(att);
+    jobs_renew(d->db, d->worker, leases, n, (int)d->cfg->lease_seconds, on_renewed, d);
+    free(leases);
 }
 
 static void on_rescued(void *arg, const struct jobs_status *st, int64_t n, const char *ids)

@@ -187,6 +187,22 @@ bool runs_backlogged(const dispatch_t *d)
 
 /* --- outcomes ---------------------------------------------------------------------- */
 
+static void on_fail_recorded(void *arg, const struct jobs_status *st, const char *run_status);
+
+/* Records the run's failed attempt (r->error, r->retryable); the answer logs it. */
+static void record_failure(struct run *r)
+{
+    dispatch_t *d = r->d;
+    struct jobs_failure f = {.id = r->j.id,
+                             .attempt = r->j.attempt,
+                             .error = r->error,
+                             .retryable = r->retryable,
+                             .base_ms = d->cfg->run_retry_base_ms,
+                             .cap_ms = d->cfg->run_retry_max_ms};
+    r->db_ops++;
+    jobs_fail(d->db, d->worker, &f, on_fail_recorded, r);
+}
+
 static void on_fail_recorded(void *arg, const struct jobs_status *st, const char *run_status)
 {
     struct run *r = arg;
@@ -195,9 +211,7 @@ static void on_fail_recorded(void *arg, const struct jobs_status *st, const char
     dispatch_kick(d);
     if (st->status == DB_ECONN && !d->stopping) {
         /* Unknown whether it landed; the call is fenced, so repeating it is safe. */
-        r->db_ops++;
-        jobs_fail(d->db, d->worker, r->j.id, r->j.attempt, r->error, r->retryable,
-                  d->cfg->run_retry_base_ms, d->cfg->run_retry_max_ms, on_fail_recorded, r);
+        record_failure(r);
         return;
     }
     int64_t ms = mono_ms() - r->started_ms;
@@ -245,9 +259,7 @@ void runs_finish(struct run *r, enum outcome o, const char *why, bool retryable)
         LOG(LL_WARN, r->error, RUN_FIELDS(r), F_I64("bars", r->bars), F_I64("pages", r->pages));
         break;
     case O_FAILED: /* logged when the database has answered */
-        r->db_ops++;
-        jobs_fail(d->db, d->worker, r->j.id, r->j.attempt, r->error, retryable,
-                  d->cfg->run_retry_base_ms, d->cfg->run_retry_max_ms, on_fail_recorded, r);
+        record_failure(r);
         break;
     case O_RELEASED: /* the caller gives it back: runs_release */
         d->m.runs_released++;

@@ -207,10 +207,20 @@ static void decode_renew(void *arg, int status, const char *err, const char *sql
     free(k);
 }
 
-void jobs_renew(db_conn_t *db, const char *worker, const int64_t *ids, const int *attempts,
-                const int64_t *bars, size_t n, int lease_s, jobs_renew_cb cb, void *arg)
+void jobs_renew(db_conn_t *db, const char *worker, const struct jobs_lease *leases, size_t n,
+                int lease_s, jobs_renew_cb cb, void *arg)
 {
+    int64_t *ids = xcalloc(n + 1, sizeof *ids), *bars = xcalloc(n + 1, sizeof *bars);
+    int *attempts = xcalloc(n + 1, sizeof *attempts);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = leases[i].id;
+        attempts[i] = leases[i].attempt;
+        bars[i] = leases[i].bars;
+    }
     char *a = array64(ids, n), *b = array32(attempts, n), *c = array64(bars, n);
+    free(ids);
+    free(attempts);
+    free(bars);
     char ls[16];
     snprintf(ls, sizeof ls, "%d", lease_s);
     const char *p[] = {worker, a, b, c, ls};
@@ -238,15 +248,15 @@ static void decode_fail(void *arg, int status, const char *err, const char *sqls
     free(k);
 }
 
-void jobs_fail(db_conn_t *db, const char *worker, int64_t id, int attempt, const char *error,
-               bool retryable, int64_t base_ms, int64_t cap_ms, jobs_fail_cb cb, void *arg)
+void jobs_fail(db_conn_t *db, const char *worker, const struct jobs_failure *f, jobs_fail_cb cb,
+               void *arg)
 {
     char is[24], as[16], bs[24], cs[24];
-    snprintf(is, sizeof is, "%lld", (long long)id);
-    snprintf(as, sizeof as, "%d", attempt);
-    snprintf(bs, sizeof bs, "%lld", (long long)base_ms);
-    snprintf(cs, sizeof cs, "%lld", (long long)cap_ms);
-    const char *p[] = {worker, is, as, error, retryable ? "true" : "false", bs, cs};
+    snprintf(is, sizeof is, "%lld", (long long)f->id);
+    snprintf(as, sizeof as, "%d", f->attempt);
+    snprintf(bs, sizeof bs, "%lld", (long long)f->base_ms);
+    snprintf(cs, sizeof cs, "%lld", (long long)f->cap_ms);
+    const char *p[] = {worker, is, as, f->error, f->retryable ? "true" : "false", bs, cs};
     db_req_t *r = call_req(decode_fail, (struct call){.cb.fail = cb, .arg = arg});
     db_req_sql(r, "SELECT fail_job_run($1, $2::bigint, $3::int, $4, $5::boolean, $6::bigint, $7::bigint)",
                7, p);
