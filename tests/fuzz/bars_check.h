@@ -129,4 +129,41 @@ static inline void bars_check_success(const bars_page_t *p, const char *err, con
     }
 }
 
+/*
+ * One input through a bars parser: bars_parse_multi when symbol is NULL,
+ * else bars_parse_single for that symbol. On success the page must agree
+ * with the body as cJSON reads it (and a single page may only hold symbol);
+ * on failure the page is empty and the message fits its buffer. The error
+ * buffer size cycles through bars_check_errlens.
+ */
+static inline int bars_check_one(const uint8_t *data, size_t size, const char *symbol)
+{
+    const char *body = fuzz_guarded_copy(data, size);
+    size_t errlen = bars_check_errlens[size % 3];
+    char *err = malloc(errlen);
+    bars_page_t page;
+
+    if (err == NULL)
+        abort();
+    int rc = symbol ? bars_parse_single(body, size, symbol, &page, err, errlen)
+                    : bars_parse_multi(body, size, &page, err, errlen);
+    if (rc == 0) {
+        cJSON *root = cJSON_ParseWithLengthOpts(body, size, NULL, false);
+        FUZZ_CHECK(root != NULL);
+        if (symbol) {
+            const cJSON *sym = cJSON_GetObjectItemCaseSensitive(root, "symbol");
+            FUZZ_CHECK(cJSON_IsString(sym) && strcmp(sym->valuestring, symbol) == 0);
+        }
+        bars_check_success(&page, err, root, symbol == NULL);
+        FUZZ_CHECK(!symbol || page.nseries == 0 || strcmp(page.series[0].symbol, symbol) == 0);
+        cJSON_Delete(root);
+    } else {
+        bars_check_failure(&page, err, errlen);
+    }
+    bars_page_clear(&page);
+    bars_page_clear(&page); /* documented as safe on a cleared page */
+    free(err);
+    return 0;
+}
+
 #endif

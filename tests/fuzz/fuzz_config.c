@@ -14,32 +14,18 @@
  */
 #include "config.h"
 #include "fuzz.h"
+#include "../env_clear.h"
 #include "log.h"
 #include "util.h"
 
 #include <math.h>
 
-extern char **environ;
 
 static const size_t errlens[] = {1, 64, 512};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    /* Unset one variable at a time: unsetenv() changes environ under the loop. */
-    for (bool again = true; again;) {
-        again = false;
-        for (char **e = environ; *e; e++) {
-            const char *eq = strchr(*e, '=');
-            if (eq && (strncmp(*e, "APCA_", 5) == 0 || strncmp(*e, "BACKFILLD_", 10) == 0 ||
-                       strncmp(*e, "CREDENTIALS_DIRECTORY=", 22) == 0)) {
-                char *name = xstrndup(*e, (size_t)(eq - *e));
-                unsetenv(name);
-                free(name);
-                again = true;
-                break;
-            }
-        }
-    }
+    env_clear_settings();
     return 0;
 }
 

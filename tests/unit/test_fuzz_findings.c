@@ -23,26 +23,13 @@
 #include "log.h"
 #include "util.h"
 
-#define ERRLEN 512
+#include "../env_clear.h"
 
-extern char **environ;
+#define ERRLEN 512
 
 static int clear_env(void **state)
 {
-    for (bool again = true; again;) {
-        again = false;
-        for (char **e = environ; *e; e++) {
-            const char *eq = strchr(*e, '=');
-            if (eq && (strncmp(*e, "APCA_", 5) == 0 || strncmp(*e, "BACKFILLD_", 10) == 0 ||
-                       strncmp(*e, "CREDENTIALS_DIRECTORY=", 22) == 0)) {
-                char *name = xstrndup(*e, (size_t)(eq - *e));
-                unsetenv(name);
-                free(name);
-                again = true;
-                break;
-            }
-        }
-    }
+    env_clear_settings();
     return 0;
 }
 
