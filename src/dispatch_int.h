@@ -129,6 +129,7 @@ struct dispatch {
     /* The queue side (dispatch_queue.c). */
     bool ready_sent, schema_checked;
     bool claiming, want_claim, idle_checking, want_schedule;
+    bool scheduled; /* a scheduler call has completed: --until-idle may judge */
     bool last_claim_empty; /* the latest claim returned no rows */
     int last_claim_asked;
     int64_t last_claim_ms;

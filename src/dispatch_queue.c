@@ -177,10 +177,12 @@ static void on_scheduled(void *arg, const struct jobs_status *st, int64_t n, con
             LOG(LL_WARN, "schedule failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
         return;
     }
+    d->scheduled = true;
     if (n > 0) {
         dispatch_wake_claim(d);
         LOG(LL_INFO, "runs scheduled", F_I64("runs", n));
     }
+    dispatch_kick(d);
 }
 
 void queue_schedule(dispatch_t *d)
@@ -209,7 +211,9 @@ static void on_idle_check(void *arg, const struct jobs_status *st, const struct 
 
 void queue_maybe_idle_check(dispatch_t *d)
 {
-    if (d->until_idle && !d->stopping && !d->idle_checking && !d->claiming &&
+    /* Not before the scheduler has run once: definitions may have work it
+     * has not queued yet. */
+    if (d->until_idle && !d->stopping && !d->idle_checking && !d->claiming && d->scheduled &&
         d->last_claim_empty && d->nruns == 0 && store_idle(d->store) && db_conn_is_up(d->db)) {
         d->idle_checking = true;
         jobs_queue_stats(d->db, on_idle_check, d);

@@ -1,5 +1,6 @@
 # Writes a C file holding every migration as a byte array, in file-name order.
-# Called by CMakeLists.txt with -DOUT=... -DFILES=a.sql;b.sql
+# Called by CMakeLists.txt with -DOUT=... -DFILES=a.sql|b.sql ('|': a ';' would split the argument)
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "/* Generated from the files in sql/ by tools/embed_sql.cmake. Do not edit. */\n#include <stddef.h>\n#include \"migrations.h\"\n")
 set(table "")
 set(i 0)
