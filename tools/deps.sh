@@ -13,6 +13,7 @@ pkgs=(
     pgbouncer                            # transaction-pooler test
     prometheus                           # promtool, to check the /metrics exposition
     curl python3 procps                  # test harness (HTTP probes, JSON checks, ps)
+    openssl socat                        # TLS test: a private CA, and a TLS front for the simulator
 )
 missing=()
 for p in "${pkgs[@]}"; do
