@@ -11,6 +11,7 @@
  *                             no retry is spent;
  *   400, 422, other 4xx     → permanent: Alpaca's message is the error;
  *   401, 403 (credentials)  → ALPACA_EAUTH: not the run's fault;
+ *   certificate refused     → ALPACA_ETLS: not the run's fault either;
  *   403 recent-SIP          → permanent, with advice naming the feed.
  * Only this module knows Alpaca's URLs and status codes.
  */
@@ -29,9 +30,16 @@
  * How a fetch failed: ERETRY (retries spent; another attempt may work), EPERM
  * (permanent), EAUTH (credentials rejected: not the run's fault), EBADSYMBOL
  * (400 "invalid symbol: X": permanent for that symbol, the others of a
- * multi-symbol request are fine).
+ * multi-symbol request are fine), ETLS (the server's certificate was refused:
+ * a configuration problem, not the run's fault, as EAUTH).
  */
-enum alpaca_fail { ALPACA_ERETRY = 1, ALPACA_EPERM = 2, ALPACA_EAUTH = 3, ALPACA_EBADSYMBOL = 4 };
+enum alpaca_fail {
+    ALPACA_ERETRY = 1,
+    ALPACA_EPERM = 2,
+    ALPACA_EAUTH = 3,
+    ALPACA_EBADSYMBOL = 4,
+    ALPACA_ETLS = 5
+};
 
 /* A failure, borrowed for the callback's duration. */
 struct alpaca_failure {

@@ -35,6 +35,8 @@ struct http_opts {
 
 struct http_result {
     int curl_code;          /* CURLcode; 0 = a response arrived */
+    bool tls_refused;       /* the server's certificate was refused (or the CA file is unusable):
+                               a configuration problem, retrying will not help */
     const char *error;      /* curl's message when curl_code != 0 (borrowed) */
     long status;            /* HTTP status, 0 if none */
     const char *body;       /* borrowed, NUL-terminated, body_len bytes (decoded) */

@@ -241,6 +241,14 @@ static void on_response(void *arg, const struct http_result *res)
     alpaca_t *a = f->a;
     f->req = NULL;
     char msg[600], cause[800];
+    if (res->curl_code != 0 && res->tls_refused) {
+        snprintf(cause, sizeof cause,
+                 "TLS: the server's certificate was refused (check BACKFILLD_CA_FILE and "
+                 "APCA_API_DATA_URL): %s",
+                 res->error ? res->error : "?");
+        fail(f, ALPACA_ETLS, cause, 0);
+        return;
+    }
     if (res->curl_code != 0) {
         snprintf(cause, sizeof cause, "request failed: %s", res->error ? res->error : "?");
         page_failed(f, cause, 0);

@@ -804,6 +804,8 @@ int cli_check_config(const struct config *c, int argc, char **argv)
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     if (c->ca_file && *c->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    char cerr[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, cerr); /* says which certificate problem, not only "not OK" */
     CURLcode cc = curl_easy_perform(e);
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
@@ -813,7 +815,7 @@ int cli_check_config(const struct config *c, int argc, char **argv)
     memset(secret, 0, sizeof secret);
     if (cc != CURLE_OK) {
         fprintf(stderr, "backfilld: alpaca: cannot reach %s: %s\n", c->data_url,
-                curl_easy_strerror(cc));
+                cerr[0] ? cerr : curl_easy_strerror(cc));
         ret = EXIT_UNAVAILABLE;
     } else if (status == 401 || status == 403) {
         fprintf(stderr, "backfilld: alpaca: credentials rejected (HTTP %ld): check "

@@ -136,6 +136,7 @@ struct dispatch {
     struct periodic renew, rescue, schedule, stats;
     uint64_t renew_seq; /* numbers renewal requests */
     int64_t auth_pause_until, last_auth_log_ms;
+    bool auth_pause_tls; /* the pause is for a refused certificate, not the credentials */
 
     /* Shutdown (dispatch.c). */
     bool stopping, releasing_done;

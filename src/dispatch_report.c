@@ -217,7 +217,8 @@ bool report_health(void *arg, char *why, size_t whylen)
         return false;
     }
     if (mono_ms() < d->auth_pause_until) {
-        snprintf(why, whylen, "Alpaca rejected the credentials");
+        snprintf(why, whylen, d->auth_pause_tls ? "Alpaca's TLS certificate was refused"
+                                                : "Alpaca rejected the credentials");
         return false;
     }
     if (!d->ready_sent) {

@@ -497,15 +497,18 @@ static void on_fetch_failed(void *arg, const struct alpaca_failure *f)
     dispatch_kick(d);
     if (f->kind == ALPACA_EBADSYMBOL && split_around(g, f))
         return;
-    if (f->kind == ALPACA_EAUTH) {
+    if (f->kind == ALPACA_EAUTH || f->kind == ALPACA_ETLS) {
         /* Not the runs' fault: give them back and stop claiming for a while. */
         int64_t now = mono_ms();
         d->auth_pause_until = now + AUTH_PAUSE_MS;
+        d->auth_pause_tls = f->kind == ALPACA_ETLS;
         if (now - d->last_auth_log_ms >= AUTH_PAUSE_MS || d->last_auth_log_ms == 0) {
             d->last_auth_log_ms = now;
-            LOG(LL_CRIT, "alpaca credentials rejected; claiming paused", RUN_FIELDS(group_first(g)),
-                F_I64("http_status", f->http_status), F_STR("error", f->error),
-                F_I64("pause_ms", AUTH_PAUSE_MS));
+            LOG(LL_CRIT,
+                d->auth_pause_tls ? "alpaca TLS certificate refused; claiming paused"
+                                  : "alpaca credentials rejected; claiming paused",
+                RUN_FIELDS(group_first(g)), F_I64("http_status", f->http_status),
+                F_STR("error", f->error), F_I64("pause_ms", AUTH_PAUSE_MS));
         }
         struct run **act = xcalloc(g->n + 1, sizeof *act);
         runs_release(d, act, group_active(g, act), f->error, false);

@@ -285,6 +285,8 @@ static void check_multi_info(http_client_t *c)
         double secs = 0;
         curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &secs);
         res.total_ms = secs * 1000.0;
+        res.tls_refused = code == CURLE_PEER_FAILED_VERIFICATION ||
+                          code == CURLE_SSL_CACERT_BADFILE || code == CURLE_SSL_CERTPROBLEM;
         if (code != CURLE_OK) {
             if (r->body_over_cap)
                 snprintf(r->errbuf, sizeof r->errbuf, "response body larger than %zu bytes",
