@@ -336,7 +336,9 @@ static void on_committed(void *owner, int64_t nbars, bool final, bool completed)
     if (completed)
         runs_finish(r, O_SUCCEEDED, NULL, false);
     else
-        runs_finish(r, O_ABANDONED, "run not completed: lease lost", false);
+        /* The fence refused (the lease was lost), or pages committed earlier
+         * were lost in a crash and the database queued the run again. */
+        runs_finish(r, O_ABANDONED, "run not completed: lease lost or bars missing", false);
 }
 
 static void on_write_failed(void *owner, const char *err)
