@@ -13,6 +13,9 @@ pkgs=(
     pgbouncer                            # transaction-pooler test
     prometheus                           # promtool, to check the /metrics exposition
     curl python3 procps                  # test harness (HTTP probes, JSON checks, ps)
+    systemd man-db                       # systemd-analyze (unit checks; it asks man for Documentation=)
+    dpkg-dev lintian                     # make package: dpkg-shlibdeps for Depends:, lintian
+    python3-yaml                         # dashboards test: reads the Prometheus rules file
     openssl socat                        # TLS test: a private CA, and a TLS front for the simulator
 )
 missing=()
