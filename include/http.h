@@ -8,10 +8,11 @@
  * called from inside its own callbacks; after curl_multi_cleanup the loop
  * runs on so that close callbacks finish. All easy handles share one multi
  * handle, hence one connection cache: keep-alive and HTTP/2 multiplexing come
- * for free. At most max_connections requests are in curl at once; the rest
- * wait in order in the client, so a request's timeouts run only from the
- * moment it can have a connection, never while it waits for one. Knows
- * nothing about Alpaca.
+ * for free. At most max_connections requests are in curl at once over plain
+ * http (one per HTTP/1.1 connection), and 100 times that over https (HTTP/2
+ * multiplexes); the rest wait in order in the client, so a request's
+ * timeouts run only from the moment it can have a connection, never while it
+ * waits for one. Knows nothing about Alpaca.
  */
 #ifndef BACKFILLD_HTTP_H
 #define BACKFILLD_HTTP_H

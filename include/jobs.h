@@ -59,8 +59,9 @@ struct jobs_queue_stats {
     int64_t completions_span_s; /* how much of that minute saw successes (a fresh start has less) */
 };
 
-/* Callbacks: each runs once per call, from the loop (never inside the call).
- * Every pointer passed is borrowed for the callback's duration. */
+/* Callbacks: each runs once per call, from the loop, never inside the call,
+ * except on a session that is closing, where it runs at once with DB_ECLOSED
+ * (db_submit). Every pointer passed is borrowed for the callback's duration. */
 typedef void (*jobs_claim_cb)(void *arg, const struct jobs_status *st, const struct jobs_claimed *c);
 /* held: the ids whose leases were renewed; a run sent but missing was cancelled or taken over. */
 typedef void (*jobs_renew_cb)(void *arg, const struct jobs_status *st, const int64_t *held,

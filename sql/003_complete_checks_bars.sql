@@ -13,7 +13,7 @@
 
 CREATE OR REPLACE FUNCTION complete_job_runs(p_worker text, p_ids bigint[], p_attempts integer[],
                                              p_bars bigint[], p_pages integer[])
-RETURNS SETOF bigint LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+RETURNS SETOF bigint LANGUAGE sql AS $$
     WITH x AS (
         SELECT x.*, (SELECT count(*) FROM bars b
                       WHERE b.symbol = r.symbol AND b.timeframe = r.timeframe
@@ -52,4 +52,12 @@ RETURNS SETOF bigint LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT 
      WHERE r.status = 'succeeded' AND r.attempt = y.attempt
        AND EXISTS (SELECT 1 FROM job_run_claims c
                     WHERE c.run_id = r.id AND c.attempt = y.attempt AND c.worker = p_worker)
+$$;
+
+-- CREATE OR REPLACE resets what 002 set: the owner's rights, this schema then pg_temp.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION complete_job_runs(text, bigint[], integer[], bigint[], integer[]) '
+                   'SECURITY DEFINER SET search_path = %I, pg_temp', current_schema());
+END
 $$;

@@ -62,14 +62,17 @@ size_t coalesce_symbols_per_request(const struct coalesce_key *k, int64_t page_l
     return (size_t)n;
 }
 
-/* qsort has no context argument: the keys being sorted, for one call at a time. */
-static const struct coalesce_key *sort_keys;
+/* A key with its index: qsort has no context argument, so each element carries its own. */
+struct keyed {
+    const struct coalesce_key *k;
+    size_t i;
+};
 
-static int cmp_index(const void *a, const void *b)
+static int cmp_keyed(const void *a, const void *b)
 {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    int c = coalesce_cmp(&sort_keys[x], &sort_keys[y]);
-    return c ? c : (x > y) - (x < y);
+    const struct keyed *x = a, *y = b;
+    int c = coalesce_cmp(x->k, y->k);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
 }
 
 size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_limit,
@@ -82,9 +85,15 @@ size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_lim
             out[i] = (struct coalesce_request){.first = i, .count = 1};
         return n;
     }
-    sort_keys = keys;
-    qsort(order, n, sizeof *order, cmp_index);
-    sort_keys = NULL;
+    struct keyed *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    if (!tmp)
+        abort(); /* as xmalloc: out of memory is fatal */
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = (struct keyed){.k = &keys[i], .i = i};
+    qsort(tmp, n, sizeof *tmp, cmp_keyed);
+    for (size_t i = 0; i < n; i++)
+        order[i] = tmp[i].i;
+    free(tmp);
     size_t nout = 0, i = 0;
     while (i < n) {
         size_t m = 1; /* runs sharing this request key */

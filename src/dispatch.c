@@ -24,22 +24,24 @@ static void on_tick(uv_timer_t *t)
     dispatch_t *d = t->data;
     int64_t now = mono_ms();
     const struct config *c = d->cfg;
-    bool up = db_conn_is_up(d->db);
     runs_reap(d);
-    if (d->ready_sent && up && periodic_due(&d->renew, now, c->lease_seconds * 1000 / 3, false))
+    /* The session is asked before each call: one of them may have found it gone. */
+    if (d->ready_sent && db_conn_is_up(d->db) &&
+        periodic_due(&d->renew, now, c->lease_seconds * 1000 / 3, false))
         queue_renew(d);
     if (d->stopping) {
         finish_stop(d);
         return;
     }
-    if (!d->ready_sent || !up)
+    if (!d->ready_sent)
         return;
-    if (periodic_due(&d->rescue, now, c->rescue_interval_ms, false))
+    if (db_conn_is_up(d->db) && periodic_due(&d->rescue, now, c->rescue_interval_ms, false))
         queue_rescue(d);
-    if (periodic_due(&d->schedule, now, c->schedule_interval_ms, d->want_schedule))
+    if (db_conn_is_up(d->db) &&
+        periodic_due(&d->schedule, now, c->schedule_interval_ms, d->want_schedule))
         queue_schedule(d);
     queue_maybe_claim(d);
-    if (periodic_due(&d->stats, now, c->progress_interval_ms, false))
+    if (db_conn_is_up(d->db) && periodic_due(&d->stats, now, c->progress_interval_ms, false))
         report_progress(d);
     queue_maybe_idle_check(d);
 }
@@ -109,6 +111,7 @@ void dispatch_close_now(dispatch_t *d, int code)
     /* Runs still here now are abandoned (their leases expire or were released).
      * Close the sessions first: their pending callbacks still name runs. */
     d->pending_closes = 4;
+    runs_detach_all(d);
     db_conn_close(d->db, on_closed, d);
     db_conn_close(d->wdb, on_closed, d);
     runs_free_all(d);

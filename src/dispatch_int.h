@@ -169,6 +169,7 @@ void dispatch_wake_claim(dispatch_t *d);
 void dispatch_close_now(dispatch_t *d, int code);
 
 /* dispatch_runs.c */
+/* A claimed run joins d->runs (copied from j, logged as started); no fetch yet. */
 struct run *runs_new(dispatch_t *d, const struct job_run *j);
 /* Starts fetches for freshly claimed runs, coalesced into multi-symbol requests. */
 void runs_start(dispatch_t *d, struct run **runs, size_t n);
@@ -192,28 +193,45 @@ int64_t runs_free_slots(const dispatch_t *d);
 bool runs_backlogged(const dispatch_t *d);
 /* The writer's callbacks, for store_new. */
 void runs_store_callbacks(dispatch_t *d, struct store_cbs *out);
-/* Stops every fetch and frees every run and group (close; their callbacks are gone). */
+/* Stops every fetch and takes every run out of the writer: no fetch or write
+ * callback names a run after this. First step of a close, before the sessions go. */
+void runs_detach_all(dispatch_t *d);
+/* Frees every run and group (close, after the sessions are closed: their
+ * failed requests' callbacks still name runs). */
 void runs_free_all(dispatch_t *d);
 
 /* dispatch_queue.c */
+/* Claims up to min(free slots, claim batch) runs when woken or the poll interval passed,
+ * unless a claim is in flight, the writer is backed up or claiming is paused. */
 void queue_maybe_claim(dispatch_t *d);
+/* Renews every held lease in one statement; runs missing from the answer are abandoned.
+ * The caller took d->renew with periodic_due(); the answer releases it. */
 void queue_renew(dispatch_t *d);
+/* Rescues dead hosts' expired leases (d->rescue, as above). */
 void queue_rescue(dispatch_t *d);
+/* Calls schedule_due_jobs() (d->schedule, as above); new runs wake claiming. */
 void queue_schedule(dispatch_t *d);
 /* --until-idle: asks the database whether anything is left, when nothing is here. */
 void queue_maybe_idle_check(dispatch_t *d);
-/* db_callbacks of the main session. */
+/* db_callbacks of the main session: on (re)connect, gives back what a lost claim
+ * answer left and checks the schema once; a NOTIFY wakes claiming or scheduling. */
 void queue_on_db_up(void *arg);
 void queue_on_notify(void *arg, const char *channel);
 
 /* dispatch_report.c */
+/* The latency histograms: made with the dispatcher, freed with it. */
 void report_init(dispatch_t *d);
 void report_free(dispatch_t *d);
-/* Sends the queue-depth query; its answer logs the progress line. */
+/* Sends the queue-depth query (d->stats taken with periodic_due); its answer
+ * logs the progress line and updates the queue gauges and the sd_notify status. */
 void report_progress(dispatch_t *d);
+/* The HTTP client's observer: counts responses by status and times them. */
 void report_on_http_done(void *arg, long status, double ms);
+/* A write transaction committed in ms. */
 void report_upsert_done(dispatch_t *d, double ms);
+/* metrics_render_fn: the whole /metrics exposition, from one table of rows. */
 void report_render_metrics(void *arg, dynbuf_t *out);
+/* metrics_health_fn: ok once ready, with the database up and Alpaca accepting us. */
 bool report_health(void *arg, char *why, size_t whylen);
 
 #endif

@@ -38,7 +38,11 @@ static void on_claimed(void *arg, const struct jobs_status *st, const struct job
     d->claiming = false;
     if (st->status != DB_OK) {
         if (st->status != DB_ECLOSED)
-            LOG(LL_ERROR, "claim failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
+            LOG(LL_ERROR, "claim failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate),
+                F_STR("hint", strcmp(st->sqlstate, "42501") == 0
+                                  ? "the daemon's role may not call the queue's functions: as the "
+                                    "schema owner, run 'backfilld migrate --grant-role ROLE'"
+                                  : ""));
         return;
     }
     size_t n = c->n + c->nbad;
@@ -172,12 +176,16 @@ static void on_scheduled(void *arg, const struct jobs_status *st, int64_t n, con
 {
     dispatch_t *d = arg;
     periodic_done(&d->schedule);
+    /* Answered, even with an error: --until-idle may judge now (a scheduler
+     * that always fails must not keep it running forever; the error is logged). */
+    if (st->status != DB_ECONN && st->status != DB_ECLOSED)
+        d->scheduled = true;
     if (st->status != DB_OK) {
         if (st->status != DB_ECLOSED)
             LOG(LL_WARN, "schedule failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
+        dispatch_kick(d);
         return;
     }
-    d->scheduled = true;
     if (n > 0) {
         dispatch_wake_claim(d);
         LOG(LL_INFO, "runs scheduled", F_I64("runs", n));

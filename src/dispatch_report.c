@@ -152,7 +152,7 @@ static const struct metric_row gauge_rows[] = {
 static const struct metric_row tail_rows[] = {
     {"backfilld_oldest_queued_run_age_seconds", true, "Age of the oldest queued run of an enabled definition.", .value = v_oldest},
     {"backfilld_db_up", true, "1 while the database session is connected.", .value = v_db_up},
-    {"backfilld_alpaca_credentials_ok", true, "0 while Alpaca rejects the credentials.", .value = v_creds_ok},
+    {"backfilld_alpaca_credentials_ok", true, "0 while Alpaca rejects the credentials or its TLS certificate.", .value = v_creds_ok},
     {"backfilld_rate_limit_per_minute", true, "The configured Alpaca request budget.", .value = v_rate},
 };
 

@@ -147,12 +147,17 @@ void runs_reap(dispatch_t *d)
     }
 }
 
-void runs_free_all(dispatch_t *d)
+void runs_detach_all(dispatch_t *d)
 {
     for (struct group *g = d->groups; g; g = g->next)
         group_cancel_fetch(g);
     for (struct run *r = d->runs; r; r = r->next)
         store_forget(d->store, r);
+}
+
+void runs_free_all(dispatch_t *d)
+{
+    runs_detach_all(d);
     while (d->runs) {
         struct run *r = d->runs;
         d->runs = r->next;

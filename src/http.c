@@ -34,6 +34,11 @@ struct http_client {
      */
     http_req_t *wait_head, *wait_tail;
     long active;
+    /* Requests curl refused when they left the wait queue: their callbacks run
+     * from this zero timer, never inside http_cancel or another request's
+     * completion. */
+    http_req_t *refused;
+    uv_timer_t defer;
     bool closing;
     int open_handles;
     void (*observer)(void *arg, long status, double ms);
@@ -51,6 +56,7 @@ struct http_req {
     int64_t rl_reset, rl_remaining;
     char errbuf[CURL_ERROR_SIZE];
     bool waiting; /* in the client's wait queue, not yet handed to curl */
+    bool https;   /* may share an HTTP/2 connection with others */
     http_req_t *prev, *next;
 };
 
@@ -225,13 +231,25 @@ static void unlink_req(http_req_t *r)
     c->active--;
 }
 
-static void finish_failed(http_req_t *r, const char *why);
+static void on_defer(uv_timer_t *t);
 
-/* Hands r to curl, or queues it while max_connections requests are there. */
+/* Streams one HTTP/2 connection carries at once (curl's default). */
+#define HTTP2_STREAMS 100
+
+/*
+ * How many requests may be in curl at once: one per connection over plain
+ * http (HTTP/1.1), many over https, where connections are multiplexed.
+ */
+static long room_for(const http_client_t *c, const http_req_t *r)
+{
+    return c->opts.max_connections * (r->https ? HTTP2_STREAMS : 1);
+}
+
+/* Hands r to curl, or queues it while curl has as many as it can serve. */
 static void dispatch_req(http_req_t *r)
 {
     http_client_t *c = r->c;
-    if (c->active >= c->opts.max_connections) {
+    if (c->active >= room_for(c, r)) {
         r->waiting = true;
         r->next = NULL;
         r->prev = c->wait_tail;
@@ -243,7 +261,9 @@ static void dispatch_req(http_req_t *r)
         return;
     }
     if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
-        finish_failed(r, "curl refused the request");
+        r->next = c->refused;
+        c->refused = r;
+        uv_timer_start(&c->defer, on_defer, 0, 0);
         return;
     }
     DLIST_PUSH(c->reqs, r);
@@ -253,7 +273,7 @@ static void dispatch_req(http_req_t *r)
 /* Moves waiting requests to curl while there is room. Never from a curl callback. */
 static void promote_waiting(http_client_t *c)
 {
-    while (c->wait_head && c->active < c->opts.max_connections && !c->closing) {
+    while (c->wait_head && c->active < room_for(c, c->wait_head) && !c->closing) {
         http_req_t *r = c->wait_head;
         unlink_req(r);
         dispatch_req(r);
@@ -325,6 +345,16 @@ static void finish_failed(http_req_t *r, const char *why)
     free_req(r);
 }
 
+static void on_defer(uv_timer_t *t)
+{
+    http_client_t *c = t->data;
+    while (c->refused) {
+        http_req_t *r = c->refused;
+        c->refused = r->next;
+        finish_failed(r, "curl refused the request");
+    }
+}
+
 http_client_t *http_client_new(uv_loop_t *loop, const struct http_opts *opts)
 {
     http_client_t *c = xcalloc(1, sizeof *c);
@@ -347,7 +377,9 @@ http_client_t *http_client_new(uv_loop_t *loop, const struct http_opts *opts)
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, opts->max_connections);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
-    c->open_handles = 1;
+    uv_timer_init(loop, &c->defer);
+    c->defer.data = c;
+    c->open_handles = 2;
     return c;
 }
 
@@ -396,7 +428,8 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
-    if (c->active < c->opts.max_connections) {
+    r->https = strncasecmp(url, "https:", 6) == 0;
+    if (c->active < room_for(c, r)) {
         if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
             free_req(r);
             return NULL;
@@ -436,6 +469,13 @@ void http_client_close(http_client_t *c)
     c->closing = true; /* nothing waiting is handed to curl any more */
     while (c->wait_head)
         http_cancel(c->wait_head);
+    while (c->refused) { /* cancelled too: no callback */
+        http_req_t *r = c->refused;
+        c->refused = r->next;
+        free_req(r);
+    }
+    uv_timer_stop(&c->defer);
+    uv_close((uv_handle_t *)&c->defer, on_handle_closed);
     while (c->reqs)
         http_cancel(c->reqs);
     /* May call socket_cb with CURL_POLL_REMOVE: those polls close normally. */

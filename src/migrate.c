@@ -53,6 +53,24 @@ int migrations_current(PGconn *conn, char *err, size_t errlen)
     PQclear(r);
     if (!exists)
         return 0;
+    /* Another migration tool's schema_migrations (varchar versions, no name)
+     * is not ours: its versions say nothing about this schema. */
+    r = exec_checked(conn,
+                     "SELECT count(*) FROM information_schema.columns"
+                     " WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
+                     " AND ((column_name = 'version' AND data_type = 'integer')"
+                     "      OR (column_name = 'name' AND data_type = 'text'))",
+                     0, NULL, "reading schema version", err, errlen);
+    if (!r)
+        return -1;
+    bool ours = strcmp(PQgetvalue(r, 0, 0), "2") == 0;
+    PQclear(r);
+    if (!ours) {
+        snprintf(err, errlen,
+                 "a table schema_migrations exists that backfilld did not make (another migration "
+                 "tool's?): use another database, or another schema through search_path");
+        return -1;
+    }
     r = exec_checked(conn, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
                      "reading schema version", err, errlen);
     if (!r)
@@ -80,9 +98,12 @@ static int apply(PGconn *conn, bool in_txn, int *applied, char *err, size_t errl
     if (!r)
         return -1;
     PQclear(r);
-    /* Session lock: two hosts running migrate at once apply each file once. */
-    r = exec_checked(conn, "SELECT pg_advisory_lock(hashtext('backfilld.migrate'))", 0, NULL,
-                     "taking the migration lock", err, errlen);
+    /* Two hosts running migrate at once apply each file once: a session lock,
+     * or (inside the caller's transaction) one that ends with it. */
+    r = exec_checked(conn,
+                     in_txn ? "SELECT pg_advisory_xact_lock(hashtext('backfilld.migrate'))"
+                            : "SELECT pg_advisory_lock(hashtext('backfilld.migrate'))",
+                     0, NULL, "taking the migration lock", err, errlen);
     if (!r)
         return -1;
     PQclear(r);
@@ -196,8 +217,11 @@ static void check_one(const char *name, void *arg)
 
 int migrations_conflicts(PGconn *conn, dynbuf_t *names, char *err, size_t errlen)
 {
-    if (migrations_current(conn, err, errlen) != 0)
-        return 0; /* backfilld's own schema (or an error, reported by migrate) */
+    int current = migrations_current(conn, err, errlen);
+    if (current < 0)
+        return -1;
+    if (current > 0)
+        return 0; /* backfilld's own schema */
     struct conflict_scan c = {.conn = conn, .names = names};
     each_created_table(check_one, &c);
     if (c.failed) {
@@ -461,8 +485,8 @@ int migrations_role_sql(PGconn *conn, const char *role, bool create, dynbuf_t *o
         snprintf(err, errlen, "role name: %s", PQerrorMessage(conn));
         return -1;
     }
-    PGresult *r = exec_checked(conn, "SELECT quote_ident(current_schema())", 0, NULL,
-                               "reading the schema", err, errlen);
+    PGresult *r = exec_checked(conn, "SELECT quote_ident(current_schema()), quote_ident(current_database())",
+                               0, NULL, "reading the schema", err, errlen);
     if (!r) {
         PQfreemem(id);
         return -1;
@@ -482,8 +506,9 @@ int migrations_role_sql(PGconn *conn, const char *role, bool create, dynbuf_t *o
         "    take_rate_tokens(text, integer, double precision), pause_rate_limit(text, integer),\n"
         "    set_rate_limit(text, double precision) TO %s;\n"
         "GRANT SELECT, INSERT, UPDATE ON bars TO %s;\n"
-        "GRANT SELECT ON job_runs, job_definitions, schema_migrations TO %s;\n",
-        PQgetvalue(r, 0, 0), id, id, id, id);
+        "GRANT SELECT ON job_runs, job_definitions, schema_migrations TO %s;\n"
+        "GRANT TEMPORARY ON DATABASE %s TO %s;\n", /* the writer's staging table */
+        PQgetvalue(r, 0, 0), id, id, id, id, PQgetvalue(r, 0, 1), id);
     PQclear(r);
     PQfreemem(id);
     if (rc != 0) {

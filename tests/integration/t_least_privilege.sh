@@ -42,6 +42,29 @@ check_cmd "bf_daemon cannot write runs directly" denied "UPDATE job_runs SET sta
 check_cmd "bf_daemon cannot delete bars" denied "DELETE FROM bars"
 check_cmd "bf_daemon cannot add definitions" denied "INSERT INTO job_definitions (symbol, timeframe, job_type) VALUES ('X', 'd1', 'fetch_historical')"
 check_cmd "bf_daemon cannot create tables" denied "CREATE TABLE t (x int)"
+# A temporary table (pg_temp) standing in for the queue's, with a trigger that
+# would run with the functions' owner's rights: the functions' search_path
+# names the schema first and pg_temp last, so they never see it.
+cat >"$T/escalate.sql" <<'SQL'
+CREATE TEMP TABLE job_runs (LIKE public.job_runs INCLUDING DEFAULTS);
+CREATE FUNCTION pg_temp.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE 'ALTER ROLE bf_daemon SUPERUSER';
+    RETURN NEW;
+END $$;
+CREATE TRIGGER escalate BEFORE UPDATE ON pg_temp.job_runs FOR EACH ROW EXECUTE FUNCTION pg_temp.escalate();
+INSERT INTO pg_temp.job_runs (id, job_def_id, job_type, symbol, timeframe, range_start, range_end)
+    VALUES (1, 1, 'fetch_historical', 'X', 'd1', '2024-01-01', '2024-01-02');
+SELECT count(*) FROM claim_queued_job('attacker', 10, 30);
+SQL
+psql -XAtq -U bf_daemon -f "$T/escalate.sql" >"$T/escalate.out" 2>&1 || true
+check "a temporary job_runs cannot borrow the owner's rights" "f" \
+    "$(sql "SELECT rolsuper FROM pg_roles WHERE rolname = 'bf_daemon'")"
+check "the claim saw the real queue, not the temporary table" "0" "$(tail -1 "$T/escalate.out")"
+bf migrate --grant-role bf_daemon >"$T/grant.out"
+check_cmd "--grant-role grants an existing role" grep -q "granted role bf_daemon" "$T/grant.out"
+check_cmd "the grants include the writer's temporary staging table" \
+    grep -q '^GRANT TEMPORARY ON DATABASE backfilld TO "bf_daemon";$' "$T/role.sql"
 sql "CREATE ROLE nobody_else LOGIN"
 claim_out=$(psql -XAtq -U nobody_else -c "SELECT * FROM claim_queued_job('x', 1, 30)" 2>&1 || true)
 check_cmd "a role without the grant cannot claim" grep -q 'permission denied for function claim_queued_job' <<<"$claim_out"
