@@ -76,7 +76,8 @@ static bool parse_when(const char *s, bool is_to, int64_t *us);
 
 static const char migrate_help[] =
     "usage: backfilld [--config FILE] migrate [--adopt [--from DATE]]\n"
-    "       backfilld [--config FILE] migrate --create-role NAME | --print-role-sql NAME\n\n"
+    "       backfilld [--config FILE] migrate --create-role NAME | --grant-role NAME |\n"
+    "                                         --print-role-sql NAME\n\n"
     "Applies the schema migrations compiled into this binary (sql/*.sql),\n"
     "each once and in its own transaction, recorded in schema_migrations.\n"
     "Safe to run again, and from several hosts at once.\n\n"
@@ -88,7 +89,9 @@ static const char migrate_help[] =
     "where imported historical definitions start when the old table has no start.\n\n"
     "--create-role NAME creates a login role that can run the daemon and nothing\n"
     "else (the queue's functions, reading the queue, writing bars), as the role\n"
-    "running migrate; --print-role-sql NAME prints that SQL instead (for a DBA).\n";
+    "running migrate; --grant-role NAME grants the same to an existing role (needed\n"
+    "after upgrading to schema version 2 when the daemon's role is not the owner);\n"
+    "--print-role-sql NAME prints the SQL of --create-role instead (for a DBA).\n";
 
 /* migrate --adopt: prints what it did. */
 static int adopt(PGconn *conn, const char *from_arg)
@@ -136,17 +139,20 @@ static int adopt(PGconn *conn, const char *from_arg)
     return EXIT_OK;
 }
 
-/* migrate --create-role / --print-role-sql. */
-static int role(PGconn *conn, const char *name, bool create)
+enum role_mode { ROLE_CREATE, ROLE_GRANT, ROLE_PRINT };
+
+/* migrate --create-role / --grant-role / --print-role-sql. */
+static int role(PGconn *conn, const char *name, enum role_mode mode)
 {
     dynbuf_t sql;
     dynbuf_init(&sql, 1 << 16);
     char err[512];
     int ret = EXIT_OK;
-    if (migrations_role_sql(conn, name, true, &sql, err, sizeof err) < 0) {
+    if (migrations_role_sql(conn, name, mode != ROLE_GRANT, &sql, err, sizeof err) < 0) {
         fprintf(stderr, "backfilld migrate: %s\n", err);
         ret = EXIT_DATAERR;
-    } else if (!create) {
+    } else if (mode == ROLE_PRINT) {
+    bool create = mode == ROLE_CREATE;
         fputs(sql.data, stdout);
     } else {
         PGresult *r = q(conn, "BEGIN", 0, NULL);
@@ -162,9 +168,12 @@ static int role(PGconn *conn, const char *name, bool create)
             ret = state && strcmp(state, "42710") == 0 ? EXIT_DATAERR : EXIT_SOFTWARE; /* exists */
         } else {
             PQclear(PQexec(conn, "COMMIT"));
-            printf("created role %s: it can run the daemon (set its password, e.g. \\password %s "
-                   "in psql) and nothing else\n",
-                   name, name);
+            if (create)
+                printf("created role %s: it can run the daemon (set its password, e.g. \\password "
+                       "%s in psql) and nothing else\n",
+                       name, name);
+            else
+                printf("granted role %s what running the daemon needs\n", name);
         }
         PQclear(body);
     }
@@ -176,7 +185,7 @@ int cli_migrate(const struct config *c, int argc, char **argv)
 {
     bool adopting = false;
     const char *from = NULL, *role_name = NULL;
-    bool create_role = false;
+    enum role_mode mode = ROLE_PRINT;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(migrate_help, stdout);
@@ -185,9 +194,11 @@ int cli_migrate(const struct config *c, int argc, char **argv)
             adopting = true;
         } else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
             from = argv[++i];
-        } else if ((strcmp(argv[i], "--create-role") == 0 ||
+        } else if ((strcmp(argv[i], "--create-role") == 0 || strcmp(argv[i], "--grant-role") == 0 ||
                     strcmp(argv[i], "--print-role-sql") == 0) && i + 1 < argc) {
-            create_role = strcmp(argv[i], "--create-role") == 0;
+            mode = strcmp(argv[i], "--create-role") == 0  ? ROLE_CREATE
+                   : strcmp(argv[i], "--grant-role") == 0 ? ROLE_GRANT
+                                                          : ROLE_PRINT;
             role_name = argv[++i];
         } else {
             fprintf(stderr, "backfilld migrate: unexpected argument '%s'\n%s", argv[i], migrate_help);
@@ -207,7 +218,7 @@ int cli_migrate(const struct config *c, int argc, char **argv)
     if (role_name) {
         ret = check_schema(conn);
         if (ret == EXIT_OK)
-            ret = role(conn, role_name, create_role);
+            ret = role(conn, role_name, mode);
         goto out;
     }
     if (adopting) {

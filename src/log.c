@@ -118,7 +118,11 @@ static const char *find_secret(const char *s, size_t i, const char *secret, size
     for (const char *p = strstr(s + i, secret); p; p = strstr(p + 1, secret)) {
         if (len >= LOG_SECRET_ANYWHERE_LEN)
             return p;
-        if ((p == s || !is_word_char(p[-1])) && !is_word_char(p[len]))
+        /* A side counts only where the secret's own edge is a letter or
+         * digit: "ab!" followed by "x" is still the secret "ab!". */
+        bool left_ok = p == s || !is_word_char(secret[0]) || !is_word_char(p[-1]);
+        bool right_ok = !is_word_char(secret[len - 1]) || !is_word_char(p[len]);
+        if (left_ok && right_ok)
             return p;
     }
     return NULL;

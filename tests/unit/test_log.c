@@ -283,6 +283,15 @@ static void test_short_secret_only_as_whole_word(void **state)
                         "\"key\":\"[redacted]\",\"retry_in_ms\":220}\n");
 }
 
+/* A short secret whose edge is not a letter or digit is matched whatever touches that edge. */
+static void test_short_secret_with_symbol_edge(void **state)
+{
+    struct capture *c = *state;
+    log_add_secret("ab!");
+    LOG(LL_INFO, "s", F_STR("x", "pw=ab!x"));
+    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"pw=[redacted]x\"}\n");
+}
+
 /* A long secret is matched anywhere, even inside a word (URL-encoded, say). */
 static void test_long_secret_matched_inside_words(void **state)
 {
@@ -451,6 +460,7 @@ int main(void)
         T(test_secret_in_value_not_in_msg_or_key),
         T(test_short_secret_only_as_whole_word),
         T(test_long_secret_matched_inside_words),
+        T(test_short_secret_with_symbol_edge),
         T(test_clear_secrets_prints_again),
         T(test_empty_secret_ignored),
         T(test_secret_copied),
