@@ -144,6 +144,7 @@ enum role_mode { ROLE_CREATE, ROLE_GRANT, ROLE_PRINT };
 /* migrate --create-role / --grant-role / --print-role-sql. */
 static int role(PGconn *conn, const char *name, enum role_mode mode)
 {
+    bool create = mode == ROLE_CREATE;
     dynbuf_t sql;
     dynbuf_init(&sql, 1 << 16);
     char err[512];
@@ -152,7 +153,6 @@ static int role(PGconn *conn, const char *name, enum role_mode mode)
         fprintf(stderr, "backfilld migrate: %s\n", err);
         ret = EXIT_DATAERR;
     } else if (mode == ROLE_PRINT) {
-    bool create = mode == ROLE_CREATE;
         fputs(sql.data, stdout);
     } else {
         PGresult *r = q(conn, "BEGIN", 0, NULL);
