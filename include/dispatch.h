@@ -1,6 +1,7 @@
 /*
- * dispatch: the daemon itself. Owns the loop's long-lived objects (two
- * database sessions, the HTTP client, the rate limiter, the writer) and the
+ * dispatch: the daemon itself. Owns the loop's long-lived objects (three
+ * database sessions: main for the queue, one for the writer, one for leases
+ * and rate-limit tokens; the HTTP client, the rate limiter, the writer) and the
  * runs in flight, and drives them from one housekeeping tick:
  *
  *   claim    up to min(free slots, claim batch) runs, when woken by NOTIFY,

@@ -26,7 +26,7 @@ static void on_tick(uv_timer_t *t)
     const struct config *c = d->cfg;
     runs_reap(d);
     /* The session is asked before each call: one of them may have found it gone. */
-    if (d->ready_sent && db_conn_is_up(d->db) &&
+    if (d->ready_sent && db_conn_is_up(d->ldb) &&
         periodic_due(&d->renew, now, c->lease_seconds * 1000 / 3, false))
         queue_renew(d);
     if (d->stopping) {
@@ -110,10 +110,11 @@ void dispatch_close_now(dispatch_t *d, int code)
     d->stopping = true;
     /* Runs still here now are abandoned (their leases expire or were released).
      * Close the sessions first: their pending callbacks still name runs. */
-    d->pending_closes = 4;
+    d->pending_closes = 5;
     runs_detach_all(d);
     db_conn_close(d->db, on_closed, d);
     db_conn_close(d->wdb, on_closed, d);
+    db_conn_close(d->ldb, on_closed, d);
     runs_free_all(d);
     uv_timer_stop(&d->tick);
     uv_close((uv_handle_t *)&d->tick, on_tick_closed);
@@ -177,6 +178,10 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
         db_conn_add_setup(d->db, "LISTEN backfilld_defs");
     }
     d->wdb = db_conn_new(loop, cfg->database_url, "writer", NULL);
+    /* Renewals and rate-limit tokens are small and on a clock: a scheduler
+     * call of seconds on the main session must not hold a lease past its
+     * margin, nor every request behind it. */
+    d->ldb = db_conn_new(loop, cfg->database_url, "lease", NULL);
 
     char key[512], secret[512];
     snprintf(key, sizeof key, "APCA-API-KEY-ID: %s", cfg->api_key);
@@ -195,7 +200,7 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
     memset(secret, 0, sizeof secret);
     /* The budget is the account's: shared through the database unless no name is set. */
     if (cfg->rate_limit_name && *cfg->rate_limit_name)
-        d->rl = ratelimit_new_shared(loop, cfg->rate_limit, d->db, cfg->rate_limit_name);
+        d->rl = ratelimit_new_shared(loop, cfg->rate_limit, d->ldb, cfg->rate_limit_name);
     else
         d->rl = ratelimit_new(loop, cfg->rate_limit);
     struct alpaca_opts ao = {.base_url = cfg->data_url,
@@ -233,6 +238,7 @@ int dispatch_start(dispatch_t *d)
         F_STR("log_level", log_level_name(d->cfg->log_level)));
     db_conn_start(d->db);
     db_conn_start(d->wdb);
+    db_conn_start(d->ldb);
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
     return 0;
 }

@@ -115,6 +115,8 @@ struct dispatch {
 
     db_conn_t *db;     /* claims, leases, outcomes, LISTEN */
     db_conn_t *wdb;    /* the writer's session */
+    db_conn_t *ldb;    /* leases and rate-limit tokens: never behind a slow scheduler,
+                          stats query or claim on the main session */
     http_client_t *http;
     ratelimit_t *rl;
     alpaca_t *alpaca;

@@ -147,7 +147,7 @@ void queue_renew(dispatch_t *d)
             leases[i++] = (struct jobs_lease){.id = r->j.id, .attempt = r->j.attempt, .bars = r->bars};
         }
     }
-    jobs_renew(d->db, d->worker, leases, n, (int)d->cfg->lease_seconds, on_renewed, d);
+    jobs_renew(d->ldb, d->worker, leases, n, (int)d->cfg->lease_seconds, on_renewed, d);
     free(leases);
 }
 

@@ -171,9 +171,9 @@ pg_restart() {
         -w -t 60 restart >/dev/null || fail "pg_ctl restart -m $1"
     N_PG_RESTARTS=$((N_PG_RESTARTS + 1))
     log "pg_ctl restart -m $1 at $(succeeded)/$TOTAL succeeded"
-    # Both sessions of each of the three daemons (the dead ones' went with the restart).
+    # The three sessions of each of the three daemons (the dead ones' went with the restart).
     wait_for "all three daemons reconnected after -m $1" 60 \
-        sql_ge "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backfilld'" 6
+        sql_ge "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backfilld'" 9
 }
 
 for i in 1 2 3; do slot_start "$i"; done
