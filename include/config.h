@@ -25,6 +25,7 @@ struct config {
     char *metrics_listen;
     char *ca_file;
     char *rate_limit_name;
+    char *log_format; /* BACKFILLD_LOG_FORMAT: auto, json or text (checked at load) */
     int64_t concurrency;
     int64_t claim_batch;
     int64_t batch_symbols;

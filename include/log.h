@@ -1,7 +1,14 @@
 /*
- * log: one JSON object per line on stderr.
+ * log: one line per event on stderr, as a JSON object (for journald, jq and
+ * Loki) or as text for a person at a terminal (BACKFILLD_LOG_FORMAT):
  *
  *   {"ts":"2026-11-29T14:03:01.123Z","level":"info","msg":"run succeeded","job_id":42,...}
+ *   14:03:01.123 info  run succeeded job_id=42 symbol=AAPL ...
+ *
+ * Both carry the same fields; text puts the local time of day first, then
+ * the level, the event name and every field as key=value (a value with a
+ * space, a quote, '=' or a control character is quoted with JSON escapes).
+ * Text is coloured only when stderr is a terminal and NO_COLOR is not set.
  *
  * `msg` is a stable event name (no interpolated values) so that ops can
  * filter on it; everything variable goes into typed fields. Every line about
@@ -20,6 +27,7 @@
 #ifndef BACKFILLD_LOG_H
 #define BACKFILLD_LOG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -58,6 +66,25 @@ const char *log_level_name(int level);
 
 /* Checks JOURNAL_STREAM against stderr once; call at start-up. */
 void log_init(void);
+
+/* The line formats. LFMT_AUTO is a request only: it resolves to one of the others. */
+enum log_format { LFMT_AUTO = 0, LFMT_JSON, LFMT_TEXT };
+
+/* "auto", "json" or "text" (any case) → LFMT_*; -1 if unknown (NULL too). */
+int log_format_parse(const char *name);
+
+/*
+ * Chooses how lines are written from now on and returns the format in force
+ * (LFMT_JSON or LFMT_TEXT). LFMT_AUTO means text when stderr is a terminal
+ * and is not the journal, JSON otherwise, so text never reaches journald or
+ * a file by default. Text is coloured when stderr is a terminal, NO_COLOR is
+ * unset or empty and TERM is not "dumb". Call after log_init(). Until it is
+ * called, lines are JSON.
+ */
+int log_set_format(int format);
+
+/* Tests: exactly this format (LFMT_JSON or LFMT_TEXT) and colour, no checks. */
+void log_force_format(int format, bool colour);
 
 /* Registers a secret (copied) to scrub from every line. Empty strings are ignored. */
 void log_add_secret(const char *secret);

@@ -77,6 +77,8 @@ const struct cfg_key cfg_keys[] = {
      "no LISTEN/NOTIFY (for transaction-mode poolers such as PgBouncer)"},
     {"BACKFILLD_LOG_LEVEL", CFG_LEVEL, "info", 0, 0, true, false, OFF(log_level),
      "debug, info, notice, warn, error"},
+    {"BACKFILLD_LOG_FORMAT", CFG_STR, "auto", 0, 0, false, false, OFF(log_format),
+     "json, text, or auto: text when stderr is a terminal (not the journal), else json"},
     {NULL, CFG_STR, NULL, 0, 0, false, false, 0, NULL},
 };
 
@@ -284,6 +286,11 @@ static int load_rest(struct config *c, char *err, size_t errlen)
     log_add_secret(c->api_secret);
     if (c->worker_id && strpbrk(c->worker_id, " \t\r\n")) {
         snprintf(err, errlen, "BACKFILLD_WORKER_ID: must not contain white space");
+        return -1;
+    }
+    if (log_format_parse(c->log_format) < 0) {
+        snprintf(err, errlen, "BACKFILLD_LOG_FORMAT: must be json, text or auto, got \"%s\"",
+                 c->log_format);
         return -1;
     }
     if (c->retry_base_ms > c->retry_max_ms) {

@@ -1,5 +1,7 @@
 /*
- * log: JSON-lines logging with journald priority prefixes. See log.h.
+ * log: one line per event, JSON or text, with journald priority prefixes.
+ * See log.h. Both writers take the same fields and scrub secrets from string
+ * values the same way (append_scrubbed); only the framing differs.
  */
 #include "log.h"
 
@@ -20,6 +22,8 @@ static const int journal_prio[] = {7, 6, 5, 4, 3, 2};
 
 static FILE *log_stream;
 static int use_journal_prefix;
+static int log_format = LFMT_JSON;
+static bool log_colour;
 static char **secrets;
 static size_t nsecrets;
 
@@ -49,6 +53,34 @@ void log_init(void)
     if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
         (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
         use_journal_prefix = 1;
+}
+
+int log_format_parse(const char *name)
+{
+    static const char *names[] = {"auto", "json", "text"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (name && strcasecmp(name, names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+int log_set_format(int format)
+{
+    bool tty = isatty(STDERR_FILENO) == 1;
+    if (format != LFMT_JSON && format != LFMT_TEXT)
+        format = tty && !use_journal_prefix ? LFMT_TEXT : LFMT_JSON;
+    const char *no_colour = getenv("NO_COLOR");
+    const char *term = getenv("TERM");
+    log_format = format;
+    log_colour = format == LFMT_TEXT && tty && (!no_colour || !*no_colour) &&
+                 !(term && strcmp(term, "dumb") == 0);
+    return log_format;
+}
+
+void log_force_format(int format, bool colour)
+{
+    log_format = format == LFMT_TEXT ? LFMT_TEXT : LFMT_JSON;
+    log_colour = log_format == LFMT_TEXT && colour;
 }
 
 void log_add_secret(const char *secret)
@@ -202,6 +234,88 @@ int log_json_string(struct dynbuf *b, const char *s)
     return dynbuf_append(b, "\"", 1);
 }
 
+/* One field's value as JSON. */
+static int json_value(dynbuf_t *b, const struct log_field *f)
+{
+    switch (f->type) {
+    case LF_STR:
+        return log_json_string(b, f->s);
+    case LF_I64:
+        return dynbuf_printf(b, "%lld", (long long)f->i);
+    case LF_DBL:
+        /* JSON has no NaN or Infinity: a rate over a zero interval is null. */
+        if (isfinite(f->d))
+            return dynbuf_printf(b, "%.10g", f->d);
+        return dynbuf_append(b, "null", 4);
+    case LF_BOOL:
+        return dynbuf_append(b, f->i ? "true" : "false", f->i ? 4 : 5);
+    default:
+        return dynbuf_append(b, "null", 4);
+    }
+}
+
+/* {"ts":…,"level":…,"msg":…,fields…}: ts is the RFC 3339 time to the ms. */
+static int json_line(dynbuf_t *b, const char *ts, int level, const char *msg,
+                     const struct log_field *fields)
+{
+    int rc = dynbuf_printf(b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_names[level]);
+    rc |= append_plain_string(b, msg);
+    for (const struct log_field *f = fields; f && f->type != LF_END; f++) {
+        rc |= dynbuf_append(b, ",", 1);
+        rc |= append_plain_string(b, f->key);
+        rc |= dynbuf_append(b, ":", 1);
+        rc |= json_value(b, f);
+    }
+    return rc | dynbuf_append(b, "}\n", 2);
+}
+
+/* A text value is quoted when it would not read back as one word. */
+static bool text_needs_quotes(const char *s)
+{
+    if (!*s)
+        return true;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+/* One field's value as text: strings scrubbed (and quoted if need be), numbers as in JSON. */
+static int text_value(dynbuf_t *b, const struct log_field *f)
+{
+    if (f->type != LF_STR || !f->s)
+        return json_value(b, f);
+    if (!text_needs_quotes(f->s))
+        return append_scrubbed(b, f->s);
+    return log_json_string(b, f->s);
+}
+
+/* SGR colour of each level on a terminal: debug dim, info green, notice cyan,
+ * warn yellow, error red, crit bold red. */
+static const char *const level_colours[] = {"2", "32", "36", "33", "31", "1;31"};
+
+/* hh:mm:ss.mmm level msg key=value…: the local time of day, for a person. */
+static int text_line(dynbuf_t *b, const char *clock, int level, const char *msg,
+                     const struct log_field *fields)
+{
+    int rc = 0;
+    if (log_colour)
+        rc |= dynbuf_printf(b, "\033[2m%s\033[0m \033[%sm%-5s\033[0m ", clock, level_colours[level],
+                            level_names[level]);
+    else
+        rc |= dynbuf_printf(b, "%s %-5s ", clock, level_names[level]);
+    rc |= append_escaped(b, msg, strlen(msg));
+    for (const struct log_field *f = fields; f && f->type != LF_END; f++) {
+        rc |= dynbuf_append(b, log_colour ? " \033[2m" : " ", log_colour ? 5 : 1);
+        rc |= append_escaped(b, f->key, strlen(f->key));
+        rc |= dynbuf_append(b, log_colour ? "=\033[0m" : "=", log_colour ? 5 : 1);
+        rc |= text_value(b, f);
+    }
+    return rc | dynbuf_append(b, "\n", 1);
+}
+
 void log_write(int level, const char *msg, const struct log_field *fields)
 {
     dynbuf_t b;
@@ -213,52 +327,41 @@ void log_write(int level, const char *msg, const struct log_field *fields)
 
     int64_t us = wall_us();
     time_t secs = (time_t)(us / 1000000);
+    int ms = (int)((us / 1000) % 1000);
     struct tm tm;
-    gmtime_r(&secs, &tm);
-    char ts[40];
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    char when[48], stamp[40];
+    if (log_format == LFMT_TEXT) {
+        localtime_r(&secs, &tm);
+        strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
+    } else {
+        gmtime_r(&secs, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    }
+    snprintf(when, sizeof when, log_format == LFMT_TEXT ? "%s.%03d" : "%s.%03dZ", stamp, ms);
 
     int rc = 0;
     if (use_journal_prefix)
         rc |= dynbuf_printf(&b, "<%d>", journal_prio[level]);
-    rc |= dynbuf_printf(&b, "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"msg\":", ts,
-                        (int)((us / 1000) % 1000), level_names[level]);
-    rc |= append_plain_string(&b, msg);
-    for (const struct log_field *f = fields; f && f->type != LF_END; f++) {
-        rc |= dynbuf_append(&b, ",", 1);
-        rc |= append_plain_string(&b, f->key);
-        rc |= dynbuf_append(&b, ":", 1);
-        switch (f->type) {
-        case LF_STR:
-            rc |= log_json_string(&b, f->s);
-            break;
-        case LF_I64:
-            rc |= dynbuf_printf(&b, "%lld", (long long)f->i);
-            break;
-        case LF_DBL:
-            /* JSON has no NaN or Infinity: a rate over a zero interval is null. */
-            if (isfinite(f->d))
-                rc |= dynbuf_printf(&b, "%.10g", f->d);
-            else
-                rc |= dynbuf_append(&b, "null", 4);
-            break;
-        case LF_BOOL:
-            rc |= dynbuf_append(&b, f->i ? "true" : "false", f->i ? 4 : 5);
-            break;
-        default:
-            rc |= dynbuf_append(&b, "null", 4);
-        }
-    }
-    rc |= dynbuf_append(&b, "}\n", 2);
+    size_t start = b.len;
+    if (log_format == LFMT_TEXT)
+        rc |= text_line(&b, when, level, msg, fields);
+    else
+        rc |= json_line(&b, when, level, msg, fields);
     if (rc != 0) {
-        /* Over the line cap: say so rather than emit broken JSON. */
-        dynbuf_reset(&b);
-        if (dynbuf_printf(&b, "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"msg\":\"log line too long\"}\n",
-                          ts, (int)((us / 1000) % 1000), level_names[level]) < 0)
+        /* Over the line cap: say so rather than emit a broken line. */
+        b.len = start;
+        if (log_format == LFMT_TEXT)
+            rc = dynbuf_printf(&b, "%s %-5s log line too long\n", when, level_names[level]);
+        else
+            rc = dynbuf_printf(&b,
+                               "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"log line too long\"}\n",
+                               when, level_names[level]);
+        if (rc < 0)
             b.len = 0;
     }
     FILE *out = log_stream ? log_stream : stderr;
-    fwrite(b.data, 1, b.len, out);
+    if (b.len)
+        fwrite(b.data, 1, b.len, out);
     fflush(out);
     dynbuf_free(&b);
 }

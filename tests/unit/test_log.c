@@ -1,5 +1,6 @@
 /*
- * Unit tests for the log module: one JSON object per line.
+ * Unit tests for the log module: one JSON object per line, or one text line
+ * for a person (BACKFILLD_LOG_FORMAT), and how "auto" chooses between them.
  *
  * Output is captured with open_memstream through log_set_stream(). Each test
  * gets a fresh stream from its setup, and the teardown puts stderr, the
@@ -13,7 +14,9 @@
 #include <cmocka.h>
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <math.h>
+#include <pty.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +58,7 @@ static int cap_teardown(void **state)
 {
     struct capture *c = *state;
     log_set_stream(NULL);
+    log_force_format(LFMT_JSON, false);
     log_min_level = c->saved_level;
     log_clear_secrets();
     fclose(c->f);
@@ -437,6 +441,213 @@ static void test_journal_prefix(void **state)
     assert_string_equal(second + TS_PREFIX_LEN, ",\"level\":\"warn\",\"msg\":\"k\"}\n");
 }
 
+/* --- the text format ---------------------------------------------------------- */
+
+/* Length of "hh:mm:ss.mmm ": everything after it is deterministic. */
+#define CLOCK_PREFIX_LEN 13
+
+/* Checks that out is one text line starting with a time of day and returns what follows it. */
+static const char *one_text_body(struct capture *c)
+{
+    const char *out = captured(c);
+    assert_int_equal(count_char(out, '\n'), 1);
+    assert_true(strlen(out) > CLOCK_PREFIX_LEN);
+    static const char shape[] = "dd:dd:dd.ddd ";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        if (shape[i] == 'd' ? !isdigit((unsigned char)out[i]) : out[i] != shape[i])
+            fail_msg("text line '%s' does not start with hh:mm:ss.mmm", out);
+    }
+    return out + CLOCK_PREFIX_LEN;
+}
+
+static void test_text_fields_exact(void **state)
+{
+    struct capture *c = *state;
+    log_force_format(LFMT_TEXT, false);
+    LOG(LL_INFO, "run succeeded", F_I64("job_id", 42), F_STR("symbol", "AAPL"), F_DBL("x", 1.5),
+        F_BOOL("ok", true), F_STR("error", "HTTP 500: boom"), F_STR("none", NULL),
+        F_STR("empty", ""));
+    assert_string_equal(one_text_body(c), "info  run succeeded job_id=42 symbol=AAPL x=1.5 ok=true "
+                                          "error=\"HTTP 500: boom\" none=null empty=\"\"\n");
+}
+
+static void test_text_level_column(void **state)
+{
+    struct capture *c = *state;
+    log_force_format(LFMT_TEXT, false);
+    log_min_level = LL_DEBUG;
+    LOG(LL_NOTICE, "a");
+    LOG(LL_CRIT, "b");
+    const char *out = captured(c);
+    assert_memory_equal(out + CLOCK_PREFIX_LEN, "notice a\n", 9);
+    const char *second = strchr(out, '\n') + 1;
+    assert_string_equal(second + CLOCK_PREFIX_LEN, "crit  b\n");
+}
+
+/* A value that would not read back as one word is quoted, with JSON's escapes. */
+static void test_text_quoting(void **state)
+{
+    struct capture *c = *state;
+    log_force_format(LFMT_TEXT, false);
+    LOG(LL_WARN, "odd values", F_STR("q", "say \"hi\""), F_STR("nl", "a\nb"), F_STR("eq", "k=v"),
+        F_STR("bs", "c:\\x"), F_STR("plain", "BRK.B"), F_DBL("nan", NAN));
+    assert_string_equal(one_text_body(c),
+                        "warn  odd values q=\"say \\\"hi\\\"\" nl=\"a\\nb\" eq=\"k=v\" "
+                        "bs=\"c:\\\\x\" plain=BRK.B nan=null\n");
+}
+
+/* The same scrubbing as in JSON: values only, quoted or not. */
+static void test_text_secret_redacted(void **state)
+{
+    struct capture *c = *state;
+    log_force_format(LFMT_TEXT, false);
+    log_add_secret("hunter2-long-secret");
+    LOG(LL_ERROR, "token", F_STR("url", "https://x/?k=hunter2-long-secret"),
+        F_STR("bare", "hunter2-long-secret"));
+    const char *body = one_text_body(c);
+    assert_null(strstr(body, "hunter2"));
+    assert_string_equal(body, "error token url=\"https://x/?k=[redacted]\" bare=[redacted]\n");
+}
+
+static void test_text_colour_only_when_asked(void **state)
+{
+    struct capture *c = *state;
+    log_force_format(LFMT_TEXT, false);
+    LOG(LL_ERROR, "plain", F_I64("n", 1));
+    assert_null(strchr(captured(c), '\033'));
+    log_force_format(LFMT_TEXT, true);
+    LOG(LL_ERROR, "red", F_I64("n", 1));
+    const char *second = strchr(captured(c), '\n') + 1;
+    /* dim time, red level, dim key; the value and the event name are plain */
+    assert_non_null(strstr(second, "\033[31merror\033[0m red \033[2mn=\033[0m1\n"));
+    assert_memory_equal(second, "\033[2m", 4);
+}
+
+static void test_text_too_long_line(void **state)
+{
+    struct capture *c = *state;
+    log_force_format(LFMT_TEXT, false);
+    size_t n = 70000;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    memset(big, 'a', n);
+    big[n] = '\0';
+    LOG(LL_ERROR, "huge", F_STR("body", big));
+    free(big);
+    assert_string_equal(one_text_body(c), "error log line too long\n");
+}
+
+static void test_format_parse(void **state)
+{
+    (void)state;
+    assert_int_equal(log_format_parse("auto"), LFMT_AUTO);
+    assert_int_equal(log_format_parse("json"), LFMT_JSON);
+    assert_int_equal(log_format_parse("TEXT"), LFMT_TEXT);
+    assert_int_equal(log_format_parse("xml"), -1);
+    assert_int_equal(log_format_parse(""), -1);
+    assert_int_equal(log_format_parse(NULL), -1);
+}
+
+/* Runs fn with stderr pointing at fd, then puts stderr back. */
+static int with_stderr(int fd, int (*fn)(void *), void *arg)
+{
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    int rc = fn(arg);
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    return rc;
+}
+
+static int choose(void *arg)
+{
+    log_init();
+    return log_set_format(*(int *)arg);
+}
+
+/* auto is JSON when stderr is a file; text stays text there, but never in colour. */
+static void test_auto_is_json_for_a_file(void **state)
+{
+    struct capture *c = *state;
+    char path[] = "/tmp/test_log.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    int want = LFMT_AUTO;
+    assert_int_equal(with_stderr(fd, choose, &want), LFMT_JSON);
+    want = LFMT_TEXT;
+    assert_int_equal(with_stderr(fd, choose, &want), LFMT_TEXT);
+    LOG(LL_ERROR, "to a file", F_I64("n", 1));
+    assert_null(strchr(captured(c), '\033'));
+    close(fd);
+    log_init();
+}
+
+struct tty_case {
+    const char *no_color, *term, *journal;
+    int want;
+    bool colour;
+};
+
+/* auto is text on a terminal, coloured unless NO_COLOR or TERM=dumb; JSON if it is the journal. */
+static void test_auto_on_a_terminal(void **state)
+{
+    struct capture *c = *state;
+    int master, slave;
+    assert_int_equal(openpty(&master, &slave, NULL, NULL, NULL), 0);
+    struct stat st;
+    assert_int_equal(fstat(slave, &st), 0);
+    char js[64];
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    const struct tty_case cases[] = {
+        {NULL, "xterm", NULL, LFMT_TEXT, true},
+        {"1", "xterm", NULL, LFMT_TEXT, false},
+        {"", "xterm", NULL, LFMT_TEXT, true}, /* NO_COLOR counts only when not empty */
+        {NULL, "dumb", NULL, LFMT_TEXT, false},
+        {NULL, "xterm", js, LFMT_JSON, false}, /* never text into the journal */
+    };
+    char *saved_nc = getenv("NO_COLOR") ? strdup(getenv("NO_COLOR")) : NULL;
+    char *saved_term = getenv("TERM") ? strdup(getenv("TERM")) : NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        const struct tty_case *k = &cases[i];
+        if (k->no_color)
+            setenv("NO_COLOR", k->no_color, 1);
+        else
+            unsetenv("NO_COLOR");
+        setenv("TERM", k->term, 1);
+        if (k->journal)
+            setenv("JOURNAL_STREAM", k->journal, 1);
+        else
+            unsetenv("JOURNAL_STREAM");
+        int want = LFMT_AUTO;
+        assert_int_equal(with_stderr(slave, choose, &want), k->want);
+        size_t before = strlen(captured(c));
+        LOG(LL_WARN, "case", F_I64("i", (int64_t)i));
+        const char *line = captured(c) + before;
+        if ((strchr(line, '\033') != NULL) != k->colour)
+            fail_msg("case %zu: colour %s in '%s'", i, k->colour ? "missing" : "unwanted", line);
+        if (k->want == LFMT_JSON)
+            assert_memory_equal(line, "<4>{\"ts\":", 9);
+    }
+    unsetenv("JOURNAL_STREAM");
+    if (saved_nc)
+        setenv("NO_COLOR", saved_nc, 1);
+    else
+        unsetenv("NO_COLOR");
+    if (saved_term)
+        setenv("TERM", saved_term, 1);
+    else
+        unsetenv("TERM");
+    free(saved_nc);
+    free(saved_term);
+    close(slave);
+    close(master);
+    log_init();
+}
+
 int main(void)
 {
     /* Start from plain JSON lines whatever stderr is connected to. */
@@ -470,6 +681,15 @@ int main(void)
         T(test_log_write_clamps_level),
         T(test_json_string_helper),
         T(test_journal_prefix),
+        T(test_text_fields_exact),
+        T(test_text_level_column),
+        T(test_text_quoting),
+        T(test_text_secret_redacted),
+        T(test_text_colour_only_when_asked),
+        T(test_text_too_long_line),
+        T(test_format_parse),
+        T(test_auto_is_json_for_a_file),
+        T(test_auto_on_a_terminal),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
