@@ -12,6 +12,7 @@
 #    recording rule);
 #  - every metric, and every label value a selector names, used by a panel or
 #    a rule exists in the /metrics of a real daemon after a small backfill.
+set -euo pipefail # also if lib.sh cannot be read: nothing may run with $T unset
 . "$(dirname "$0")/lib.sh"
 
 RULES=$SRC_DIR/config/prometheus/backfilld-rules.yml

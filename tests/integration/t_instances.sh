@@ -13,6 +13,7 @@
 #    ports answer and add up to the total, and the data is exact;
 #  - a third instance given b's metrics port exits at once, saying why.
 # systemd is not PID 1 here, so nothing is started through systemctl.
+set -euo pipefail # also if lib.sh cannot be read: nothing may run with $T unset
 . "$(dirname "$0")/lib.sh"
 
 UNIT=$SRC_DIR/config/backfilld@.service
@@ -126,20 +127,36 @@ instance_start() {
     echo "${args[*]}" >"$T/$n.cmdline"
 }
 
-PORT_A=$(free_port)
-PORT_B=$(free_port)
-while [ "$PORT_B" = "$PORT_A" ]; do PORT_B=$(free_port); done
-instance_setup a "$PORT_A"
-instance_setup b "$PORT_B"
-instance_start a
-PID_A=$INSTANCE_PID
-instance_start b
-PID_B=$INSTANCE_PID
-check "instance a runs --config NAME.env run" "$BF_BIN --config $ETC/a.env run" "$(cat "$T/a.cmdline")"
+ready_or_gone() { grep -q 'READY=1' "$T/$1.notify" || ! kill -0 "$2" 2>/dev/null; }
+# instance_up NAME: sets up and starts instance NAME on a free metrics port and
+# waits for its READY=1; sets INSTANCE_PORT and INSTANCE_PID. A port that
+# another process took between free_port and the daemon's bind makes the
+# daemon exit ("cannot serve metrics"): then again with another port.
+instance_up() {
+    local n=$1 try
+    for try in 1 2 3 4 5; do
+        INSTANCE_PORT=$(free_port)
+        instance_setup "$n" "$INSTANCE_PORT"
+        instance_start "$n"
+        wait_for "READY=1 from $n, or its exit" 30 ready_or_gone "$n" "$INSTANCE_PID"
+        grep -q 'READY=1' "$T/$n.notify" && return 0
+        daemon_wait "$INSTANCE_PID" 10
+        grep -q '"msg":"cannot serve metrics"' "$T/$n.log" ||
+            fail "instance $n exited ($DAEMON_RC) before READY=1"
+        log "port $INSTANCE_PORT was taken before $n could bind it; trying another"
+    done
+    fail "instance $n found no free metrics port in 5 tries"
+}
+
 # Both ready (READY=1 to their own notify socket) before there is any work, so
 # both are there to claim it.
-wait_for "READY=1 from a" 30 grep -q 'READY=1' "$T/a.notify"
-wait_for "READY=1 from b" 30 grep -q 'READY=1' "$T/b.notify"
+instance_up a
+PID_A=$INSTANCE_PID
+PORT_A=$INSTANCE_PORT
+instance_up b
+PID_B=$INSTANCE_PID
+PORT_B=$INSTANCE_PORT
+check "instance a runs --config NAME.env run" "$BF_BIN --config $ETC/a.env run" "$(cat "$T/a.cmdline")"
 check_cmd "a sent READY=1" grep -q 'READY=1' "$T/a.notify"
 check_cmd "b sent READY=1" grep -q 'READY=1' "$T/b.notify"
 check_cmd "a reads its worker id from a.env" grep -q '"worker":"host-a"' "$T/a.log"

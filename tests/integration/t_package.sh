@@ -18,6 +18,7 @@
 #  - "cmake --install" honours DESTDIR and --prefix (ExecStart= follows the
 #    prefix) and never overwrites an existing /etc/backfilld/backfilld.env;
 #  - the man page renders without warnings and names every --help-config key.
+set -euo pipefail # also if lib.sh cannot be read: nothing may run with $T unset
 . "$(dirname "$0")/lib.sh"
 
 MAX_EXPOSURE=2.0
