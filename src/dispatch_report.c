@@ -119,6 +119,11 @@ static double v_oldest(const dispatch_t *d) { return (double)d->m.oldest_queued_
 static double v_db_up(const dispatch_t *d) { return db_conn_is_up(d->db) ? 1 : 0; }
 static double v_creds_ok(const dispatch_t *d) { return mono_ms() >= d->auth_pause_until ? 1 : 0; }
 static double v_rate(const dispatch_t *d) { return ratelimit_rate(d->rl); }
+static double v_healthy(const dispatch_t *d)
+{
+    char why[128];
+    return report_health((void *)d, why, sizeof why) ? 1 : 0;
+}
 
 #define COUNTER(field) .off = offsetof(struct dispatch_metrics, field)
 
@@ -154,6 +159,7 @@ static const struct metric_row tail_rows[] = {
     {"backfilld_db_up", true, "1 while the database session is connected.", .value = v_db_up},
     {"backfilld_alpaca_credentials_ok", true, "0 while Alpaca rejects the credentials or its TLS certificate.", .value = v_creds_ok},
     {"backfilld_rate_limit_per_minute", true, "The configured Alpaca request budget.", .value = v_rate},
+    {"backfilld_healthy", true, "1 while /healthz answers 200 (ready, database up, Alpaca accepting us).", .value = v_healthy},
 };
 
 static int render_rows(const dispatch_t *d, dynbuf_t *out, const struct metric_row *rows, size_t n)
