@@ -45,8 +45,8 @@ int bars_parse_multi(const char *body, size_t len, bars_page_t *out, char *err, 
  * Parses a single-symbol body ({"bars":[...]|null,"symbol":S,"next_page_token":...}).
  * The series is named after the body's "symbol", which must equal `symbol`.
  */
-int bars_parse_single(const char *body, size_t len, const char *symbol, bars_page_t *out,
-                      char *err, size_t errlen);
+int bars_parse_single(const char *body, size_t len, const char *symbol, bars_page_t *out, char *err,
+                      size_t errlen);
 
 /* Frees what *p owns and zeroes it. Safe on a zeroed or already-cleared page. */
 void bars_page_clear(bars_page_t *p);

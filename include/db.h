@@ -43,8 +43,8 @@ typedef void (*db_done_cb)(void *arg, int status, const char *err, const char *s
                            PGresult *const *res, int nres);
 
 struct db_callbacks {
-    void (*up)(void *arg);                         /* connected and set up */
-    void (*down)(void *arg, const char *why);      /* connection lost or connect failed */
+    void (*up)(void *arg);                          /* connected and set up */
+    void (*down)(void *arg, const char *why);       /* connection lost or connect failed */
     void (*notify)(void *arg, const char *channel); /* a NOTIFY arrived */
     void *arg;
 };

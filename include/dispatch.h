@@ -29,9 +29,9 @@
 typedef struct dispatch dispatch_t;
 
 struct dispatch_hooks {
-    void (*ready)(void *arg);                     /* database up and schema right */
-    void (*status)(void *arg, const char *line);  /* one-line summary, for sd_notify STATUS= */
-    void (*exited)(void *arg, int code);          /* everything closed; code for exit() */
+    void (*ready)(void *arg);                    /* database up and schema right */
+    void (*status)(void *arg, const char *line); /* one-line summary, for sd_notify STATUS= */
+    void (*exited)(void *arg, int code);         /* everything closed; code for exit() */
     void *arg;
 };
 
@@ -49,6 +49,5 @@ void dispatch_reconfigure(dispatch_t *d);
 
 /* Frees what is left after hooks.exited ran (the loop has closed every handle). */
 void dispatch_free(dispatch_t *d);
-
 
 #endif

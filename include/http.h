@@ -29,21 +29,21 @@ struct http_opts {
     long max_connections;
     long connect_timeout_ms;
     long timeout_ms;
-    const char *ca_file;     /* NULL or "" = libcurl's default bundle */
-    size_t body_cap;         /* larger bodies fail the request */
+    const char *ca_file;        /* NULL or "" = libcurl's default bundle */
+    size_t body_cap;            /* larger bodies fail the request */
     const char *const *headers; /* extra request headers, NULL-terminated; copied */
 };
 
 struct http_result {
-    int curl_code;          /* CURLcode; 0 = a response arrived */
-    bool tls_refused;       /* the server's certificate was refused (or the CA file is unusable):
-                               a configuration problem, retrying will not help */
-    const char *error;      /* curl's message when curl_code != 0 (borrowed) */
-    long status;            /* HTTP status, 0 if none */
-    const char *body;       /* borrowed, NUL-terminated, body_len bytes (decoded) */
+    int curl_code;     /* CURLcode; 0 = a response arrived */
+    bool tls_refused;  /* the server's certificate was refused (or the CA file is unusable):
+                          a configuration problem, retrying will not help */
+    const char *error; /* curl's message when curl_code != 0 (borrowed) */
+    long status;       /* HTTP status, 0 if none */
+    const char *body;  /* borrowed, NUL-terminated, body_len bytes (decoded) */
     size_t body_len;
-    const char *content_type;  /* borrowed, may be "" */
-    int64_t ratelimit_reset;   /* X-RateLimit-Reset (epoch s) or -1 */
+    const char *content_type;    /* borrowed, may be "" */
+    int64_t ratelimit_reset;     /* X-RateLimit-Reset (epoch s) or -1 */
     int64_t ratelimit_remaining; /* X-RateLimit-Remaining or -1 */
     double total_ms;
 };

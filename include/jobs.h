@@ -50,8 +50,8 @@ struct jobs_claimed {
 
 /* The queue's depth (all hosts). Queued counts are of enabled definitions only. */
 struct jobs_queue_stats {
-    int64_t ready;              /* queued, due now */
-    int64_t later;              /* queued, waiting for a retry backoff */
+    int64_t ready; /* queued, due now */
+    int64_t later; /* queued, waiting for a retry backoff */
     int64_t running;
     int64_t succeeded_last_min; /* finished in the last minute */
     int64_t failed_last_min;
@@ -62,7 +62,8 @@ struct jobs_queue_stats {
 /* Callbacks: each runs once per call, from the loop, never inside the call,
  * except on a session that is closing, where it runs at once with DB_ECLOSED
  * (db_submit). Every pointer passed is borrowed for the callback's duration. */
-typedef void (*jobs_claim_cb)(void *arg, const struct jobs_status *st, const struct jobs_claimed *c);
+typedef void (*jobs_claim_cb)(void *arg, const struct jobs_status *st,
+                              const struct jobs_claimed *c);
 /* held: the ids whose leases were renewed; a run sent but missing was cancelled or taken over. */
 typedef void (*jobs_renew_cb)(void *arg, const struct jobs_status *st, const int64_t *held,
                               size_t nheld);

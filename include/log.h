@@ -43,10 +43,22 @@ struct log_field {
     double d;
 };
 
-#define F_STR(k, v) {.key = (k), .type = LF_STR, .s = (v)}
-#define F_I64(k, v) {.key = (k), .type = LF_I64, .i = (int64_t)(v)}
-#define F_DBL(k, v) {.key = (k), .type = LF_DBL, .d = (double)(v)}
-#define F_BOOL(k, v) {.key = (k), .type = LF_BOOL, .i = (v) ? 1 : 0}
+#define F_STR(k, v)                                                                                \
+    {                                                                                              \
+        .key = (k), .type = LF_STR, .s = (v)                                                       \
+    }
+#define F_I64(k, v)                                                                                \
+    {                                                                                              \
+        .key = (k), .type = LF_I64, .i = (int64_t)(v)                                              \
+    }
+#define F_DBL(k, v)                                                                                \
+    {                                                                                              \
+        .key = (k), .type = LF_DBL, .d = (double)(v)                                               \
+    }
+#define F_BOOL(k, v)                                                                               \
+    {                                                                                              \
+        .key = (k), .type = LF_BOOL, .i = (v) ? 1 : 0                                              \
+    }
 
 extern int log_min_level;
 
@@ -96,7 +108,8 @@ void log_scrub(const char *s, char *out, size_t outlen);
 /* Redirects output (tests); NULL restores stderr. */
 void log_set_stream(FILE *f);
 
-/* Appends s as a JSON string literal (with quotes) to a caller buffer; used by metrics/status too. */
+/* Appends s as a JSON string literal (with quotes) to a caller buffer; used by metrics/status too.
+ */
 struct dynbuf;
 int log_json_string(struct dynbuf *b, const char *s);
 

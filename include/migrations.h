@@ -42,15 +42,15 @@ int migrations_conflicts(PGconn *conn, dynbuf_t *names, char *err, size_t errlen
 
 /* What migrations_adopt did. Free with migrations_adoption_free. */
 struct migrate_adoption {
-    dynbuf_t kept;          /* "legacy_job_definitions legacy_job_runs" */
+    dynbuf_t kept; /* "legacy_job_definitions legacy_job_runs" */
     int nkept;
-    int64_t imported;       /* definitions created */
-    int64_t enabled;        /* of those, enabled */
-    dynbuf_t not_tickers;   /* imported disabled: not a ticker (US_BATCH_1), space separated */
-    int64_t skipped;        /* rows not imported: unknown timeframe or job type */
-    dynbuf_t skipped_rows;  /* "symbol/timeframe/job_type …" of those */
-    int64_t no_start;       /* historical definitions without a start (nothing scheduled) */
-    int64_t legacy_runs;    /* rows left in legacy_job_runs */
+    int64_t imported;      /* definitions created */
+    int64_t enabled;       /* of those, enabled */
+    dynbuf_t not_tickers;  /* imported disabled: not a ticker (US_BATCH_1), space separated */
+    int64_t skipped;       /* rows not imported: unknown timeframe or job type */
+    dynbuf_t skipped_rows; /* "symbol/timeframe/job_type …" of those */
+    int64_t no_start;      /* historical definitions without a start (nothing scheduled) */
+    int64_t legacy_runs;   /* rows left in legacy_job_runs */
 };
 
 /*

@@ -38,8 +38,7 @@ void pager_init(pager_t *p, uint64_t max_bars);
  * NULL when null or absent). Returns PAGER_MORE (pager_token() is the next
  * token), PAGER_DONE, or PAGER_ERROR with a message in err.
  */
-int pager_advance(pager_t *p, size_t page_bars, const char *next_token, char *err,
-                  size_t errlen);
+int pager_advance(pager_t *p, size_t page_bars, const char *next_token, char *err, size_t errlen);
 
 static inline const char *pager_token(const pager_t *p)
 {

@@ -49,8 +49,8 @@ void ratelimit_pause(ratelimit_t *rl, int64_t ms);
 
 struct ratelimit_stats {
     uint64_t granted;
-    uint64_t waited;   /* grants that had to wait */
-    uint64_t wait_ms;  /* total time spent waiting */
+    uint64_t waited;  /* grants that had to wait */
+    uint64_t wait_ms; /* total time spent waiting */
     uint64_t pauses;
     uint64_t db_takes; /* take_rate_tokens calls (shared mode) */
     size_t queued;

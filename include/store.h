@@ -46,16 +46,17 @@ struct store_cbs {
 store_t *store_new(uv_loop_t *loop, db_conn_t *db, const char *worker_id,
                    const struct store_cbs *cbs);
 
-/* One run's bars from one page. Everything is borrowed for the call: the bars are encoded at once. */
+/* One run's bars from one page. Everything is borrowed for the call: the bars are encoded at once.
+ */
 struct store_page {
-    void *owner;           /* passed back in the callbacks */
+    void *owner; /* passed back in the callbacks */
     int64_t run_id;
     int attempt;
     const char *symbol, *timeframe;
     const bar_t *bars;
-    size_t n;              /* may be 0, e.g. an empty final page */
-    bool final;            /* the run's last page: its write transaction completes the run */
-    int64_t total_bars;    /* the run's totals so far, recorded on completion */
+    size_t n;           /* may be 0, e.g. an empty final page */
+    bool final;         /* the run's last page: its write transaction completes the run */
+    int64_t total_bars; /* the run's totals so far, recorded on completion */
     int pages;
 };
 

@@ -56,7 +56,8 @@ typedef struct dynbuf {
 
 void dynbuf_init(dynbuf_t *b, size_t cap);
 int dynbuf_append(dynbuf_t *b, const void *p, size_t n) MUSTCHECK;
-int dynbuf_printf(dynbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3))) MUSTCHECK;
+int dynbuf_printf(dynbuf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3))) MUSTCHECK;
 void dynbuf_reset(dynbuf_t *b);
 void dynbuf_free(dynbuf_t *b);
 /* Gives the caller the data (caller frees) and leaves the buffer empty. */

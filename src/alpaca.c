@@ -42,8 +42,8 @@ struct alpaca_fetch {
      * produced it, so a reload of BACKFILLD_PAGE_LIMIT applies to the next
      * fetch, never to the middle of a pagination. */
     int64_t page_limit;
-    unsigned retries;   /* retries spent on the current page */
-    unsigned limited;   /* 429s on the current page */
+    unsigned retries; /* retries spent on the current page */
+    unsigned limited; /* 429s on the current page */
     rl_waiter_t waiter;
     http_req_t *req;
     uv_timer_t timer;
@@ -402,7 +402,8 @@ alpaca_fetch_t *alpaca_fetch_start(alpaca_t *a, const struct alpaca_query *q,
     f->q.adjustment = xstrdup(q->adjustment);
     f->page_limit = a->opts.page_limit;
     int64_t secs = tf_seconds(q->timeframe);
-    uint64_t per_symbol = secs > 0 ? (uint64_t)((q->end_us - q->start_us) / (secs * 1000000)) + 2 : 1;
+    uint64_t per_symbol =
+        secs > 0 ? (uint64_t)((q->end_us - q->start_us) / (secs * 1000000)) + 2 : 1;
     pager_init(&f->pager, per_symbol * q->nsymbols);
     uv_timer_init(a->loop, &f->timer);
     f->timer.data = f;

@@ -21,12 +21,12 @@ const struct cfg_key cfg_keys[] = {
     {"APCA_API_KEY_ID", CFG_STR, "", 0, 0, false, true, OFF(api_key), "Alpaca API key id"},
     {"APCA_API_SECRET_KEY", CFG_STR, "", 0, 0, false, true, OFF(api_secret),
      "Alpaca API secret key"},
-    {"APCA_API_DATA_URL", CFG_STR, "https://data.alpaca.markets", 0, 0, false, false,
-     OFF(data_url), "Alpaca market-data base URL"},
+    {"APCA_API_DATA_URL", CFG_STR, "https://data.alpaca.markets", 0, 0, false, false, OFF(data_url),
+     "Alpaca market-data base URL"},
     {"BACKFILLD_WORKER_ID", CFG_STR, "", 0, 0, false, false, OFF(worker_id),
      "this daemon's name in locked_by; empty = host:pid:random"},
-    {"BACKFILLD_METRICS_LISTEN", CFG_STR, "127.0.0.1:9464", 0, 0, false, false,
-     OFF(metrics_listen), "host:port for /metrics and /healthz; empty turns it off"},
+    {"BACKFILLD_METRICS_LISTEN", CFG_STR, "127.0.0.1:9464", 0, 0, false, false, OFF(metrics_listen),
+     "host:port for /metrics and /healthz; empty turns it off"},
     {"BACKFILLD_CA_FILE", CFG_STR, "", 0, 0, false, false, OFF(ca_file),
      "CA bundle for TLS verification; empty = system default"},
     {"BACKFILLD_CONCURRENCY", CFG_INT, "200", 1, 4096, true, false, OFF(concurrency),
@@ -35,8 +35,8 @@ const struct cfg_key cfg_keys[] = {
      "most runs claimed by one claim_queued_job call"},
     {"BACKFILLD_BATCH_SYMBOLS", CFG_INT, "100", 1, 1000, true, false, OFF(batch_symbols),
      "most symbols coalesced into one multi-symbol request; 1 = per-symbol mode"},
-    {"BACKFILLD_POLL_INTERVAL_MS", CFG_INT, "1000", 10, 600000, true, false,
-     OFF(poll_interval_ms), "how often to look for queued runs without a NOTIFY"},
+    {"BACKFILLD_POLL_INTERVAL_MS", CFG_INT, "1000", 10, 600000, true, false, OFF(poll_interval_ms),
+     "how often to look for queued runs without a NOTIFY"},
     {"BACKFILLD_LEASE_SECONDS", CFG_INT, "30", 2, 3600, true, false, OFF(lease_seconds),
      "lease on a claimed run; renewed every third of it"},
     {"BACKFILLD_RESCUE_INTERVAL_MS", CFG_INT, "3000", 100, 600000, true, false,
@@ -101,8 +101,8 @@ static const struct cfg_key *find_key(const char *name)
 }
 
 /* Sets one key from text. `origin` names where the value came from. */
-static int set_value(struct config *c, const struct cfg_key *k, const char *val,
-                     const char *origin, char *err, size_t errlen)
+static int set_value(struct config *c, const struct cfg_key *k, const char *val, const char *origin,
+                     char *err, size_t errlen)
 {
     void *field = (char *)c + k->offset;
     int64_t i;
@@ -342,13 +342,15 @@ int config_load_text(struct config *c, const char *text, size_t len, const char 
 int config_check_run(const struct config *c, char *err, size_t errlen)
 {
     if (!c->api_key || !*c->api_key) {
-        snprintf(err, errlen, "APCA_API_KEY_ID: not set (environment, --config file or "
-                              "$CREDENTIALS_DIRECTORY/alpaca_key_id)");
+        snprintf(err, errlen,
+                 "APCA_API_KEY_ID: not set (environment, --config file or "
+                 "$CREDENTIALS_DIRECTORY/alpaca_key_id)");
         return -1;
     }
     if (!c->api_secret || !*c->api_secret) {
-        snprintf(err, errlen, "APCA_API_SECRET_KEY: not set (environment, --config file or "
-                              "$CREDENTIALS_DIRECTORY/alpaca_secret_key)");
+        snprintf(err, errlen,
+                 "APCA_API_SECRET_KEY: not set (environment, --config file or "
+                 "$CREDENTIALS_DIRECTORY/alpaca_secret_key)");
         return -1;
     }
     if (strncmp(c->data_url, "http://", 7) != 0 && strncmp(c->data_url, "https://", 8) != 0) {

@@ -5,8 +5,8 @@
 
 #include <string.h>
 
-static const char copy_header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n',
-                                     '\0', 0,   0,   0,   0,   0,   0,   0,   0};
+static const char copy_header[19] = {'P',  'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n',
+                                     '\0', 0,   0,   0,   0,   0,   0,    0,      0};
 
 static void put16(unsigned char *p, uint16_t v)
 {

@@ -64,10 +64,10 @@ struct db_conn {
     db_req_t *cur;         /* in flight */
     size_t pos;            /* index of the step being run (CMD_STEP) */
     enum cmd_kind cmd;
-    bool want_write;  /* PQflush returned 1 */
-    bool copying;     /* between PGRES_COPY_IN and PQputCopyEnd */
+    bool want_write; /* PQflush returned 1 */
+    bool copying;    /* between PGRES_COPY_IN and PQputCopyEnd */
     size_t copy_off;
-    int err_status;   /* first failure of the current request */
+    int err_status; /* first failure of the current request */
     char err[512];
     char sqlstate[6];
     PGresult *kept[DB_MAX_KEPT];
@@ -563,8 +563,7 @@ static void conn_lost(db_conn_t *db, const char *why)
 static void on_notice(void *arg, const char *message)
 {
     db_conn_t *db = arg;
-    LOG(LL_DEBUG, "db notice", F_STR("conn", db->name),
-        F_STR("notice", message));
+    LOG(LL_DEBUG, "db notice", F_STR("conn", db->name), F_STR("notice", message));
 }
 
 static void on_connected(db_conn_t *db)
@@ -617,8 +616,8 @@ static void start_connect(db_conn_t *db)
 {
     /* TCP keepalives notice a dead server in about a minute instead of two
      * hours; listed before dbname so the user's connection string overrides them. */
-    const char *keys[] = {"keepalives_idle", "keepalives_interval", "keepalives_count", "dbname",
-                          "fallback_application_name", NULL};
+    const char *keys[] = {"keepalives_idle", "keepalives_interval",       "keepalives_count",
+                          "dbname",          "fallback_application_name", NULL};
     const char *vals[] = {"30", "10", "3", db->conninfo, "backfilld", NULL};
     db->pg = PQconnectStartParams(keys, vals, 1);
     db->st = ST_CONNECTING;

@@ -223,8 +223,8 @@ int dispatch_start(dispatch_t *d)
 {
     if (d->cfg->metrics_listen && *d->cfg->metrics_listen) {
         char err[300];
-        d->metrics = metrics_server_start(d->loop, d->cfg->metrics_listen, report_render_metrics, report_health,
-                                          d, err, sizeof err);
+        d->metrics = metrics_server_start(d->loop, d->cfg->metrics_listen, report_render_metrics,
+                                          report_health, d, err, sizeof err);
         if (!d->metrics) {
             LOG(LL_CRIT, "cannot serve metrics", F_STR("listen", d->cfg->metrics_listen),
                 F_STR("error", err));

@@ -41,8 +41,8 @@ enum outcome { O_NONE = 0, O_SUCCEEDED, O_FAILED, O_RELEASED, O_ABANDONED };
 
 /* This daemon's counters, served at /metrics and in the progress line. */
 struct dispatch_metrics {
-    uint64_t runs_claimed, runs_succeeded, runs_failed, runs_retried, runs_released,
-        runs_abandoned, pages, bars, requests, page_retries, rate_limited, rescued;
+    uint64_t runs_claimed, runs_succeeded, runs_failed, runs_retried, runs_released, runs_abandoned,
+        pages, bars, requests, page_retries, rate_limited, rescued;
     int64_t queue_ready, queue_later, queue_running, oldest_queued_s; /* all hosts */
 };
 
@@ -52,17 +52,17 @@ struct run {
     struct run *prev, *next;
     dispatch_t *d;
     struct job_run j;
-    struct group *g;       /* the fetch this run's symbol rides in (counted in g->refs) */
-    int request_symbols;   /* symbols in that fetch's request */
-    bool final_queued;     /* last page handed to the writer */
-    int pending_pages;     /* handed to the writer, not yet committed */
-    int db_ops;            /* outcome calls in flight */
-    enum outcome outcome;  /* written by runs_finish() only */
-    bool retryable;        /* of the failure being recorded */
+    struct group *g;      /* the fetch this run's symbol rides in (counted in g->refs) */
+    int request_symbols;  /* symbols in that fetch's request */
+    bool final_queued;    /* last page handed to the writer */
+    int pending_pages;    /* handed to the writer, not yet committed */
+    int db_ops;           /* outcome calls in flight */
+    enum outcome outcome; /* written by runs_finish() only */
+    bool retryable;       /* of the failure being recorded */
     int64_t bars;
     int pages;
     int64_t started_ms;
-    uint64_t renew_seq;    /* the renewal request this run was last part of */
+    uint64_t renew_seq; /* the renewal request this run was last part of */
     char error[700];
 };
 
@@ -77,9 +77,9 @@ struct group {
     struct run **runs;     /* sorted by symbol */
     size_t n;
     size_t refs;
-    bool held;             /* paused for backpressure */
+    bool held; /* paused for backpressure */
     unsigned pages;
-    char last_symbol[64];  /* the last symbol seen, to check the server's order */
+    char last_symbol[64]; /* the last symbol seen, to check the server's order */
 };
 
 /*
@@ -113,10 +113,10 @@ struct dispatch {
     bool until_idle;
     struct dispatch_hooks hooks;
 
-    db_conn_t *db;     /* claims, leases, outcomes, LISTEN */
-    db_conn_t *wdb;    /* the writer's session */
-    db_conn_t *ldb;    /* leases and rate-limit tokens: never behind a slow scheduler,
-                          stats query or claim on the main session */
+    db_conn_t *db;  /* claims, leases, outcomes, LISTEN */
+    db_conn_t *wdb; /* the writer's session */
+    db_conn_t *ldb; /* leases and rate-limit tokens: never behind a slow scheduler,
+                       stats query or claim on the main session */
     http_client_t *http;
     ratelimit_t *rl;
     alpaca_t *alpaca;
@@ -131,7 +131,7 @@ struct dispatch {
     /* The queue side (dispatch_queue.c). */
     bool ready_sent, schema_checked;
     bool claiming, want_claim, idle_checking, want_schedule;
-    bool scheduled; /* a scheduler call has completed: --until-idle may judge */
+    bool scheduled;        /* a scheduler call has completed: --until-idle may judge */
     bool last_claim_empty; /* the latest claim returned no rows */
     int last_claim_asked;
     int64_t last_claim_ms;

@@ -86,7 +86,8 @@ void queue_maybe_claim(dispatch_t *d)
     /* Claim in full claim batches while work is in flight: runs are coalesced
      * per claim, and a trickle of 1-run claims would make 1-symbol requests.
      * But never leave free slots idle for longer than one poll interval. */
-    int64_t want = d->cfg->claim_batch < d->cfg->concurrency ? d->cfg->claim_batch : d->cfg->concurrency;
+    int64_t want =
+        d->cfg->claim_batch < d->cfg->concurrency ? d->cfg->claim_batch : d->cfg->concurrency;
     if (d->nruns > 0 && free_slots < want && d->cfg->batch_symbols > 1 &&
         now - d->last_claim_ms < d->cfg->poll_interval_ms)
         return;
@@ -144,7 +145,8 @@ void queue_renew(dispatch_t *d)
     for (struct run *r = d->runs; r; r = r->next) {
         if (r->outcome == O_NONE) {
             r->renew_seq = d->renew_seq;
-            leases[i++] = (struct jobs_lease){.id = r->j.id, .attempt = r->j.attempt, .bars = r->bars};
+            leases[i++] =
+                (struct jobs_lease){.id = r->j.id, .attempt = r->j.attempt, .bars = r->bars};
         }
     }
     jobs_renew(d->ldb, d->worker, leases, n, (int)d->cfg->lease_seconds, on_renewed, d);
@@ -182,7 +184,8 @@ static void on_scheduled(void *arg, const struct jobs_status *st, int64_t n, con
         d->scheduled = true;
     if (st->status != DB_OK) {
         if (st->status != DB_ECLOSED)
-            LOG(LL_WARN, "schedule failed", F_STR("error", st->err), F_STR("sqlstate", st->sqlstate));
+            LOG(LL_WARN, "schedule failed", F_STR("error", st->err),
+                F_STR("sqlstate", st->sqlstate));
         dispatch_kick(d);
         return;
     }
@@ -253,7 +256,8 @@ static void on_schema(void *arg, const struct jobs_status *st, int64_t v, const 
         d->want_schedule = true;
         dispatch_wake_claim(d);
         LOG(LL_INFO, "ready", F_STR("worker", d->worker), F_I64("schema_version", v),
-            F_I64("concurrency", d->cfg->concurrency), F_DBL("rate_limit_per_min", d->cfg->rate_limit));
+            F_I64("concurrency", d->cfg->concurrency),
+            F_DBL("rate_limit_per_min", d->cfg->rate_limit));
         if (d->hooks.ready)
             d->hooks.ready(d->hooks.arg);
     }

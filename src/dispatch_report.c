@@ -58,7 +58,9 @@ static void on_stats(void *arg, const struct jobs_status *st, const struct jobs_
     double req_s = secs > 0 ? (double)(d->m.requests - d->prev_requests) / secs : 0;
     /* The whole fleet's rate over the last minute, or over the part of it since the
      * first completion in it (at least 5 s), so a fresh start is not read as slow. */
-    int64_t span = s->completions_span_s < 5 ? 5 : s->completions_span_s > 60 ? 60 : s->completions_span_s;
+    int64_t span = s->completions_span_s < 5    ? 5
+                   : s->completions_span_s > 60 ? 60
+                                                : s->completions_span_s;
     double runs_s = (double)s->succeeded_last_min / (double)span;
     d->prev_bars = d->m.bars;
     d->prev_requests = d->m.requests;
@@ -113,12 +115,30 @@ static double v_rate_wait_s(const dispatch_t *d)
     ratelimit_stats(d->rl, &rs);
     return (double)rs.wait_ms / 1000.0;
 }
-static double v_in_flight(const dispatch_t *d) { return (double)d->nruns; }
-static double v_backlog(const dispatch_t *d) { return (double)store_backlog(d->store); }
-static double v_oldest(const dispatch_t *d) { return (double)d->m.oldest_queued_s; }
-static double v_db_up(const dispatch_t *d) { return db_conn_is_up(d->db) ? 1 : 0; }
-static double v_creds_ok(const dispatch_t *d) { return mono_ms() >= d->auth_pause_until ? 1 : 0; }
-static double v_rate(const dispatch_t *d) { return ratelimit_rate(d->rl); }
+static double v_in_flight(const dispatch_t *d)
+{
+    return (double)d->nruns;
+}
+static double v_backlog(const dispatch_t *d)
+{
+    return (double)store_backlog(d->store);
+}
+static double v_oldest(const dispatch_t *d)
+{
+    return (double)d->m.oldest_queued_s;
+}
+static double v_db_up(const dispatch_t *d)
+{
+    return db_conn_is_up(d->db) ? 1 : 0;
+}
+static double v_creds_ok(const dispatch_t *d)
+{
+    return mono_ms() >= d->auth_pause_until ? 1 : 0;
+}
+static double v_rate(const dispatch_t *d)
+{
+    return ratelimit_rate(d->rl);
+}
 static double v_healthy(const dispatch_t *d)
 {
     char why[128];
@@ -131,35 +151,49 @@ static const struct metric_row {
     const char *name;
     bool gauge;
     const char *help;
-    size_t off;                        /* a uint64_t in struct dispatch_metrics, or */
+    size_t off;                          /* a uint64_t in struct dispatch_metrics, or */
     double (*value)(const dispatch_t *); /* a value computed now */
 } metric_rows[] = {
     {"backfilld_runs_claimed_total", false, "Runs claimed by this daemon.", COUNTER(runs_claimed)},
-    {"backfilld_runs_succeeded_total", false, "Runs completed (succeeded) by this daemon.", COUNTER(runs_succeeded)},
-    {"backfilld_runs_failed_total", false, "Runs that failed for good on this daemon.", COUNTER(runs_failed)},
-    {"backfilld_runs_retried_total", false, "Failed attempts queued again with a backoff.", COUNTER(runs_retried)},
-    {"backfilld_runs_rescued_total", false, "Runs of dead workers put back by this daemon's lease rescue.", COUNTER(rescued)},
-    {"backfilld_runs_released_total", false, "Runs given back without spending an attempt.", COUNTER(runs_released)},
-    {"backfilld_runs_abandoned_total", false, "Runs dropped because they were cancelled or their lease was lost.", COUNTER(runs_abandoned)},
+    {"backfilld_runs_succeeded_total", false, "Runs completed (succeeded) by this daemon.",
+     COUNTER(runs_succeeded)},
+    {"backfilld_runs_failed_total", false, "Runs that failed for good on this daemon.",
+     COUNTER(runs_failed)},
+    {"backfilld_runs_retried_total", false, "Failed attempts queued again with a backoff.",
+     COUNTER(runs_retried)},
+    {"backfilld_runs_rescued_total", false,
+     "Runs of dead workers put back by this daemon's lease rescue.", COUNTER(rescued)},
+    {"backfilld_runs_released_total", false, "Runs given back without spending an attempt.",
+     COUNTER(runs_released)},
+    {"backfilld_runs_abandoned_total", false,
+     "Runs dropped because they were cancelled or their lease was lost.", COUNTER(runs_abandoned)},
     {"backfilld_bars_written_total", false, "Bars committed to the bars table.", COUNTER(bars)},
     {"backfilld_pages_total", false, "Well-formed pages received from Alpaca.", COUNTER(pages)},
-    {"backfilld_page_retries_total", false, "Pages retried after a 5xx, timeout or bad body.", COUNTER(page_retries)},
+    {"backfilld_page_retries_total", false, "Pages retried after a 5xx, timeout or bad body.",
+     COUNTER(page_retries)},
     {"backfilld_rate_limited_total", false, "HTTP 429 answers from Alpaca.", COUNTER(rate_limited)},
-    {"backfilld_rate_limit_waits_total", false, "Requests that waited for a rate-limit token.", .value = v_rate_waits},
-    {"backfilld_rate_limit_wait_seconds_total", false, "Time requests spent waiting for rate-limit tokens.", .value = v_rate_wait_s},
+    {"backfilld_rate_limit_waits_total", false, "Requests that waited for a rate-limit token.",
+     .value = v_rate_waits},
+    {"backfilld_rate_limit_wait_seconds_total", false,
+     "Time requests spent waiting for rate-limit tokens.", .value = v_rate_wait_s},
 };
 
 static const struct metric_row gauge_rows[] = {
     {"backfilld_runs_in_flight", true, "Runs this daemon holds now.", .value = v_in_flight},
-    {"backfilld_write_backlog_bars", true, "Bars fetched and waiting to be written.", .value = v_backlog},
+    {"backfilld_write_backlog_bars", true, "Bars fetched and waiting to be written.",
+     .value = v_backlog},
 };
 
 static const struct metric_row tail_rows[] = {
-    {"backfilld_oldest_queued_run_age_seconds", true, "Age of the oldest queued run of an enabled definition.", .value = v_oldest},
+    {"backfilld_oldest_queued_run_age_seconds", true,
+     "Age of the oldest queued run of an enabled definition.", .value = v_oldest},
     {"backfilld_db_up", true, "1 while the database session is connected.", .value = v_db_up},
-    {"backfilld_alpaca_credentials_ok", true, "0 while Alpaca rejects the credentials or its TLS certificate.", .value = v_creds_ok},
-    {"backfilld_rate_limit_per_minute", true, "The configured Alpaca request budget.", .value = v_rate},
-    {"backfilld_healthy", true, "1 while /healthz answers 200 (ready, database up, Alpaca accepting us).", .value = v_healthy},
+    {"backfilld_alpaca_credentials_ok", true,
+     "0 while Alpaca rejects the credentials or its TLS certificate.", .value = v_creds_ok},
+    {"backfilld_rate_limit_per_minute", true, "The configured Alpaca request budget.",
+     .value = v_rate},
+    {"backfilld_healthy", true,
+     "1 while /healthz answers 200 (ready, database up, Alpaca accepting us).", .value = v_healthy},
 };
 
 static int render_rows(const dispatch_t *d, dynbuf_t *out, const struct metric_row *rows, size_t n)
@@ -167,8 +201,8 @@ static int render_rows(const dispatch_t *d, dynbuf_t *out, const struct metric_r
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         const struct metric_row *m = &rows[i];
-        double v = m->value ? m->value(d)
-                            : (double)*(const uint64_t *)((const char *)&d->m + m->off);
+        double v =
+            m->value ? m->value(d) : (double)*(const uint64_t *)((const char *)&d->m + m->off);
         rc |= m->gauge ? metrics_gauge(out, m->name, m->help, v)
                        : metrics_counter(out, m->name, m->help, v);
     }
@@ -193,11 +227,15 @@ static int render_http(const dispatch_t *d, dynbuf_t *out)
     }
     codes[n] = "429";
     counts[n++] = (double)d->http_status[429];
-    int rc = metrics_labeled(out, "backfilld_http_responses_total", "counter",
-                             "Alpaca HTTP responses by status class (429 also counted on its own; error = no response).",
-                             "code", codes, counts, n);
-    rc |= metrics_histogram(out, "backfilld_http_request_duration_seconds", "Alpaca request latency.", &d->http_hist);
-    rc |= metrics_histogram(out, "backfilld_upsert_duration_seconds", "Write transaction (COPY, upsert, completion) latency.", &d->upsert_hist);
+    int rc = metrics_labeled(
+        out, "backfilld_http_responses_total", "counter",
+        "Alpaca HTTP responses by status class (429 also counted on its own; error = no response).",
+        "code", codes, counts, n);
+    rc |= metrics_histogram(out, "backfilld_http_request_duration_seconds",
+                            "Alpaca request latency.", &d->http_hist);
+    rc |=
+        metrics_histogram(out, "backfilld_upsert_duration_seconds",
+                          "Write transaction (COPY, upsert, completion) latency.", &d->upsert_hist);
     return rc;
 }
 
@@ -210,7 +248,8 @@ void report_render_metrics(void *arg, dynbuf_t *out)
     const char *qs[] = {"queued_ready", "queued_waiting_retry", "running"};
     double qv[] = {(double)d->m.queue_ready, (double)d->m.queue_later, (double)d->m.queue_running};
     rc |= metrics_labeled(out, "backfilld_queue_runs", "gauge",
-                          "Runs in the queue (all hosts), by status, as of the last progress tick.", "status", qs, qv, 3);
+                          "Runs in the queue (all hosts), by status, as of the last progress tick.",
+                          "status", qs, qv, 3);
     rc |= render_rows(d, out, tail_rows, ARRAY_SIZE(tail_rows));
     (void)rc; /* a cut-short exposition is still valid up to the cut */
 }
@@ -223,8 +262,9 @@ bool report_health(void *arg, char *why, size_t whylen)
         return false;
     }
     if (mono_ms() < d->auth_pause_until) {
-        snprintf(why, whylen, d->auth_pause_tls ? "Alpaca's TLS certificate was refused"
-                                                : "Alpaca rejected the credentials");
+        snprintf(why, whylen,
+                 d->auth_pause_tls ? "Alpaca's TLS certificate was refused"
+                                   : "Alpaca rejected the credentials");
         return false;
     }
     if (!d->ready_sent) {

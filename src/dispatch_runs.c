@@ -287,8 +287,9 @@ static void on_released(void *arg, const struct jobs_status *st, int64_t n, cons
     for (size_t i = 0; i < c->n; i++)
         c->runs[i]->db_ops--;
     if (st->status != DB_OK)
-        LOG(LL_ERROR, c->at_shutdown ? "release at shutdown failed; leases will expire instead"
-                                      : "run release failed",
+        LOG(LL_ERROR,
+            c->at_shutdown ? "release at shutdown failed; leases will expire instead"
+                           : "run release failed",
             F_I64("runs", (int64_t)c->n), F_STR("error", st->err));
     else if (c->at_shutdown)
         LOG(LL_NOTICE, "runs released at shutdown", F_I64("released", n));

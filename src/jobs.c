@@ -54,8 +54,8 @@ int jobs_parse_run(PGresult *r, int row, struct job_run *out, char *err, size_t 
         const char *val = PQgetvalue(r, row, c[3 + i]);
         size_t len = strlen(val);
         if (len >= text[i].cap) {
-            snprintf(err, errlen, "%s is %zu characters long, at most %zu are supported", text[i].name,
-                     len, text[i].cap - 1);
+            snprintf(err, errlen, "%s is %zu characters long, at most %zu are supported",
+                     text[i].name, len, text[i].cap - 1);
             return -1;
         }
         memcpy(text[i].dst, val, len + 1);
@@ -122,7 +122,8 @@ static db_req_t *call_req(db_done_cb decode, struct call c)
 
 static struct jobs_status status_of(int status, const char *err, const char *sqlstate)
 {
-    return (struct jobs_status){.status = status, .err = err ? err : "", .sqlstate = sqlstate ? sqlstate : ""};
+    return (struct jobs_status){
+        .status = status, .err = err ? err : "", .sqlstate = sqlstate ? sqlstate : ""};
 }
 
 /* The first column of the first row as a count; 0 when absent or NULL. */
@@ -177,12 +178,14 @@ void jobs_claim(db_conn_t *db, const char *worker, int n, int lease_s, jobs_clai
     const char *p[] = {worker, ns, ls};
     db_req_t *r = call_req(decode_claim, (struct call){.cb.claim = cb, .arg = arg});
     /* Timestamps as UTC RFC 3339 whatever the server's TimeZone. */
-    db_req_sql(r,
-               "SELECT id, attempt, max_attempts, symbol, timeframe, feed, adjustment, "
-               "to_char(range_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS range_start, "
-               "to_char(range_end AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS range_end "
-               "FROM claim_queued_job($1, $2::int, $3::float8)",
-               3, p);
+    db_req_sql(
+        r,
+        "SELECT id, attempt, max_attempts, symbol, timeframe, feed, adjustment, "
+        "to_char(range_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS "
+        "range_start, "
+        "to_char(range_end AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS range_end "
+        "FROM claim_queued_job($1, $2::int, $3::float8)",
+        3, p);
     db_req_keep(r);
     db_submit(db, r);
 }
@@ -225,8 +228,9 @@ void jobs_renew(db_conn_t *db, const char *worker, const struct jobs_lease *leas
     snprintf(ls, sizeof ls, "%d", lease_s);
     const char *p[] = {worker, a, b, c, ls};
     db_req_t *r = call_req(decode_renew, (struct call){.cb.renew = cb, .arg = arg});
-    db_req_sql(r, "SELECT * FROM renew_job_leases($1, $2::bigint[], $3::int[], $4::bigint[], $5::float8)",
-               5, p);
+    db_req_sql(
+        r, "SELECT * FROM renew_job_leases($1, $2::bigint[], $3::int[], $4::bigint[], $5::float8)",
+        5, p);
     db_req_keep(r);
     db_submit(db, r);
     free(a);
@@ -239,10 +243,10 @@ static void decode_fail(void *arg, int status, const char *err, const char *sqls
 {
     struct call *k = arg;
     struct jobs_status st = status_of(status, err, sqlstate);
-    const char *run_status = status == DB_OK && nres > 0 && PQntuples(res[0]) > 0 &&
-                                     !PQgetisnull(res[0], 0, 0)
-                                 ? PQgetvalue(res[0], 0, 0)
-                                 : NULL;
+    const char *run_status =
+        status == DB_OK && nres > 0 && PQntuples(res[0]) > 0 && !PQgetisnull(res[0], 0, 0)
+            ? PQgetvalue(res[0], 0, 0)
+            : NULL;
     if (k->cb.fail)
         k->cb.fail(k->arg, &st, run_status);
     free(k);
@@ -258,8 +262,9 @@ void jobs_fail(db_conn_t *db, const char *worker, const struct jobs_failure *f, 
     snprintf(cs, sizeof cs, "%lld", (long long)f->cap_ms);
     const char *p[] = {worker, is, as, f->error, f->retryable ? "true" : "false", bs, cs};
     db_req_t *r = call_req(decode_fail, (struct call){.cb.fail = cb, .arg = arg});
-    db_req_sql(r, "SELECT fail_job_run($1, $2::bigint, $3::int, $4, $5::boolean, $6::bigint, $7::bigint)",
-               7, p);
+    db_req_sql(
+        r, "SELECT fail_job_run($1, $2::bigint, $3::int, $4, $5::boolean, $6::bigint, $7::bigint)",
+        7, p);
     db_req_keep(r);
     db_submit(db, r);
 }
@@ -341,9 +346,9 @@ static void decode_stats(void *arg, int status, const char *err, const char *sql
     struct jobs_status st = status_of(status, err, sqlstate);
     struct jobs_queue_stats s = {0};
     if (status == DB_OK) {
-        int64_t *v[] = {&s.ready,           &s.later,           &s.running,
-                        &s.succeeded_last_min, &s.failed_last_min, &s.oldest_queued_s,
-                        &s.completions_span_s};
+        int64_t *v[] = {
+            &s.ready,           &s.later,           &s.running,           &s.succeeded_last_min,
+            &s.failed_last_min, &s.oldest_queued_s, &s.completions_span_s};
         for (int i = 0; i < (int)ARRAY_SIZE(v); i++)
             *v[i] = first_i64(res, nres, i);
     }
@@ -357,25 +362,26 @@ void jobs_queue_stats(db_conn_t *db, jobs_stats_cb cb, void *arg)
     db_req_t *r = call_req(decode_stats, (struct call){.cb.stats = cb, .arg = arg});
     /* Only the active set and the last minute: finished runs are history and
      * may be millions of rows; each count here is served by a partial index. */
-    db_req_sql(r,
-               "SELECT"
-               " (SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-               "   WHERE r.status = 'queued' AND d.enabled AND r.run_after <= now()),"
-               " (SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-               "   WHERE r.status = 'queued' AND d.enabled AND r.run_after > now()),"
-               " (SELECT count(*) FROM job_runs WHERE status = 'running'),"
-               " (SELECT count(*) FROM job_runs WHERE status = 'succeeded'"
-               "   AND finished_at > now() - interval '1 minute'),"
-               " (SELECT count(*) FROM job_runs WHERE status = 'failed'"
-               "   AND finished_at > now() - interval '1 minute'),"
-               " (SELECT coalesce(extract(epoch FROM now() - min(r.created_at)), 0)::bigint"
-               "   FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-               "   WHERE r.status = 'queued' AND d.enabled),"
-               /* how much of that minute saw completions: a fresh start has not a minute of history */
-               " (SELECT coalesce(extract(epoch FROM now() - min(finished_at)), 0)::bigint"
-               "   FROM job_runs WHERE status = 'succeeded'"
-               "   AND finished_at > now() - interval '1 minute')",
-               0, NULL);
+    db_req_sql(
+        r,
+        "SELECT"
+        " (SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
+        "   WHERE r.status = 'queued' AND d.enabled AND r.run_after <= now()),"
+        " (SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
+        "   WHERE r.status = 'queued' AND d.enabled AND r.run_after > now()),"
+        " (SELECT count(*) FROM job_runs WHERE status = 'running'),"
+        " (SELECT count(*) FROM job_runs WHERE status = 'succeeded'"
+        "   AND finished_at > now() - interval '1 minute'),"
+        " (SELECT count(*) FROM job_runs WHERE status = 'failed'"
+        "   AND finished_at > now() - interval '1 minute'),"
+        " (SELECT coalesce(extract(epoch FROM now() - min(r.created_at)), 0)::bigint"
+        "   FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
+        "   WHERE r.status = 'queued' AND d.enabled),"
+        /* how much of that minute saw completions: a fresh start has not a minute of history */
+        " (SELECT coalesce(extract(epoch FROM now() - min(finished_at)), 0)::bigint"
+        "   FROM job_runs WHERE status = 'succeeded'"
+        "   AND finished_at > now() - interval '1 minute')",
+        0, NULL);
     db_req_keep(r);
     db_submit(db, r);
 }

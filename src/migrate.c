@@ -45,8 +45,8 @@ static PGresult *exec_checked(PGconn *conn, const char *sql, int nparams, const 
 
 int migrations_current(PGconn *conn, char *err, size_t errlen)
 {
-    PGresult *r = exec_checked(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL", 0,
-                               NULL, "reading schema version", err, errlen);
+    PGresult *r = exec_checked(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL,
+                               "reading schema version", err, errlen);
     if (!r)
         return -1;
     bool exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -124,7 +124,8 @@ static int apply(PGconn *conn, bool in_txn, int *applied, char *err, size_t errl
             continue;
         char what[300];
         snprintf(what, sizeof what, "applying %s", m->name);
-        r = in_txn ? PQexec(conn, "SELECT 1") : exec_checked(conn, "BEGIN", 0, NULL, what, err, errlen);
+        r = in_txn ? PQexec(conn, "SELECT 1")
+                   : exec_checked(conn, "BEGIN", 0, NULL, what, err, errlen);
         if (!r) {
             rc = -1;
             break;
@@ -277,7 +278,8 @@ static int keep_as_legacy(PGconn *conn, const char *t, char *err, size_t errlen)
         "                    AND objid IN (SELECT oid FROM pg_class WHERE relkind = 'S'))"
         " LOOP"
         "   EXECUTE format('ALTER %%s %%I RENAME TO %%I',"
-        "     CASE o.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'INDEX' END, o.relname, 'legacy_' || o.relname);"
+        "     CASE o.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'INDEX' END, o.relname, 'legacy_' || "
+        "o.relname);"
         " END LOOP;"
         " EXECUTE format('ALTER TABLE %%I RENAME TO %%I', '%s', 'legacy_%s');"
         " END $$",
@@ -324,11 +326,12 @@ static const char *legacy_column(PGconn *conn, const char *const *candidates)
 {
     for (const char *const *c = candidates; *c; c++) {
         const char *p[] = {*c};
-        PGresult *r = PQexecParams(conn,
-                                   "SELECT 1 FROM information_schema.columns"
-                                   " WHERE table_schema = current_schema()"
-                                   " AND table_name = 'legacy_job_definitions' AND column_name = $1",
-                                   1, NULL, p, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(conn,
+                         "SELECT 1 FROM information_schema.columns"
+                         " WHERE table_schema = current_schema()"
+                         " AND table_name = 'legacy_job_definitions' AND column_name = $1",
+                         1, NULL, p, NULL, NULL, 0);
         bool has = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
         PQclear(r);
         if (has)
@@ -351,7 +354,8 @@ static int import_definitions(PGconn *conn, const char *from, struct migrate_ado
     static const char *const tf_cols[] = {"timeframe", "time_frame", "interval", NULL};
     static const char *const type_cols[] = {"job_type", "type", NULL};
     static const char *const enabled_cols[] = {"enabled", "active", "is_active", NULL};
-    static const char *const start_cols[] = {"backfill_from", "start_date", "start_at", "start", NULL};
+    static const char *const start_cols[] = {"backfill_from", "start_date", "start_at", "start",
+                                             NULL};
     const char *sym = legacy_column(conn, sym_cols), *tf = legacy_column(conn, tf_cols);
     if (!sym || !tf) {
         snprintf(err, errlen, "legacy_job_definitions has no %s column: cannot import it",
@@ -382,16 +386,19 @@ static int import_definitions(PGconn *conn, const char *from, struct migrate_ado
         "WITH l AS (SELECT trim(\"%s\"::text) AS symbol, \"%s\"::text AS raw_tf,"
         "   CASE lower(trim(\"%s\"::text))"
         "     WHEN 'm1' THEN 'm1' WHEN '1min' THEN 'm1' WHEN '1m' THEN 'm1' WHEN 'minute' THEN 'm1'"
-        "     WHEN 'm5' THEN 'm5' WHEN '5min' THEN 'm5' WHEN 'm15' THEN 'm15' WHEN '15min' THEN 'm15'"
+        "     WHEN 'm5' THEN 'm5' WHEN '5min' THEN 'm5' WHEN 'm15' THEN 'm15' WHEN '15min' THEN "
+        "'m15'"
         "     WHEN 'm30' THEN 'm30' WHEN '30min' THEN 'm30'"
         "     WHEN 'h1' THEN 'h1' WHEN '1hour' THEN 'h1' WHEN '1h' THEN 'h1' WHEN 'hour' THEN 'h1'"
         "     WHEN 'h4' THEN 'h4' WHEN '4hour' THEN 'h4'"
         "     WHEN 'd1' THEN 'd1' WHEN '1day' THEN 'd1' WHEN '1d' THEN 'd1' WHEN 'day' THEN 'd1'"
-        "     WHEN 'w1' THEN 'w1' WHEN '1week' THEN 'w1' WHEN 'mn1' THEN 'mn1' WHEN '1month' THEN 'mn1'"
+        "     WHEN 'w1' THEN 'w1' WHEN '1week' THEN 'w1' WHEN 'mn1' THEN 'mn1' WHEN '1month' THEN "
+        "'mn1'"
         "   END AS timeframe, %s AS job_type, %s AS enabled, %s AS start"
         "   FROM legacy_job_definitions),"
         " ok AS (SELECT * FROM l WHERE timeframe IS NOT NULL AND symbol <> ''"
-        "        AND symbol !~ '[,[:space:]]' AND job_type IN ('fetch_historical', 'fetch_intraday')),"
+        "        AND symbol !~ '[,[:space:]]' AND job_type IN ('fetch_historical', "
+        "'fetch_intraday')),"
         " ins AS (INSERT INTO job_definitions (symbol, timeframe, job_type, enabled, backfill_from,"
         "                                      refresh_interval)"
         "   SELECT DISTINCT ON (symbol, timeframe, job_type) symbol, timeframe, job_type,"
@@ -402,12 +409,15 @@ static int import_definitions(PGconn *conn, const char *from, struct migrate_ado
         "   ON CONFLICT (symbol, timeframe, job_type) DO NOTHING"
         "   RETURNING symbol, enabled, job_type, backfill_from)"
         " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM ins WHERE enabled),"
-        "   (SELECT coalesce(string_agg(symbol, ' ' ORDER BY symbol), '') FROM ins WHERE symbol !~ %s),"
+        "   (SELECT coalesce(string_agg(symbol, ' ' ORDER BY symbol), '') FROM ins WHERE symbol !~ "
+        "%s),"
         "   (SELECT count(*) FROM l) - (SELECT count(*) FROM ok),"
-        "   (SELECT coalesce(string_agg(DISTINCT coalesce(symbol, '?') || '/' || coalesce(raw_tf, '?')"
+        "   (SELECT coalesce(string_agg(DISTINCT coalesce(symbol, '?') || '/' || coalesce(raw_tf, "
+        "'?')"
         "      || '/' || coalesce(job_type, '?'), ' '), '') FROM l WHERE NOT EXISTS"
         "      (SELECT 1 FROM ok WHERE ok.symbol = l.symbol AND ok.raw_tf = l.raw_tf)),"
-        "   (SELECT count(*) FROM ins WHERE job_type = 'fetch_historical' AND backfill_from IS NULL)",
+        "   (SELECT count(*) FROM ins WHERE job_type = 'fetch_historical' AND backfill_from IS "
+        "NULL)",
         sym, tf, tf, type_e, en_e, start_e, ticker, ticker);
     PGresult *r = NULL;
     if (rc == 0) {
@@ -485,8 +495,9 @@ int migrations_role_sql(PGconn *conn, const char *role, bool create, dynbuf_t *o
         snprintf(err, errlen, "role name: %s", PQerrorMessage(conn));
         return -1;
     }
-    PGresult *r = exec_checked(conn, "SELECT quote_ident(current_schema()), quote_ident(current_database())",
-                               0, NULL, "reading the schema", err, errlen);
+    PGresult *r =
+        exec_checked(conn, "SELECT quote_ident(current_schema()), quote_ident(current_database())",
+                     0, NULL, "reading the schema", err, errlen);
     if (!r) {
         PQfreemem(id);
         return -1;

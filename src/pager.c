@@ -36,8 +36,7 @@ void pager_free(pager_t *p)
     memset(p, 0, sizeof *p);
 }
 
-int pager_advance(pager_t *p, size_t page_bars, const char *next_token, char *err,
-                  size_t errlen)
+int pager_advance(pager_t *p, size_t page_bars, const char *next_token, char *err, size_t errlen)
 {
     p->pages++;
     free(p->token);
@@ -57,8 +56,8 @@ int pager_advance(pager_t *p, size_t page_bars, const char *next_token, char *er
         }
     }
     if (p->pages >= p->max_pages) {
-        snprintf(err, errlen, "more than %u pages for a range that can hold at most %u",
-                 p->pages, p->max_pages - 2);
+        snprintf(err, errlen, "more than %u pages for a range that can hold at most %u", p->pages,
+                 p->max_pages - 2);
         return PAGER_ERROR;
     }
     p->empty_run = page_bars == 0 ? p->empty_run + 1 : 0;

@@ -20,12 +20,12 @@ struct ratelimit {
     rl_waiter_t *head, *tail;
     struct ratelimit_stats st;
     /* shared mode */
-    db_conn_t *db;         /* NULL in local mode */
+    db_conn_t *db; /* NULL in local mode */
     char *name;
-    double default_rate;   /* creates the row if it is missing */
-    bool taking;           /* a take_rate_tokens call is in flight */
-    int64_t next_take_ms;  /* not before: the database said when the next token comes */
-    int64_t granted_ms;    /* when the local tokens were granted; they expire after 1 s */
+    double default_rate;  /* creates the row if it is missing */
+    bool taking;          /* a take_rate_tokens call is in flight */
+    int64_t next_take_ms; /* not before: the database said when the next token comes */
+    int64_t granted_ms;   /* when the local tokens were granted; they expire after 1 s */
 };
 
 static void take(ratelimit_t *rl);
@@ -164,7 +164,8 @@ static void take(ratelimit_t *rl)
     snprintf(rs, sizeof rs, "%.6f", rl->default_rate);
     const char *p[] = {rl->name, ws, rs};
     db_req_t *r = db_req_new(on_taken, rl, false);
-    db_req_sql(r, "SELECT granted, wait_ms, per_minute FROM take_rate_tokens($1, $2::int, $3::float8)",
+    db_req_sql(r,
+               "SELECT granted, wait_ms, per_minute FROM take_rate_tokens($1, $2::int, $3::float8)",
                3, p);
     db_req_keep(r);
     rl->taking = true;

@@ -42,7 +42,8 @@ struct store {
 };
 
 static const char upsert_sql[] =
-    "INSERT INTO bars AS b (symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap) "
+    "INSERT INTO bars AS b (symbol, timeframe, ts, open, high, low, close, volume, trade_count, "
+    "vwap) "
     "SELECT DISTINCT ON (symbol, timeframe, ts) symbol, timeframe, ts, open, high, low, close, "
     "volume, trade_count, vwap FROM bars_stage ORDER BY symbol, timeframe, ts "
     "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, "
@@ -127,8 +128,8 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
                                  it->final && id_in(done, it->run_id));
         }
     } else {
-        LOG(LL_ERROR, "write failed", F_I64("rows", b->enc.rows),
-            F_I64("items", b->nitems), F_STR("error", err), F_STR("sqlstate", sqlstate));
+        LOG(LL_ERROR, "write failed", F_I64("rows", b->enc.rows), F_I64("items", b->nitems),
+            F_STR("error", err), F_STR("sqlstate", sqlstate));
         /* A run with a page in this transaction must not be completed by its
          * final page waiting in the next one: it would be succeeded with a gap. */
         for (size_t i = 0; i < b->nitems; i++)

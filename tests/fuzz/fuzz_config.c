@@ -20,7 +20,6 @@
 
 #include <math.h>
 
-
 static const size_t errlens[] = {1, 64, 512};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

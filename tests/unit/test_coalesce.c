@@ -57,8 +57,8 @@ static void test_symbols_per_request_capped(void **state)
     struct coalesce_key k = key("A", "w1", 365);
     assert_int_equal(coalesce_symbols_per_request(&k, 10000, 100), 100);
     assert_int_equal(coalesce_symbols_per_request(&k, 10000, 7), 7);
-    assert_int_equal(coalesce_symbols_per_request(&k, 100, 1000), 1);     /* 90 / 52.1 */
-    assert_int_equal(coalesce_symbols_per_request(&k, 1000, 1000), 17);   /* 900 / 52.1 */
+    assert_int_equal(coalesce_symbols_per_request(&k, 100, 1000), 1);   /* 90 / 52.1 */
+    assert_int_equal(coalesce_symbols_per_request(&k, 1000, 1000), 17); /* 900 / 52.1 */
 }
 
 /* 50 symbols at most 26 a request go as 25 + 25, not 26 + 24. */

@@ -429,12 +429,11 @@ static void test_env_int_out_of_range(void **state)
 }
 
 /*
- * Regression test (bug found and fixed in config.c, set_value, the CFG_INT/CFG_DBL message): the bounds are
- * printed with %g, so every bound of 1e6 or more comes out in exponent form:
- * "must be a whole number from 100 to 3.6e+06". Seven of the integer keys
- * are affected. Suggested fix: for CFG_INT print (long long)k->min and
- * (long long)k->max with %lld; for CFG_DBL use %.15g. This test fails until
- * then.
+ * Regression test (bug found and fixed in config.c, set_value, the CFG_INT/CFG_DBL message): the
+ * bounds are printed with %g, so every bound of 1e6 or more comes out in exponent form: "must be a
+ * whole number from 100 to 3.6e+06". Seven of the integer keys are affected. Suggested fix: for
+ * CFG_INT print (long long)k->min and (long long)k->max with %lld; for CFG_DBL use %.15g. This test
+ * fails until then.
  */
 static void test_env_int_large_bounds_in_message(void **state)
 {

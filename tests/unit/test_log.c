@@ -202,10 +202,10 @@ static void test_numbers(void **state)
 }
 
 /*
- * Regression test (bug found and fixed in log.c, log_write, case LF_DBL): "%.6g" prints NaN and infinities as
- * nan / inf / -inf, which are not JSON, so the whole line is rejected by jq
- * and log shippers. A rate or ratio computed over a zero interval produces
- * exactly these. Fixed: such values are written as null.
+ * Regression test (bug found and fixed in log.c, log_write, case LF_DBL): "%.6g" prints NaN and
+ * infinities as nan / inf / -inf, which are not JSON, so the whole line is rejected by jq and log
+ * shippers. A rate or ratio computed over a zero interval produces exactly these. Fixed: such
+ * values are written as null.
  */
 static void test_non_finite_double_is_valid_json(void **state)
 {
@@ -293,7 +293,8 @@ static void test_short_secret_with_symbol_edge(void **state)
     struct capture *c = *state;
     log_add_secret("ab!");
     LOG(LL_INFO, "s", F_STR("x", "pw=ab!x"));
-    assert_string_equal(one_line_body(c), ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"pw=[redacted]x\"}\n");
+    assert_string_equal(one_line_body(c),
+                        ",\"level\":\"info\",\"msg\":\"s\",\"x\":\"pw=[redacted]x\"}\n");
 }
 
 /* A long secret is matched anywhere, even inside a word (URL-encoded, say). */
@@ -337,12 +338,11 @@ static void test_secret_copied(void **state)
 }
 
 /*
- * Regression test (bug found and fixed in log.c, append_scrubbed): when two secrets match at the same position
- * the first registered one wins even if it is shorter, so a secret that has
- * another secret as a prefix is only partly replaced and its tail ("def"
- * here) is printed. Suggested fix: on a tie (p - s == hit) keep the longer
- * match, i.e. `if (p && ((size_t)(p - s) < hit || ((size_t)(p - s) == hit &&
- * strlen(secrets[k]) > hitlen)))`.
+ * Regression test (bug found and fixed in log.c, append_scrubbed): when two secrets match at the
+ * same position the first registered one wins even if it is shorter, so a secret that has another
+ * secret as a prefix is only partly replaced and its tail ("def" here) is printed. Suggested fix:
+ * on a tie (p - s == hit) keep the longer match, i.e. `if (p && ((size_t)(p - s) < hit ||
+ * ((size_t)(p - s) == hit && strlen(secrets[k]) > hitlen)))`.
  */
 static void test_overlapping_secrets_fully_redacted(void **state)
 {

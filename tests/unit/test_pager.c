@@ -199,11 +199,11 @@ static void test_max_pages_clamped(void **state)
 }
 
 /*
- * Regression test (bug found and fixed in pager.c, pager_init): `max_bars + 2` wraps for max_bars of
- * UINT64_MAX - 1 or UINT64_MAX (the natural "no bound" value), giving a bound
- * of 0 or 1 pages instead of the 1000000 clamp, so the very first page with a
- * token fails. Low severity (alpaca.c does not pass such values today), but
- * the addition should saturate. This test fails until it does.
+ * Regression test (bug found and fixed in pager.c, pager_init): `max_bars + 2` wraps for max_bars
+ * of UINT64_MAX - 1 or UINT64_MAX (the natural "no bound" value), giving a bound of 0 or 1 pages
+ * instead of the 1000000 clamp, so the very first page with a token fails. Low severity (alpaca.c
+ * does not pass such values today), but the addition should saturate. This test fails until it
+ * does.
  */
 static void test_max_pages_huge_does_not_wrap(void **state)
 {
