@@ -1,7 +1,9 @@
 # Thin wrapper over CMake. The two commands that matter:
 #   make demo   install what is missing, build, and backfill 50 symbols x 1 year
-#   make test   install what is missing, build twice (plain and ASan+UBSan), run every test,
-#               then run each fuzz target for a few seconds
+#   make test   install what is missing, check the house rules (formatting, banned functions),
+#               build twice (plain and ASan+UBSan), run every test, then run each fuzz
+#               target for a few seconds
+#   make format rewrite every C file as .clang-format says
 # And for the parsers of untrusted input:
 #   make fuzz   build the libFuzzer targets with clang, run each FUZZ_SECONDS (default 60)
 # And for installing:
@@ -14,7 +16,7 @@ JOBS       ?= 2
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 
-.PHONY: all deps build asan fuzz-build fuzz test test-plain test-asan test-fuzz demo bench package clean
+.PHONY: all deps build asan fuzz-build fuzz style format test test-plain test-asan test-fuzz demo bench package clean
 
 all: build
 
@@ -48,7 +50,14 @@ fuzz: fuzz-build
 test-fuzz: fuzz-build
 	@bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS)
 
-test: test-plain test-asan test-fuzz
+# The house rules of STYLE.md a machine can check: .clang-format, and no banned function.
+style: deps
+	@bash tools/check-style.sh
+
+format: deps
+	@bash tools/check-style.sh --fix
+
+test: style test-plain test-asan test-fuzz
 
 demo: build
 	@bash tools/demo.sh

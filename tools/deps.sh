@@ -9,6 +9,7 @@ pkgs=(
     libpq-dev libcjson-dev zlib1g-dev    # Postgres client, JSON, gzip (simulator)
     libcmocka-dev                        # unit tests
     clang libclang-rt-14-dev             # fuzz targets (libFuzzer is in libclang-rt-14-dev)
+    clang-format                         # make test checks the formatting (.clang-format)
     postgresql postgresql-client         # the real database for tests and the demo
     pgbouncer                            # transaction-pooler test
     prometheus                           # promtool, to check the /metrics exposition
