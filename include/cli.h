@@ -1,7 +1,8 @@
 /*
  * cli: the one-shot commands — migrate, enqueue, status, check-config. They
  * talk to Postgres synchronously (they are not in the event loop) and return
- * sysexits codes.
+ * sysexits codes. `status --watch` and `enqueue --wait` poll once an interval
+ * until they are done or a signal stops them (see each command's --help).
  */
 #ifndef BACKFILLD_CLI_H
 #define BACKFILLD_CLI_H
@@ -11,6 +12,7 @@
 /* sysexits.h values, spelled out so the meaning is visible where they are used. */
 enum {
     EXIT_OK = 0,
+    EXIT_RUNS_FAILED = 1, /* enqueue --wait: a run it waited for did not succeed */
     EXIT_USAGE = 64,
     EXIT_DATAERR = 65,
     EXIT_UNAVAILABLE = 69,

@@ -29,8 +29,10 @@ static const char usage[] =
     "commands:\n"
     "  run [--until-idle]   the daemon; --until-idle exits 0 once no run is queued or running\n"
     "  migrate              create or upgrade the schema\n"
-    "  enqueue ...          queue runs for symbols and a range (enqueue --help)\n"
+    "  enqueue ...          queue runs for symbols and a range (enqueue --help);\n"
+    "                       --wait shows their progress until they are done\n"
     "  status [--json]      queue depth, throughput, failures, coverage\n"
+    "  status --watch       live, redrawn in place: progress bars, rates and ETAs\n"
     "  check-config         validate the settings, the database and (--alpaca) the credentials\n\n"
     "options:\n"
     "  --config FILE        KEY=VALUE settings (systemd EnvironmentFile= format);\n"
@@ -335,6 +337,8 @@ int main(int argc, char **argv)
         }
     }
     log_min_level = cfg.log_level;
+    /* Text for a person at a terminal, JSON for the journal, files and pipes. */
+    (void)log_set_format(log_format_parse(cfg.log_format));
     register_db_password(cfg.database_url);
     if (strcmp(cmd, "run") == 0)
         rc = cmd_run(&cfg, config_file, sub_argc, sub_argv);

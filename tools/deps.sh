@@ -14,6 +14,7 @@ pkgs=(
     pgbouncer                            # transaction-pooler test
     prometheus                           # promtool, to check the /metrics exposition
     curl python3 procps                  # test harness (HTTP probes, JSON checks, ps)
+    tmux                                 # the terminal views' tests read their screens
     systemd man-db                       # systemd-analyze (unit checks; it asks man for Documentation=)
     dpkg-dev lintian                     # make package: dpkg-shlibdeps for Depends:, lintian
     python3-yaml                         # dashboards test: reads the Prometheus rules file
