@@ -36,8 +36,8 @@ static PGconn *connect_db(const struct config *c)
         /* libpq may quote the connection string (and so the password) here. */
         char m[1024];
         log_scrub(PQerrorMessage(conn), m, sizeof m);
-        fprintf(stderr, "backfilld: cannot connect to the database: %.*s\n",
-                (int)strcspn(m, "\n"), m);
+        fprintf(stderr, "backfilld: cannot connect to the database: %.*s\n", (int)strcspn(m, "\n"),
+                m);
         PQfinish(conn);
         return NULL;
     }
@@ -108,7 +108,8 @@ static int adopt(PGconn *conn, const char *from_arg)
     int64_t from_us;
     if (from_arg) {
         if (!parse_when(from_arg, false, &from_us)) {
-            fprintf(stderr, "backfilld migrate: --from '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n",
+            fprintf(stderr,
+                    "backfilld migrate: --from '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n",
                     from_arg);
             return EXIT_DATAERR;
         }
@@ -203,18 +204,21 @@ int cli_migrate(const struct config *c, int argc, char **argv)
         } else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
             from = argv[++i];
         } else if ((strcmp(argv[i], "--create-role") == 0 || strcmp(argv[i], "--grant-role") == 0 ||
-                    strcmp(argv[i], "--print-role-sql") == 0) && i + 1 < argc) {
+                    strcmp(argv[i], "--print-role-sql") == 0) &&
+                   i + 1 < argc) {
             mode = strcmp(argv[i], "--create-role") == 0  ? ROLE_CREATE
                    : strcmp(argv[i], "--grant-role") == 0 ? ROLE_GRANT
                                                           : ROLE_PRINT;
             role_name = argv[++i];
         } else {
-            fprintf(stderr, "backfilld migrate: unexpected argument '%s'\n%s", argv[i], migrate_help);
+            fprintf(stderr, "backfilld migrate: unexpected argument '%s'\n%s", argv[i],
+                    migrate_help);
             return EXIT_USAGE;
         }
     }
     if ((from && !adopting) || (role_name && adopting)) {
-        fprintf(stderr, "backfilld migrate: --from goes with --adopt, and --adopt not with a role\n");
+        fprintf(stderr,
+                "backfilld migrate: --from goes with --adopt, and --adopt not with a role\n");
         return EXIT_USAGE;
     }
     PGconn *conn = connect_db(c);
@@ -1004,37 +1008,65 @@ struct enqueue_plan {
 /* Reads the options. EXIT_OK, EXIT_USAGE (said why), or -1 after --help. */
 static int enqueue_parse(int argc, char **argv, struct enqueue_args *a)
 {
-    static const struct option opts[] = {
-        {"symbols", required_argument, NULL, 's'},  {"symbols-file", required_argument, NULL, 'S'},
-        {"timeframe", required_argument, NULL, 't'}, {"from", required_argument, NULL, 'f'},
-        {"to", required_argument, NULL, 'T'},        {"feed", required_argument, NULL, 'e'},
-        {"adjustment", required_argument, NULL, 'a'}, {"priority", required_argument, NULL, 'p'},
-        {"max-attempts", required_argument, NULL, 'm'}, {"force", no_argument, NULL, 'F'},
-        {"wait", no_argument, NULL, 'w'},            {"interval", required_argument, NULL, 'i'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"symbols", required_argument, NULL, 's'},
+                                         {"symbols-file", required_argument, NULL, 'S'},
+                                         {"timeframe", required_argument, NULL, 't'},
+                                         {"from", required_argument, NULL, 'f'},
+                                         {"to", required_argument, NULL, 'T'},
+                                         {"feed", required_argument, NULL, 'e'},
+                                         {"adjustment", required_argument, NULL, 'a'},
+                                         {"priority", required_argument, NULL, 'p'},
+                                         {"max-attempts", required_argument, NULL, 'm'},
+                                         {"force", no_argument, NULL, 'F'},
+                                         {"wait", no_argument, NULL, 'w'},
+                                         {"interval", required_argument, NULL, 'i'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     memset(a, 0, sizeof *a);
     int ch;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
-        case 's': a->symbols = optarg; break;
-        case 'S': a->symfile = optarg; break;
-        case 't': a->tf = optarg; break;
-        case 'f': a->from = optarg; break;
-        case 'T': a->to = optarg; break;
-        case 'e': a->feed = optarg; break;
-        case 'a': a->adj = optarg; break;
-        case 'p': a->prio = optarg; break;
-        case 'm': a->maxatt = optarg; break;
-        case 'F': a->force = true; break;
+        case 's':
+            a->symbols = optarg;
+            break;
+        case 'S':
+            a->symfile = optarg;
+            break;
+        case 't':
+            a->tf = optarg;
+            break;
+        case 'f':
+            a->from = optarg;
+            break;
+        case 'T':
+            a->to = optarg;
+            break;
+        case 'e':
+            a->feed = optarg;
+            break;
+        case 'a':
+            a->adj = optarg;
+            break;
+        case 'p':
+            a->prio = optarg;
+            break;
+        case 'm':
+            a->maxatt = optarg;
+            break;
+        case 'F':
+            a->force = true;
+            break;
         case 'w':
             a->wait = true;
             break;
         case 'i':
             a->interval = optarg;
             break;
-        case 'h': fputs(enqueue_help, stdout); return -1;
+        case 'h':
+            fputs(enqueue_help, stdout);
+            return -1;
         default:
             fprintf(stderr, "backfilld enqueue: unknown or incomplete option '%s'\n%s",
                     argv[optind - 1], enqueue_help);
@@ -1062,21 +1094,27 @@ static int enqueue_validate(const struct config *c, const struct enqueue_args *a
                             struct enqueue_plan *p)
 {
     if (!tf_to_alpaca(a->tf)) {
-        fprintf(stderr, "backfilld enqueue: unknown timeframe '%s' (one of %s)\n", a->tf, tf_codes());
+        fprintf(stderr, "backfilld enqueue: unknown timeframe '%s' (one of %s)\n", a->tf,
+                tf_codes());
         return EXIT_DATAERR;
     }
     if (!parse_when(a->from, false, &p->from_us)) {
-        fprintf(stderr, "backfilld enqueue: --from '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", a->from);
+        fprintf(stderr,
+                "backfilld enqueue: --from '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n",
+                a->from);
         return EXIT_DATAERR;
     }
     if (a->to && !parse_when(a->to, true, &p->to_us)) {
-        fprintf(stderr, "backfilld enqueue: --to '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n", a->to);
+        fprintf(stderr,
+                "backfilld enqueue: --to '%s' is not a date (YYYY-MM-DD) or RFC 3339 time\n",
+                a->to);
         return EXIT_DATAERR;
     }
     if (!a->to)
         p->to_us = wall_us() / 1000000 * 1000000;
     if (p->to_us <= p->from_us) {
-        fprintf(stderr, "backfilld enqueue: the range is empty or inverted (--to must be after --from)\n");
+        fprintf(stderr,
+                "backfilld enqueue: the range is empty or inverted (--to must be after --from)\n");
         return EXIT_DATAERR;
     }
     static const char *feeds[] = {"sip", "iex", "otc", "boats"};
@@ -1171,19 +1209,20 @@ static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct 
         goto fail;
     PQclear(r);
     const char *p1[] = {p->symbols.data, a->tf, a->feed, a->adj, a->prio, p->from, p->to};
-    r = q(conn,
-          "INSERT INTO job_definitions AS d (symbol, timeframe, job_type, feed, adjustment, priority,"
-          " backfill_from, backfill_to)"
-          " SELECT s, $2, 'fetch_historical', coalesce($3, 'sip'), coalesce($4, 'raw'),"
-          " coalesce($5::int, 0), $6::timestamptz, $7::timestamptz FROM unnest($1::text[]) AS s"
-          " ON CONFLICT (symbol, timeframe, job_type) DO UPDATE SET"
-          " feed = coalesce($3, d.feed), adjustment = coalesce($4, d.adjustment),"
-          " priority = coalesce($5::int, d.priority),"
-          " backfill_from = least(d.backfill_from, EXCLUDED.backfill_from),"
-          " backfill_to = CASE WHEN d.backfill_to IS NULL AND d.backfill_from IS NOT NULL THEN NULL"
-          "                    ELSE greatest(d.backfill_to, EXCLUDED.backfill_to) END"
-          " RETURNING d.id",
-          7, p1);
+    r = q(
+        conn,
+        "INSERT INTO job_definitions AS d (symbol, timeframe, job_type, feed, adjustment, priority,"
+        " backfill_from, backfill_to)"
+        " SELECT s, $2, 'fetch_historical', coalesce($3, 'sip'), coalesce($4, 'raw'),"
+        " coalesce($5::int, 0), $6::timestamptz, $7::timestamptz FROM unnest($1::text[]) AS s"
+        " ON CONFLICT (symbol, timeframe, job_type) DO UPDATE SET"
+        " feed = coalesce($3, d.feed), adjustment = coalesce($4, d.adjustment),"
+        " priority = coalesce($5::int, d.priority),"
+        " backfill_from = least(d.backfill_from, EXCLUDED.backfill_from),"
+        " backfill_to = CASE WHEN d.backfill_to IS NULL AND d.backfill_from IS NOT NULL THEN NULL"
+        "                    ELSE greatest(d.backfill_to, EXCLUDED.backfill_to) END"
+        " RETURNING d.id",
+        7, p1);
     if (!r)
         goto fail;
     int irc = dynbuf_append(&ids, "{", 1);
@@ -1203,7 +1242,8 @@ static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct 
         if (ids_literal(&before, pre, npre) < 0)
             goto fail;
     }
-    const char *p2[] = {ids.data, p->from, p->to, a->force ? "true" : "false", p->max_attempts, a->tf};
+    const char *p2[] = {ids.data,        p->from, p->to, a->force ? "true" : "false",
+                        p->max_attempts, a->tf};
     r = q(conn,
           "SELECT coalesce(sum(enqueue_range(id, $2::timestamptz, $3::timestamptz, $4::boolean,"
           " $5::int)), 0), (SELECT count(*) FROM backfill_chunks($6, $2::timestamptz,"
@@ -1794,7 +1834,8 @@ static int status_watch(const struct config *c, PGconn *conn, int64_t limit, int
 
 /* The whole report as one JSON document, computed by the database in one snapshot. */
 static const char status_sql[] =
-    "WITH r AS (SELECT r.*, d.enabled FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id),"
+    "WITH r AS (SELECT r.*, d.enabled FROM job_runs r JOIN job_definitions d ON d.id = "
+    "r.job_def_id),"
     " recent AS (SELECT * FROM job_runs WHERE status = 'succeeded'"
     "            AND finished_at > now() - interval '5 minutes'),"
     /* the part of those 5 minutes that saw completions (5 s at least): a backfill that
@@ -1812,15 +1853,18 @@ static const char status_sql[] =
     "            count(*) FILTER (WHERE x.status = 'failed') AS runs_failed,"
     "            min(x.range_start) FILTER (WHERE x.status = 'succeeded') AS covered_from,"
     "            max(x.range_end) FILTER (WHERE x.status = 'succeeded') AS covered_to,"
-    "            (SELECT max(b.ts) FROM bars b WHERE b.symbol = d.symbol AND b.timeframe = d.timeframe) AS last_bar"
+    "            (SELECT max(b.ts) FROM bars b WHERE b.symbol = d.symbol AND b.timeframe = "
+    "d.timeframe) AS last_bar"
     "          FROM job_definitions d LEFT JOIN job_runs x ON x.job_def_id = d.id"
     "          GROUP BY d.id ORDER BY runs_left DESC, d.symbol, d.timeframe LIMIT $1::int)"
     " SELECT json_build_object("
     "  'at', now(),"
     "  'runs', json_build_object("
     "     'queued', (SELECT count(*) FROM r WHERE status = 'queued'),"
-    "     'queued_ready', (SELECT count(*) FROM r WHERE status = 'queued' AND enabled AND run_after <= now()),"
-    "     'queued_waiting_retry', (SELECT count(*) FROM r WHERE status = 'queued' AND run_after > now()),"
+    "     'queued_ready', (SELECT count(*) FROM r WHERE status = 'queued' AND enabled AND "
+    "run_after <= now()),"
+    "     'queued_waiting_retry', (SELECT count(*) FROM r WHERE status = 'queued' AND run_after > "
+    "now()),"
     "     'queued_disabled', (SELECT count(*) FROM r WHERE status = 'queued' AND NOT enabled),"
     "     'running', (SELECT count(*) FROM r WHERE status = 'running'),"
     "     'succeeded', (SELECT count(*) FROM r WHERE status = 'succeeded'),"
@@ -1829,14 +1873,17 @@ static const char status_sql[] =
     "  'last_5_min', json_build_object("
     "     'runs_succeeded', (SELECT count(*) FROM recent),"
     "     'bars', (SELECT coalesce(sum(bars_written), 0) FROM recent),"
-    "     'runs_per_min', round(((SELECT count(*) FROM recent) * 60.0 / (SELECT s FROM span))::numeric, 2)),"
+    "     'runs_per_min', round(((SELECT count(*) FROM recent) * 60.0 / (SELECT s FROM "
+    "span))::numeric, 2)),"
     "  'oldest_queued_s', (SELECT coalesce(extract(epoch FROM now() - min(created_at))::bigint, 0)"
     "                      FROM r WHERE status = 'queued' AND enabled),"
     "  'eta_s', (SELECT CASE WHEN (SELECT count(*) FROM recent) < 5 THEN NULL ELSE"
     "            ((SELECT count(*) FROM r WHERE status IN ('queued','running') AND enabled)"
     "             * (SELECT s FROM span) / (SELECT count(*) FROM recent))::bigint END),"
-    "  'bars_total', (SELECT coalesce(sum(bars_written), 0) FROM job_runs WHERE status = 'succeeded'),"
-    "  'workers', (SELECT coalesce(json_agg(json_build_object('worker', locked_by, 'running', n)), '[]')"
+    "  'bars_total', (SELECT coalesce(sum(bars_written), 0) FROM job_runs WHERE status = "
+    "'succeeded'),"
+    "  'workers', (SELECT coalesce(json_agg(json_build_object('worker', locked_by, 'running', n)), "
+    "'[]')"
     "              FROM (SELECT locked_by, count(*) AS n FROM job_runs WHERE status = 'running'"
     "                    GROUP BY 1 ORDER BY 1) w),"
     "  'recent_errors', (SELECT coalesce(json_agg(json_build_object('error', error, 'count', n,"
@@ -1969,8 +2016,8 @@ int cli_status(const struct config *c, int argc, char **argv)
     printf("           running %s, succeeded %s, failed %s, cancelled %s\n", V(4), V(5), V(6),
            V(7));
     printf("last 5 min %s runs succeeded, %s bars (%s runs/min)\n", V(8), V(9), V(10));
-    printf("queue      oldest queued run waiting %s s; ETA %s s; %s bars written in all\n\n",
-           V(11), V(12), V(13));
+    printf("queue      oldest queued run waiting %s s; ETA %s s; %s bars written in all\n\n", V(11),
+           V(12), V(13));
 #undef V
     PQclear(h);
     h = q(conn,
@@ -1985,7 +2032,8 @@ int cli_status(const struct config *c, int argc, char **argv)
     h = q(conn,
           "SELECT rpad(d->>'symbol', 10) || rpad(d->>'timeframe', 5) ||"
           " rpad(CASE WHEN (d->>'enabled')::boolean THEN 'on' ELSE 'OFF' END, 5) ||"
-          " lpad(d->>'runs_left', 6) || lpad(d->>'runs_succeeded', 6) || lpad(d->>'runs_failed', 6) || '  ' ||"
+          " lpad(d->>'runs_left', 6) || lpad(d->>'runs_succeeded', 6) || lpad(d->>'runs_failed', "
+          "6) || '  ' ||"
           " coalesce(to_char((d->>'covered_from')::timestamptz, 'YYYY-MM-DD'), '-') || ' .. ' ||"
           " coalesce(to_char((d->>'covered_to')::timestamptz, 'YYYY-MM-DD'), '-') || '  ' ||"
           " coalesce(to_char((d->>'last_bar')::timestamptz, 'YYYY-MM-DD\"T\"HH24:MI\"Z\"'), '-')"
@@ -2074,7 +2122,8 @@ int cli_check_config(const struct config *c, int argc, char **argv)
     if (c->ca_file && *c->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
     char cerr[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, cerr); /* says which certificate problem, not only "not OK" */
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER,
+                     cerr); /* says which certificate problem, not only "not OK" */
     CURLcode cc = curl_easy_perform(e);
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
@@ -2087,8 +2136,10 @@ int cli_check_config(const struct config *c, int argc, char **argv)
                 cerr[0] ? cerr : curl_easy_strerror(cc));
         ret = EXIT_UNAVAILABLE;
     } else if (status == 401 || status == 403) {
-        fprintf(stderr, "backfilld: alpaca: credentials rejected (HTTP %ld): check "
-                        "APCA_API_KEY_ID and APCA_API_SECRET_KEY\n", status);
+        fprintf(stderr,
+                "backfilld: alpaca: credentials rejected (HTTP %ld): check "
+                "APCA_API_KEY_ID and APCA_API_SECRET_KEY\n",
+                status);
         ret = EXIT_CONFIG;
     } else if (status != 200) {
         char msg[300];

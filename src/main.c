@@ -190,7 +190,8 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
         LOG(LL_CRIT, "libcurl initialisation failed");
         return EXIT_SOFTWARE;
     }
-    char *worker = cfg->worker_id && *cfg->worker_id ? xstrdup(cfg->worker_id) : default_worker_id();
+    char *worker =
+        cfg->worker_id && *cfg->worker_id ? xstrdup(cfg->worker_id) : default_worker_id();
     struct daemon dm;
     memset(&dm, 0, sizeof dm);
     dm.cfg = cfg;
