@@ -641,7 +641,8 @@ struct waiter {
     int64_t ok, failed, cancelled, gone, bars; /* of the runs seen finished */
     int64_t queued, running, running_bars;     /* of the open ones, at the last poll */
     struct rates rates;
-    char err[300]; /* the last poll's error, until one succeeds */
+    int64_t start_ms; /* when the wait began (mono_ms) */
+    char err[300];    /* the last poll's error, until one succeeds */
 };
 
 /* ids as a Postgres array literal, {1,2,3}. */
@@ -758,7 +759,8 @@ static void wait_render(struct view *v, const struct waiter *w, int64_t window_m
                                                 : "-");
     if (bad)
         rc |= dynbuf_printf(&tail, "  %s did not succeed", fmt_count(a, sizeof a, bad));
-    if (done == 0 && !w->running && !w->err[0])
+    /* A daemon claims within a poll interval or so; after 5 s, say that none has. */
+    if (done == 0 && !w->running && !w->err[0] && mono_ms() - w->start_ms > 5000)
         rc |= dynbuf_printf(&tail, "  (none claimed yet: is a daemon running?)");
     if (rc == 0 && v->tty) {
         int cols, rows;
@@ -861,6 +863,7 @@ static int wait_runs(PGconn *conn, int64_t *ids, size_t n, int64_t interval_ms)
     w.open = xcalloc(n + 1, sizeof *w.open);
     memcpy(w.open, ids, n * sizeof *ids);
     w.nopen = n;
+    w.start_ms = mono_ms();
     qsort(w.all, n, sizeof *w.all, cmp_id);
     qsort(w.open, n, sizeof *w.open, cmp_id);
     int64_t window = interval_ms * 3 > 15000 ? interval_ms * 3 : 15000;
