@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: the main job, start to finish, on a private Postgres and the
-# Alpaca simulator: migrate, enqueue 50 symbols x one year of h1 bars, run the
-# daemon until the queue is empty, print a summary and a sample query.
+# Alpaca simulator: migrate, start the daemon in the background (its JSON log
+# goes to a file), enqueue 50 symbols x one year of h1 bars with --wait, which
+# draws a progress bar with an ETA until every run has finished, then print a
+# summary, `backfilld status` and a sample query.
 # Everything lives in one temp directory, removed on exit (also on Ctrl-C).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,19 +18,20 @@ pg_start
 sim_start --latency-ms 20 --rate 100 --burst 100
 echo "-- Alpaca simulator on $APCA_API_DATA_URL (20 ms latency, 100 requests/s)"
 bf migrate
-bf enqueue --symbols "$SYMBOLS50" --timeframe h1 --from 2024-01-01 --to 2024-12-31
 
 export BACKFILLD_RATE_LIMIT=${BACKFILLD_RATE_LIMIT:-5400}   # 90/s, inside the simulator's 100/s
 export BACKFILLD_PROGRESS_INTERVAL_MS=2000 BACKFILLD_METRICS_LISTEN=
-echo "-- backfilld run --until-idle (rate limit $BACKFILLD_RATE_LIMIT requests/min); progress:"
+echo "-- backfilld run, in the background (rate limit $BACKFILLD_RATE_LIMIT requests/min); its log: $T/demo.log"
+daemon_start demo
+echo "-- backfilld enqueue --symbols <the 50> --timeframe h1 --from 2024-01-01 --to 2024-12-31 --wait"
 start=$(date +%s.%N)
-daemon_start demo --until-idle
-tail -n +1 -F "$T/demo.log" 2>/dev/null | grep --line-buffered -E '"msg":"(progress|run failed|ready)"' &
-TAIL=$!
-PIDS+=($TAIL)
-daemon_wait "$DAEMON_PID" 600
+wait_rc=0
+bf enqueue --symbols "$SYMBOLS50" --timeframe h1 --from 2024-01-01 --to 2024-12-31 \
+    --wait --interval 0.25 || wait_rc=$?
 end=$(date +%s.%N)
-kill "$TAIL" 2>/dev/null || true
+[ "$wait_rc" -le 1 ] || fail "enqueue --wait exited $wait_rc"
+kill -TERM "$DAEMON_PID"
+daemon_wait "$DAEMON_PID" 60
 [ "$DAEMON_RC" -eq 0 ] || fail "backfilld exited $DAEMON_RC"
 
 secs=$(python3 -c "print(f'{$end - $start:.1f}')")
@@ -44,7 +47,7 @@ echo "== backfilld status =="
 bf status --limit 5
 echo
 echo "== sample query: AAPL's last 5 hourly bars of 2024 =="
-psql -X -c "SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap
+psql -X -P pager=off -c "SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap
               FROM bars WHERE symbol = 'AAPL' AND timeframe = 'h1'
              ORDER BY ts DESC LIMIT 5"
 [ "$failed" -eq 0 ] || fail "$failed runs failed"
