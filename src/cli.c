@@ -802,7 +802,7 @@ static int wait_report(PGconn *conn, struct waiter *w, int64_t ms)
     dynbuf_init(&lit, (size_t)1 << 30);
     int ret = EXIT_RUNS_FAILED;
     PGresult *r = NULL, *l = NULL;
-    char err[300], n1[32], n2[32], n3[32], secs[32];
+    char err[300], n1[32], n2[32], n3[32], n4[32], secs[32];
     if (ids_literal(&lit, w->all, w->nall) < 0)
         goto out;
     const char *p[] = {lit.data};
@@ -825,7 +825,7 @@ static int wait_report(PGconn *conn, struct waiter *w, int64_t ms)
     int64_t bad = (int64_t)w->nall - ok;
     printf("done: %s of %s runs succeeded (%s bars written, in %s); %s did not:\n",
            fmt_count(n1, sizeof n1, ok), fmt_count(n2, sizeof n2, (int64_t)w->nall),
-           fmt_count(n3, sizeof n3, bars), secs, fmt_count(n3, sizeof n3, bad));
+           fmt_count(n3, sizeof n3, bars), secs, fmt_count(n4, sizeof n4, bad));
     l = view_query(conn, list_sql, 1, p, err, sizeof err);
     for (int i = 0; l && i < PQntuples(l); i++)
         printf("  job %s  %s %s %s..%s  %s: %s\n", PQgetvalue(l, i, 0), PQgetvalue(l, i, 1),

@@ -137,7 +137,8 @@ check "--wait exits 1 when a run failed" "1" "$rc"
 bad_id=$(sql "SELECT id FROM job_runs WHERE symbol = 'BAD\$'")
 check_cmd "the failed run is listed with its id, symbol and error" grep -qE \
     "^  job $bad_id  BAD\\\$ d1 2024-01-01\\.\\.2025-01-01  failed: HTTP 400: invalid symbol: BAD\\\$$" "$T/fail.out"
-check_cmd "the summary counts it" grep -q '^done: 1 of 2 runs succeeded' "$T/fail.out"
+check_cmd "the summary counts it" \
+    grep -qE '^done: 1 of 2 runs succeeded \([0-9,]+ bars written, in [0-9.]+ s\); 1 did not:$' "$T/fail.out"
 check_cmd "stderr says how many did not succeed" grep -q '^backfilld enqueue: 1 of 2 runs did not succeed$' "$T/fail.err"
 check "the plain --wait writes no escape code" "0" "$(grep -c $'\033' "$T/fail.out" || true)"
 check_cmd "the plain --wait prints progress lines" grep -qE '^[0-9]{2}:[0-9]{2}:[0-9]{2} +[0-9]+%  [0-9]+/2 runs ' "$T/fail.out"
@@ -148,7 +149,9 @@ check_cmd "the plain --wait prints progress lines" grep -qE '^[0-9]{2}:[0-9]{2}:
 fail_re="^failures 1 failed, latest [0-9a-z<]+ ago: job $bad_id BAD\\\$ d1: HTTP 400: invalid symbol: BAD\\\$\$"
 wait_for "the watch shows the failure and its cause" 20 screen_has watch "$fail_re"
 check_cmd "the watch shows the failure and its latest cause" screen_has watch "$fail_re"
-check_cmd "the watch counts the two runs, done" screen_has watch '^overall  \[#+\]  100%  (2 of 2|602 of 602) runs  done$'
+two_done() { screen_has watch '^overall  \[#+\]  100%  (2 of 2|602 of 602) runs  done$'; }
+wait_for "the watch says the two runs are done" 20 two_done
+check_cmd "the watch counts the two runs, done" two_done
 check_cmd "the watch counts the failure in the queue line" screen_has watch 'succeeded (1|601)   failed 1$'
 
 # Ctrl-C ends the watch with 0 and gives the cursor back.
