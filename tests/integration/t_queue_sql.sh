@@ -24,12 +24,28 @@ check "stale A cannot fail it" "" "$(sql "SELECT fail_job_run('A', 1, 1, 'x', tr
 check "stale A cannot release it" "0" "$(sql "SELECT release_job_runs('A', '{1}', '{1}')")"
 check "stale A cannot renew it" "0" "$(sql "SELECT count(*) FROM renew_job_leases('A', '{1}', '{1}', '{0}', 30)")"
 check "B still holds it, running" "running|B|2" "$(sql "SELECT status, locked_by, attempt FROM job_runs")"
+# B's writer has stored its 7 bars (a completion counts what is stored in the run's range).
+sql "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap)
+     SELECT 'AAPL', 'h1', '2024-01-02T14:00:00Z'::timestamptz + g * interval '1 hour', 1, 1, 1, 1, 1, 1, 1
+       FROM generate_series(0, 6) g"
 check "B completes it" "1" "$(sql "SELECT count(*) FROM complete_job_runs('B', '{1}', '{2}', '{7}', '{1}')")"
 check "succeeded with B's numbers" "succeeded|7|" "$(sql "SELECT status, bars_written, locked_by FROM job_runs")"
 check "B completing again (a resent write) gets its id back" "1" "$(sql "SELECT count(*) FROM complete_job_runs('B', '{1}', '{2}', '{7}', '{1}')")"
 check "but stale A still gets nothing" "0" "$(sql "SELECT count(*) FROM complete_job_runs('A', '{1}', '{2}', '{5}', '{1}')")"
 check "and nothing changed" "succeeded|7|2" "$(sql "SELECT status, bars_written, attempt FROM job_runs")"
 check "claims history: one row per attempt" "1:A,2:B" "$(sql "SELECT string_agg(attempt || ':' || worker, ',' ORDER BY attempt) FROM job_run_claims WHERE worker IN ('A', 'B')")"
+# A completion whose earlier pages were lost (a commit lost in a crash): fewer
+# bars stored than written. The run is queued again with the reason, not succeeded.
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from, backfill_to)
+     VALUES ('MSFT', 'h1', 'fetch_historical', '2024-01-01', '2024-02-01')"
+sql "SELECT enqueue_range(2, '2024-01-01', '2024-02-01')" >/dev/null
+GAP=$(sql "SELECT id FROM claim_queued_job('C', 1, 30)")
+sql "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap)
+     VALUES ('MSFT', 'h1', '2024-01-20T14:00:00Z', 1, 1, 1, 1, 1, 1, 1)"
+check "a completion with bars missing completes nothing" "0" \
+    "$(sql "SELECT count(*) FROM complete_job_runs('C', '{$GAP}', '{1}', '{300}', '{2}')")"
+check "it is queued again, saying what is missing" "queued|1 of the 300 bars written are stored: pages were lost with a database crash or failover; fetched again|" \
+    "$(sql "SELECT status, last_error, locked_by FROM job_runs WHERE id = $GAP")"
 
 # --- claim order and filters ------------------------------------------------
 sql "TRUNCATE job_runs, job_definitions, job_run_claims RESTART IDENTITY CASCADE"
