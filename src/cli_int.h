@@ -55,25 +55,44 @@ struct rates {
     int n, next;
 };
 
+/* Starts a view on *v (caller's): decides tty, installs the signal handlers, hides the
+ * cursor on a terminal. view_end() undoes all of it (shows the cursor, restores handlers). */
 void view_begin(struct view *v);
 void view_end(struct view *v);
+/* The terminal's size; 80 x 24 when it cannot be read. */
 void view_size(int *cols, int *rows);
-int fit_line(dynbuf_t *out, const char *s, size_t n, int cols);
+/* Appends s[0..n) to out cut to cols columns, control characters as spaces. 0 or -1 (cap). */
+int fit_line(dynbuf_t *out, const char *s, size_t n, int cols) MUSTCHECK;
+/* On a terminal, frame (lines ending in '\n', borrowed) replaces the last frame; elsewhere
+ * line (borrowed) is printed on a line of its own. */
 void view_show(struct view *v, const char *frame, const char *line);
+/* Waits ms, redrawing after a resize; false once a signal asked the view to stop. */
 bool view_wait(struct view *v, int64_t ms);
+/* Session settings for a view's polls: a statement timeout, an application name, no JIT. */
 void view_session(PGconn *conn);
+/* The wait before the next poll: the interval, but at least 4x what the last poll took. */
 int64_t view_pace(int64_t interval_ms, int64_t poll_ms);
+/* Formatting into buf (caller's, len bytes), which is returned: 1,234,567; a rate ("-" when
+ * unknown); a duration such as 45s, 3m07s, 2h05m, "<1s", "-". */
 const char *fmt_count(char *buf, size_t len, int64_t v);
 const char *fmt_rate(char *buf, size_t len, double v, bool grouped);
 const char *fmt_dur(char *buf, size_t len, double s);
-int bar_append(dynbuf_t *b, double frac, int cells);
+/* Appends [###...] with `cells` cells, frac of them filled. 0 or -1 (cap). */
+int bar_append(dynbuf_t *b, double frac, int cells) MUSTCHECK;
+/* done of planned in whole percent, 100 only when all is done; 0 when nothing is planned. */
 int percent(int64_t done, int64_t planned);
 int clamp_int(int v, int lo, int hi);
+/* A sample of cumulative counts at ms; rates_get: per second over the last window_ms
+ * (false until two samples half a second apart). */
 void rates_add(struct rates *r, int64_t ms, double runs, double bars, double requests);
 bool rates_get(const struct rates *r, int64_t window_ms, double *runs_s, double *bars_s,
                double *req_s);
+/* The local time of day, hh:mm:ss, into buf. */
 const char *clock_now(char *buf, size_t len);
+/* A --interval value: seconds from 0.1 to 3600, as ms. */
 bool parse_interval(const char *s, int64_t *ms);
+/* Runs a view's statement: the result (caller PQclear()s), or NULL with the scrubbed server
+ * message in err; a lost connection is reset for the next poll. */
 PGresult *view_query(PGconn *conn, const char *sql, int n, const char *const *params, char *err,
                      size_t errlen);
 

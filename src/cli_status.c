@@ -300,29 +300,28 @@ static int watch_poll(struct watch *w, const char *settle)
     return 0;
 }
 
-/* One poll, and what the queue's state asks for: a new backlog, or exact counts at the end. */
-static int watch_tick(struct watch *w)
+/*
+ * One poll, and what the queue's state asks for: a new backlog, or exact
+ * counts at the end. A failed statement leaves its message in w->err, which
+ * the frame shows; the next tick tries again from where this one stopped.
+ */
+static void watch_tick(struct watch *w)
 {
-    if (!w->based && watch_rebase(w) < 0)
-        return -1;
-    if (watch_poll(w, WATCH_SETTLE_S) < 0)
-        return -1;
-    if (watch_left(w) > 0 && w->idle) {
+    bool ok = (w->based || watch_rebase(w) == 0) && watch_poll(w, WATCH_SETTLE_S) == 0;
+    if (ok && watch_left(w) > 0 && w->idle) {
         /* New work after the queue ran dry: a new backlog, counted from its start. */
-        if (watch_rebase(w) < 0 || watch_poll(w, WATCH_SETTLE_S) < 0)
-            return -1;
-    } else if (watch_left(w) == 0 && !w->idle) {
+        ok = watch_rebase(w) == 0 && watch_poll(w, WATCH_SETTLE_S) == 0;
+    } else if (ok && watch_left(w) == 0 && !w->idle) {
         /* Dry: nothing is in flight, so everything since the start can be read as settled. */
         strlcpy_trunc(w->cut, sizeof w->cut, w->t0);
         w->s_ok = w->s_failed = w->s_bars = 0;
         w->s_req = 0;
-        if (watch_poll(w, "0") < 0)
-            return -1;
-        w->idle = true;
+        ok = watch_poll(w, "0") == 0;
+        w->idle = ok;
     }
-    rates_add(&w->rates, mono_ms(), (double)(w->s_ok + w->f_ok + w->s_failed + w->f_failed),
-              (double)(w->s_bars + w->f_bars + w->running_bars), w->s_req + w->f_req);
-    return 0;
+    if (ok)
+        rates_add(&w->rates, mono_ms(), (double)(w->s_ok + w->f_ok + w->s_failed + w->f_failed),
+                  (double)(w->s_bars + w->f_bars + w->running_bars), w->s_req + w->f_req);
 }
 
 /* A definition's runs per second since it was first shown, or a negative number if not known. */
@@ -512,7 +511,7 @@ static int status_watch(const struct config *c, PGconn *conn, int64_t limit, int
     view_begin(&v);
     do {
         int64_t t = mono_ms();
-        (void)watch_tick(w); /* a failed poll is shown, and tried again next time */
+        watch_tick(w); /* a failed poll is shown, and tried again next time */
         w->pace_ms = view_pace(interval_ms, mono_ms() - t);
         watch_render(&v, w);
     } while (view_wait(&v, w->pace_ms));

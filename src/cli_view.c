@@ -62,7 +62,9 @@ static const int view_signals[VIEW_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGWINC
 void view_begin(struct view *v)
 {
     memset(v, 0, sizeof *v);
-    v->tty = isatty(STDOUT_FILENO) == 1;
+    /* A "dumb" terminal cannot move the cursor: it gets the plain lines. */
+    const char *term = getenv("TERM");
+    v->tty = isatty(STDOUT_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0);
     view_signal = 0;
     view_resized = 0;
     struct sigaction sa;

@@ -174,6 +174,15 @@ check "the run is still queued" "queued" "$(sql "SELECT status FROM job_runs WHE
 wait_for "the wait's last output reaches tmux" 10 cursor_shown wait2
 check_cmd "the cursor is shown again" cursor_shown wait2
 
+# A terminal that cannot move the cursor (TERM=dumb) gets the plain lines, one per interval.
+run_in dumb "TERM=dumb '$BF_BIN' status --watch --interval 0.2"
+plain_lines() { [ "$(grep -cE "$plain_re" <<<"$(screen dumb)")" -ge 3 ]; }
+wait_for "TERM=dumb prints plain lines" 20 plain_lines
+check_cmd "TERM=dumb: plain lines, one per interval" plain_lines
+"${TM[@]}" send-keys -t dumb C-c
+wait_for "TERM=dumb: the watch exits on Ctrl-C" 10 test -s "$T/dumb.rc"
+check "TERM=dumb: exit 0 on Ctrl-C" "0" "$(cat "$T/dumb.rc")"
+
 # Options that do not go together.
 rc=0; bf status --interval 1 >/dev/null 2>&1 || rc=$?
 check "--interval without --watch is a usage error" "64" "$rc"
