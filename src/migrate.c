@@ -253,7 +253,7 @@ static int exec_ok(PGconn *conn, const char *sql, int n, const char *const *para
 static int keep_as_legacy(PGconn *conn, const char *t, char *err, size_t errlen)
 {
     const char *p[] = {t};
-    char what[128];
+    char what[192]; /* two names of at most 63 characters, and the words */
     snprintf(what, sizeof what, "keeping %s as legacy_%s", t, t);
     PGresult *r = exec_checked(conn, "SELECT to_regclass(quote_ident('legacy_' || $1)) IS NOT NULL",
                                1, p, what, err, errlen);

@@ -135,6 +135,43 @@ finish() {
     echo "$CHECKS passed, 0 failed"
 }
 
+# --- terminals and systemd ---------------------------------------------------
+
+# tmux_start: a tmux server of the test's own, on a socket in $T (run it as
+# "${TM[@]}" …), stopped at exit before the usual cleanup.
+tmux_start() {
+    command -v tmux >/dev/null || fail "tmux is not installed (tools/deps.sh installs it)"
+    TM=(tmux -S "$T/tmux.sock")
+    trap 'tmux_down $?' EXIT
+}
+tmux_down() {
+    local rc=$1
+    "${TM[@]}" kill-server >/dev/null 2>&1 || true
+    set +e
+    (exit "$rc") # cleanup reads the test's exit status from $?
+    cleanup
+}
+
+# notify_start NAME: a datagram socket $T/NAME.sock standing in for systemd's
+# NOTIFY_SOCKET; every message lands as one line (newlines as '|') in $T/NAME.notify.
+notify_start() {
+    local sock=$T/$1.sock out=$T/$1.notify
+    rm -f "$sock"
+    : >"$out"
+    python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "a") as f:
+    while True:
+        d = s.recv(65536).decode("utf-8", "replace")
+        f.write(d.replace("\n", "|") + "\n")
+        f.flush()
+' "$sock" "$out" &
+    PIDS+=($!)
+    wait_for "notify socket $1" 10 test -S "$sock"
+}
+
 # --- PostgreSQL -------------------------------------------------------------
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on now. Another
@@ -166,6 +203,31 @@ CONF
     "$PGBIN/createdb" backfilld
     export PGDATABASE=backfilld
     export BACKFILLD_DATABASE_URL="host=$T/pg port=${PG_PORT:-5432} user=postgres dbname=backfilld"
+}
+
+# pg_start_tcp: pg_start listening on 127.0.0.1 too, on a free port (PG_TCP_PORT).
+# A port taken between free_port and the bind makes the start fail: another is tried.
+pg_start_tcp() {
+    local try
+    for try in 1 2 3; do
+        PG_TCP_PORT=$(free_port)
+        if (PG_LISTEN=127.0.0.1 PG_PORT=$PG_TCP_PORT pg_start) >"$T/pgstart.out" 2>&1; then break; fi
+        rm -rf "$T/pg"
+        [ "$try" -lt 3 ] || { cat "$T/pgstart.out"; fail "postgres did not start on TCP"; }
+    done
+    export PGHOST="$T/pg" PGPORT=$PG_TCP_PORT PGUSER=postgres PGDATABASE=backfilld
+}
+
+# slow_scheduler CALL SECONDS: schedule_due_jobs() sleeps SECONDS on its CALLth call
+# (counted by a sequence, which the sleeping call's rollback does not undo).
+slow_scheduler() {
+    sql "CREATE SEQUENCE slow_scheduler_calls;
+         ALTER FUNCTION schedule_due_jobs(integer) RENAME TO schedule_due_jobs_real;
+         CREATE FUNCTION schedule_due_jobs(p integer DEFAULT 5) RETURNS integer LANGUAGE plpgsql AS \$\$
+         BEGIN
+             IF nextval('slow_scheduler_calls') = $1 THEN PERFORM pg_sleep($2); END IF;
+             RETURN schedule_due_jobs_real(p);
+         END \$\$"
 }
 
 pg_stop() {

@@ -11,15 +11,9 @@
 # on the new primary; they are rescued and redone, never missing bars.
 . "$(dirname "$0")/lib.sh"
 
-# The primary, on TCP so that the standby can stream from it. A port taken
-# between free_port and the bind makes pg_start fail: try another.
-for try in 1 2 3; do
-    P1=$(free_port)
-    if (PG_LISTEN=127.0.0.1 PG_PORT=$P1 pg_start) >"$T/pgstart.out" 2>&1; then break; fi
-    rm -rf "$T/pg"
-    [ "$try" -lt 3 ] || { cat "$T/pgstart.out"; fail "the primary did not start"; }
-done
-export PGHOST="$T/pg" PGPORT=$P1 PGUSER=postgres PGDATABASE=backfilld
+# The primary, on TCP so that the standby can stream from it.
+pg_start_tcp
+P1=$PG_TCP_PORT
 bf migrate >/dev/null
 
 # The standby: a base backup with -R writes standby.signal and primary_conninfo.

@@ -68,23 +68,6 @@ mkdir -p "$ETC"
 
 # notify_start NAME: a datagram receiver on $T/NAME.sock, one line of
 # $T/NAME.notify per datagram (as t_service.sh does).
-notify_start() {
-    local sock=$T/$1.sock out=$T/$1.notify
-    rm -f "$sock"
-    : >"$out"
-    python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "a") as f:
-    while True:
-        d = s.recv(65536).decode("utf-8", "replace")
-        f.write(d.replace("\n", "|") + "\n")
-        f.flush()
-' "$sock" "$out" &
-    PIDS+=($!)
-    wait_for "notify socket $1" 10 test -S "$sock"
-}
 
 # instance_setup NAME PORT: /etc/backfilld/NAME.env as an operator would write it
 # (a copy of the shipped example with the instance's port and worker id, and

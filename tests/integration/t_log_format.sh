@@ -5,16 +5,7 @@
 # field; a wrong value is a configuration error naming the key.
 . "$(dirname "$0")/lib.sh"
 
-command -v tmux >/dev/null || fail "tmux is not installed (tools/deps.sh installs it)"
-TM=(tmux -S "$T/tmux.sock")
-tmux_down() {
-    local rc=$1
-    "${TM[@]}" kill-server >/dev/null 2>&1 || true
-    set +e
-    (exit "$rc") # cleanup reads the test's exit status from $?
-    cleanup
-}
-trap 'tmux_down $?' EXIT
+tmux_start
 
 pg_start
 sim_start

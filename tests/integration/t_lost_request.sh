@@ -11,15 +11,8 @@
 pg_start
 sim_start
 bf migrate >/dev/null
-# A scheduler that sleeps on its first call only (a sequence is not rolled
-# back with the killed transaction), long enough to be the request in flight.
-sql "CREATE SEQUENCE slow_once;
-     ALTER FUNCTION schedule_due_jobs(integer) RENAME TO schedule_due_jobs_real;
-     CREATE FUNCTION schedule_due_jobs(p integer DEFAULT 5) RETURNS integer LANGUAGE plpgsql AS \$\$
-     BEGIN
-         IF nextval('slow_once') = 1 THEN PERFORM pg_sleep(60); END IF;
-         RETURN schedule_due_jobs_real(p);
-     END \$\$"
+# A scheduler that sleeps on its first call, long enough to be the request in flight.
+slow_scheduler 1 60
 bf enqueue --symbols "AAPL,MSFT,NVDA,AMZN" --timeframe h1 --from 2024-01-01 --to 2024-12-31 >/dev/null
 TOTAL=$(sql "SELECT count(*) FROM job_runs")
 

@@ -15,23 +15,6 @@
 
 # notify_start NAME: a datagram receiver on $T/NAME.sock; each datagram becomes
 # one line of $T/NAME.notify, its newlines replaced by '|'.
-notify_start() {
-    local sock=$T/$1.sock out=$T/$1.notify
-    rm -f "$sock"
-    : >"$out"
-    python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "a") as f:
-    while True:
-        d = s.recv(65536).decode("utf-8", "replace")
-        f.write(d.replace("\n", "|") + "\n")
-        f.flush()
-' "$sock" "$out" &
-    PIDS+=($!)
-    wait_for "notify socket $1" 10 test -S "$sock"
-}
 
 # daemon_start_cfg NAME CONFIG_FILE [run args...]: like daemon_start, with --config.
 daemon_start_cfg() {

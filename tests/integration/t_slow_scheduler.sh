@@ -11,14 +11,8 @@
 pg_start
 sim_start --latency-ms 250
 bf migrate >/dev/null
-# The scheduler's second call sleeps 10 s (a sequence is not rolled back).
-sql "CREATE SEQUENCE slow_calls;
-     ALTER FUNCTION schedule_due_jobs(integer) RENAME TO schedule_due_jobs_real;
-     CREATE FUNCTION schedule_due_jobs(p integer DEFAULT 5) RETURNS integer LANGUAGE plpgsql AS \$\$
-     BEGIN
-         IF nextval('slow_calls') = 2 THEN PERFORM pg_sleep(10); END IF;
-         RETURN schedule_due_jobs_real(p);
-     END \$\$"
+# The scheduler's second call sleeps 10 s.
+slow_scheduler 2 10
 SYMS="AAPL,MSFT,NVDA,AMZN,META,GOOGL,TSLA,JPM,V,XOM"
 bf enqueue --symbols "$SYMS" --timeframe h1 --from 2024-01-01 --to 2024-04-30 >/dev/null
 TOTAL=$(sql "SELECT count(*) FROM job_runs")

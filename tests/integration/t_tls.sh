@@ -22,13 +22,8 @@ cd - >/dev/null
 check_cmd "the server certificate is the CA's" openssl verify -CAfile "$T/tls/ca.crt" "$T/tls/server.crt"
 
 # Postgres on TCP, hostssl only (the Unix socket stays for the test's own psql).
-for try in 1 2 3; do
-    P=$(free_port)
-    if (PG_LISTEN=127.0.0.1 PG_PORT=$P pg_start) >"$T/pgstart.out" 2>&1; then break; fi
-    rm -rf "$T/pg"
-    [ "$try" -lt 3 ] || { cat "$T/pgstart.out"; fail "postgres did not start"; }
-done
-export PGHOST="$T/pg" PGPORT=$P PGUSER=postgres PGDATABASE=backfilld
+pg_start_tcp
+P=$PG_TCP_PORT
 install -o postgres -m 600 "$T/tls/server.crt" "$T/pg/data/server.crt"
 install -o postgres -m 600 "$T/tls/server.key" "$T/pg/data/server.key"
 printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" >>"$T/pg/data/postgresql.conf"

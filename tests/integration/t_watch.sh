@@ -8,17 +8,7 @@
 # prints plain lines, and --wait exits 1 and lists a run that failed.
 . "$(dirname "$0")/lib.sh"
 
-command -v tmux >/dev/null || fail "tmux is not installed (tools/deps.sh installs it)"
-# A tmux server of this test's own, on a socket in $T, stopped at exit.
-TM=(tmux -S "$T/tmux.sock")
-tmux_down() {
-    local rc=$1
-    "${TM[@]}" kill-server >/dev/null 2>&1 || true
-    set +e
-    (exit "$rc") # cleanup reads the test's exit status from $?
-    cleanup
-}
-trap 'tmux_down $?' EXIT
+tmux_start
 
 pg_start
 sim_start --latency-ms 20
