@@ -314,6 +314,12 @@ daemon_wait() {
     forget_pid "$pid"
 }
 
+# metrics_port LOG: the port of the first "metrics listening" line in a daemon's log
+# (for BACKFILLD_METRICS_LISTEN=…:0). One awk reading the file: no pipe to cut short.
+metrics_port() {
+    awk '/"msg":"metrics listening"/ { if (match($0, /"port":[0-9]+/)) { print substr($0, RSTART + 7, RLENGTH - 7); exit } }' "$1"
+}
+
 # Loads `alpaca-sim dump` output for the given args into table expected_bars
 # (TIMEFRAME_CODE is ours, e.g. h1) and compares it with bars, both ways.
 load_expected() {

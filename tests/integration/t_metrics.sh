@@ -55,7 +55,7 @@ export BACKFILLD_RATE_LIMIT=600000 BACKFILLD_PROGRESS_INTERVAL_MS=500
 BACKFILLD_METRICS_LISTEN=127.0.0.1:0 daemon_start d1
 D1=$DAEMON_PID
 wait_for "metrics listening" 15 grep -q '"msg":"metrics listening"' "$T/d1.log"
-PORT=$(grep -o '"msg":"metrics listening".*' "$T/d1.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2)
+PORT=$(metrics_port "$T/d1.log")
 log "metrics on port $PORT"
 TOTAL=$(sql "SELECT count(*) FROM job_runs")
 wait_for "all runs succeeded" 30 sql_eq "SELECT count(*) FROM job_runs WHERE status = 'succeeded'" "$TOTAL"

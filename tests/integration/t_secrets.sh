@@ -106,7 +106,7 @@ cmdline=$(tr '\0' ' ' </proc/"$D"/cmdline)
 check_cmd "the daemon's command line was read ($cmdline)" grep -q 'backfilld run' <<<"$cmdline"
 check "no secret in the daemon's /proc/PID/cmdline" "" \
     "$(grep -oF -e "$KEY" -e "$SECRET" -e "$PGPASS" <<<"$cmdline" || true)"
-PORT=$(grep -o '"msg":"metrics listening".*' "$O/d_auth.log" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2)
+PORT=$(metrics_port "$O/d_auth.log")
 curl -s "http://127.0.0.1:$PORT/metrics" >"$O/d_auth.metrics" || true
 curl -s "http://127.0.0.1:$PORT/healthz" >"$O/d_auth.healthz" || true
 check_cmd "/healthz was answered" test -s "$O/d_auth.healthz"

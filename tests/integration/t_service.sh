@@ -47,10 +47,6 @@ none_for() {
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
-metrics_port() {
-    grep -o '"msg":"metrics listening".*' "$1" | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2
-}
-
 pg_start
 sim_start
 bf migrate >/dev/null
