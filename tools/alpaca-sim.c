@@ -52,6 +52,9 @@
 #define SIM_WINDOW 600
 #define SIM_LIMIT_MAX 10000
 #define SIM_LIMIT_DEFAULT 1000
+/* /v2/assets: longest symbol, and how many symbols a test can remove. */
+#define SIM_ASSET_SYM 24
+#define SIM_REMOVED_MAX 64
 /* The free plan may not see SIP data younger than this many seconds. */
 #define SIM_FREE_DELAY 900
 #define SIM_DAY 86400
@@ -931,6 +934,8 @@ typedef struct knobs {
     bool free_plan;
     bool token_binds_limit; /* a token reused with another limit is invalid */
     int64_t max_bars;
+    char removed[SIM_REMOVED_MAX][SIM_ASSET_SYM]; /* symbols left out of /v2/assets */
+    int nremoved;
 } knobs_t;
 
 /*
@@ -944,6 +949,7 @@ typedef struct counters {
     uint64_t stalled; /* responses sent up to half their body, then nothing */
     uint64_t bars_served;
     uint64_t pages;
+    uint64_t assets_requests; /* GET /v2/assets (also in requests and by_status) */
     uint64_t by_status[600];
     /* A ring of per-second bars-request counts; slot i holds second sec[i]. */
     int64_t sec[SIM_WINDOW];
@@ -963,6 +969,8 @@ typedef struct sim {
     double tokens;      /* the rate-limit bucket */
     uint64_t refill_ns; /* uv_hrtime() of the last refill */
     counters_t ctr;
+    struct asset *assets; /* the /v2/assets universe, sorted by symbol */
+    size_t nassets;
     uint64_t held; /* connections now held open by hang or stall (not reset) */
     bool stopping;
 } sim_t;
@@ -1621,8 +1629,9 @@ static void counters_json(const counters_t *c, uint64_t held, int64_t now, sbuf_
     }
     sb_printf(out,
               "},\"hung\":%" PRIu64 ",\"stalled\":%" PRIu64 ",\"held\":%" PRIu64
-              ",\"bars_served\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"per_second\":[",
-              c->hung, c->stalled, held, c->bars_served, c->pages);
+              ",\"bars_served\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"assets_requests\":%" PRIu64
+              ",\"per_second\":[",
+              c->hung, c->stalled, held, c->bars_served, c->pages, c->assets_requests);
     bool first = true;
     for (int64_t sec = now - SIM_WINDOW + 1; sec <= now; sec++) {
         size_t slot = (size_t)floor_mod(sec, SIM_WINDOW);
@@ -1632,6 +1641,184 @@ static void counters_json(const counters_t *c, uint64_t held, int64_t now, sbuf_
         }
     }
     sb_puts(out, "]}");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Assets (trading API)                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * GET /v2/assets: the universe, as the trading API lists it (a plain JSON
+ * array, no pagination). It is deterministic: a list of well-known names,
+ * some with '.' and some delisted, then S000A…S999A and S0000A…S9999A (the
+ * symbols the benchmarks generate), about 11,000 in all, each one with an
+ * exchange, flags and attributes drawn from a hash of its symbol. Every
+ * symbol in it has bars (none is a "ZZ…" symbol). Symbols removed with
+ * --remove-asset or /__sim/set?remove_asset= are left out, so a test can show
+ * a symbol disappearing from the list.
+ */
+static const char *const asset_exchanges[] = {"NYSE", "NASDAQ", "ARCA", "AMEX", "BATS"};
+
+typedef struct asset {
+    char sym[SIM_ASSET_SYM];
+    const char *name; /* NULL: generated from the symbol */
+    const char *exchange;
+    bool active;
+    uint64_t h;
+} asset_t;
+
+static const struct {
+    const char *sym, *exchange, *name;
+    bool active;
+} named_assets[] = {
+    {"AAPL", "NASDAQ", "Apple Inc. Common Stock", true},
+    {"AMD", "NASDAQ", "Advanced Micro Devices, Inc. Common Stock", true},
+    {"AMZN", "NASDAQ", "Amazon.com, Inc. Common Stock", true},
+    {"BF.A", "NYSE", "Brown-Forman Corporation Class A Common Stock", true},
+    {"BF.B", "NYSE", "Brown-Forman Corporation Class B Common Stock", true},
+    {"BRK.A", "NYSE", "Berkshire Hathaway Inc. Class A", true},
+    {"BRK.B", "NYSE", "Berkshire Hathaway Inc. Class B", true},
+    {"DIA", "ARCA", "SPDR Dow Jones Industrial Average ETF Trust", true},
+    {"FB", "NASDAQ", "Meta Platforms, Inc. (old symbol)", false},
+    {"FRC", "NYSE", "First Republic Bank", false},
+    {"GLD", "ARCA", "SPDR Gold Trust", true},
+    {"GOOG", "NASDAQ", "Alphabet Inc. Class C Capital Stock", true},
+    {"GOOGL", "NASDAQ", "Alphabet Inc. Class A Common Stock", true},
+    {"HEI.A", "NYSE", "HEICO Corporation Class A Common Stock", true},
+    {"IBM", "NYSE", "International Business Machines Corporation Common Stock", true},
+    {"IWM", "ARCA", "iShares Russell 2000 ETF", true},
+    {"JPM", "NYSE", "JPMorgan Chase & Co. Common Stock", true},
+    {"KO", "NYSE", "Coca-Cola Company (The) Common Stock", true},
+    {"META", "NASDAQ", "Meta Platforms, Inc. Class A Common Stock", true},
+    {"MSFT", "NASDAQ", "Microsoft Corporation Common Stock", true},
+    {"NFLX", "NASDAQ", "Netflix, Inc. Common Stock", true},
+    {"NVDA", "NASDAQ", "NVIDIA Corporation Common Stock", true},
+    {"QQQ", "NASDAQ", "Invesco QQQ Trust, Series 1", true},
+    {"SPY", "ARCA", "SPDR S&P 500 ETF Trust", true},
+    {"TSLA", "NASDAQ", "Tesla, Inc. Common Stock", true},
+    {"TWTR", "NYSE", "Twitter, Inc. Common Stock", false},
+    {"UVXY", "BATS", "ProShares Ultra VIX Short-Term Futures ETF", true},
+    {"V", "NYSE", "Visa Inc.", true},
+    {"XLF", "ARCA", "Financial Select Sector SPDR Fund", true},
+    {"XOM", "NYSE", "Exxon Mobil Corporation Common Stock", true},
+};
+
+static int asset_cmp(const void *a, const void *b)
+{
+    return strcmp(((const asset_t *)a)->sym, ((const asset_t *)b)->sym);
+}
+
+/* Builds the sorted universe into *out (caller frees); false when out of memory. */
+static bool assets_build(asset_t **out, size_t *nout)
+{
+    size_t nnamed = sizeof named_assets / sizeof named_assets[0];
+    size_t cap = nnamed + 1000 + 10000, n = 0;
+    asset_t *v = calloc(cap, sizeof *v);
+
+    if (!v)
+        return false;
+    for (size_t i = 0; i < nnamed; i++, n++) {
+        snprintf(v[n].sym, sizeof v[n].sym, "%s", named_assets[i].sym);
+        v[n].name = named_assets[i].name;
+        v[n].exchange = named_assets[i].exchange;
+        v[n].active = named_assets[i].active;
+        v[n].h = mix64(fnv1a(FNV_BASIS, v[n].sym));
+    }
+    for (int i = 0; i < 11000; i++, n++) {
+        if (i < 1000)
+            snprintf(v[n].sym, sizeof v[n].sym, "S%03dA", i);
+        else
+            snprintf(v[n].sym, sizeof v[n].sym, "S%04dA", i - 1000);
+        v[n].h = mix64(fnv1a(FNV_BASIS, v[n].sym));
+        v[n].exchange = asset_exchanges[v[n].h % 5];
+        v[n].active = (v[n].h >> 8) % 25 != 0; /* about 4% delisted */
+    }
+    qsort(v, n, sizeof *v, asset_cmp);
+    *out = v;
+    *nout = n;
+    return true;
+}
+
+static bool asset_removed(const knobs_t *k, const char *sym)
+{
+    for (int i = 0; i < k->nremoved; i++)
+        if (strcmp(k->removed[i], sym) == 0)
+            return true;
+    return false;
+}
+
+/* The attributes of an asset as the API names them (a subset, from its hash). */
+static const char *const asset_attribute_names[] = {"fractional_eh_enabled", "has_options",
+                                                    "ptp_no_exception"};
+
+static bool asset_has_attribute(const asset_t *a, size_t i)
+{
+    return a->active && ((a->h >> (16 + i)) & 1) != 0;
+}
+
+/* True when a has one of the attributes in the comma list want (NULL: any asset). */
+static bool asset_matches_attributes(const asset_t *a, const char *want)
+{
+    if (!want || !*want)
+        return true;
+    for (size_t i = 0; i < sizeof asset_attribute_names / sizeof asset_attribute_names[0]; i++) {
+        size_t len = strlen(asset_attribute_names[i]);
+        for (const char *p = want; p;) {
+            const char *comma = strchr(p, ',');
+            size_t n = comma ? (size_t)(comma - p) : strlen(p);
+            if (n == len && strncmp(p, asset_attribute_names[i], n) == 0 &&
+                asset_has_attribute(a, i))
+                return true;
+            p = comma ? comma + 1 : NULL;
+        }
+    }
+    return false;
+}
+
+static void asset_json(const asset_t *a, const char *cls, sbuf_t *out)
+{
+    uint64_t h = a->h;
+    bool tradable = a->active && (h >> 12) % 50 != 0;
+    char id[40];
+
+    snprintf(id, sizeof id, "%08x-%04x-4%03x-a%03x-%012" PRIx64, (unsigned)(h >> 32),
+             (unsigned)((h >> 16) & 0xffff), (unsigned)(h & 0xfff), (unsigned)((h >> 40) & 0xfff),
+             (uint64_t)(mix64(h) & 0xffffffffffffULL));
+    sb_printf(out, "{\"id\":\"%s\",\"class\":\"%s\",\"exchange\":\"%s\",\"symbol\":", id, cls,
+              a->exchange);
+    sb_json_str(out, a->sym);
+    sb_puts(out, ",\"name\":");
+    if (a->name) {
+        sb_json_str(out, a->name);
+    } else {
+        sb_printf(out, "\"Simulated %s Corporation Common Stock\"", a->sym);
+    }
+    sb_printf(out,
+              ",\"status\":\"%s\",\"tradable\":%s,\"marginable\":%s,\"shortable\":%s,"
+              "\"easy_to_borrow\":%s,\"fractionable\":%s,\"attributes\":[",
+              a->active ? "active" : "inactive", tradable ? "true" : "false",
+              tradable && (h >> 20) % 4 != 0 ? "true" : "false",
+              tradable && (h >> 24) % 3 != 0 ? "true" : "false",
+              tradable && (h >> 28) % 2 != 0 ? "true" : "false",
+              tradable && (h >> 32) % 5 != 0 ? "true" : "false");
+    bool first = true;
+    for (size_t i = 0; i < sizeof asset_attribute_names / sizeof asset_attribute_names[0]; i++) {
+        if (asset_has_attribute(a, i)) {
+            sb_printf(out, "%s\"%s\"", first ? "" : ",", asset_attribute_names[i]);
+            first = false;
+        }
+    }
+    sb_puts(out, "]}");
+}
+
+static void trading_error(response_t *r, int status, int64_t code, const char *msg)
+{
+    r->status = status;
+    r->ctype = CT_JSON;
+    r->body.len = 0;
+    sb_printf(&r->body, "{\"code\":%" PRId64 ",\"message\":", code);
+    sb_json_str(&r->body, msg);
+    sb_putc(&r->body, '}');
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1733,6 +1920,102 @@ out:
     query_free(&q);
 }
 
+/*
+ * GET /v2/assets?status=&asset_class=&exchange=&attributes=: authenticated
+ * like the data API (a trading-API 401 body), spends no bars rate-limit token
+ * (the two APIs have separate budgets). status is active, inactive or all
+ * (absent: all); asset_class us_equity (the default) or crypto; an exchange
+ * that lists nothing gives []; other values of status or asset_class are 422.
+ */
+static void assets_handle(sim_t *s, http_req_t *r, response_t *resp)
+{
+    static const asset_t crypto[] = {
+        {"BTC/USD", "Bitcoin / US Dollar", "CRYPTO", true, 0x9e3779b97f4a7c15ULL},
+        {"ETH/USD", "Ethereum / US Dollar", "CRYPTO", true, 0xbf58476d1ce4e5b9ULL},
+    };
+    kv_t kv[SIM_MAX_PARAMS];
+    sbuf_t msg = {0};
+    int n;
+
+    s->ctr.assets_requests++;
+    if (!auth_ok(s, r)) {
+        trading_error(resp, 401, 40110000, "request is not authorized");
+        goto out;
+    }
+    if ((n = query_split(r->query, kv, SIM_MAX_PARAMS, &msg)) < 0) {
+        trading_error(resp, 422, 40010001, msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    const char *status = query_get(kv, n, "status"), *cls = query_get(kv, n, "asset_class");
+    const char *exchange = query_get(kv, n, "exchange");
+    const char *attributes = query_get(kv, n, "attributes");
+    int want = 2; /* 0 inactive, 1 active, 2 all */
+    if (status && strcmp(status, "active") == 0) {
+        want = 1;
+    } else if (status && strcmp(status, "inactive") == 0) {
+        want = 0;
+    } else if (status && strcmp(status, "all") != 0) {
+        sb_printf(&msg, "invalid status: %s", status);
+        trading_error(resp, 422, 40010001, msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    const asset_t *list = s->assets;
+    size_t count = s->nassets;
+    if (!cls || strcmp(cls, "us_equity") == 0) {
+        cls = "us_equity";
+    } else if (strcmp(cls, "crypto") == 0) {
+        list = crypto;
+        count = sizeof crypto / sizeof crypto[0];
+    } else {
+        sb_printf(&msg, "invalid asset_class: %s", cls);
+        trading_error(resp, 422, 40010001, msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    resp->status = 200;
+    resp->ctype = CT_JSON;
+    resp->body.len = 0;
+    sb_putc(&resp->body, '[');
+    bool first = true;
+    for (size_t i = 0; i < count; i++) {
+        const asset_t *a = &list[i];
+        if ((want != 2 && a->active != (want == 1)) ||
+            (exchange && *exchange && strcmp(exchange, a->exchange) != 0) ||
+            !asset_matches_attributes(a, attributes) || asset_removed(&s->k, a->sym))
+            continue;
+        if (!first)
+            sb_putc(&resp->body, ',');
+        first = false;
+        asset_json(a, cls, &resp->body);
+    }
+    sb_putc(&resp->body, ']');
+out:
+    sb_free(&msg);
+}
+
+/* Adds the comma-separated symbols in list to k's removed assets; false when
+ * one is malformed or too many are removed. */
+static bool asset_remove_list(knobs_t *k, const char *list)
+{
+    for (const char *p = list; p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char sym[SIM_ASSET_SYM];
+        if (n == 0 || n >= sizeof sym)
+            return false;
+        memcpy(sym, p, n);
+        sym[n] = '\0';
+        if (!symbol_valid(sym) && !strchr(sym, '/'))
+            return false;
+        if (!asset_removed(k, sym)) {
+            if (k->nremoved == SIM_REMOVED_MAX)
+                return false;
+            memcpy(k->removed[k->nremoved++], sym, n + 1);
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    return true;
+}
+
 static bool parse_bool01(const char *v, bool *out)
 {
     if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
@@ -1786,6 +2069,13 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
             ok = parse_bool01(v, &nk.trailing_empty);
         } else if (strcmp(k, "token_binds_limit") == 0) {
             ok = parse_bool01(v, &nk.token_binds_limit);
+        } else if (strcmp(k, "remove_asset") == 0) {
+            ok = asset_remove_list(&nk, v);
+        } else if (strcmp(k, "restore_assets") == 0) {
+            bool restore = false;
+            ok = parse_bool01(v, &restore);
+            if (restore)
+                nk.nremoved = 0;
         } else {
             sb_printf(&msg, "unknown knob: %s", k);
             resp_message(resp, 400, msg.p);
@@ -1961,6 +2251,10 @@ static void sim_handle(sim_t *s, char *head, size_t len, response_t *resp)
     }
     if (strcmp(r.path, "/v2/stocks/bars") == 0) {
         bars_handle(s, &r, NULL, resp);
+        return;
+    }
+    if (strcmp(r.path, "/v2/assets") == 0) {
+        assets_handle(s, &r, resp);
         return;
     }
     if (strncmp(r.path, prefix, sizeof prefix - 1) == 0) {
@@ -2412,7 +2706,8 @@ static const char usage_text[] =
     "usage: alpaca-sim [options]\n"
     "       alpaca-sim dump --symbols A,B --timeframe TF [--start T] [--end T] [--feed F]\n"
     "\n"
-    "A loopback fake of the Alpaca market-data v2 bars API with deterministic data.\n"
+    "A loopback fake of the Alpaca market-data v2 bars API with deterministic data,\n"
+    "and of the trading API's asset list (point APCA_API_BASE_URL at it too).\n"
     "\n"
     "server options:\n"
     "  --host ADDR            address to listen on (default 127.0.0.1)\n"
@@ -2444,15 +2739,28 @@ static const char usage_text[] =
     "  --token-ignores-limit  accept a page token with another limit than the query\n"
     "                         that produced it (default: 400 \"invalid page_token\", as\n"
     "                         for any other changed parameter)\n"
+    "  --remove-asset A,B     leave these symbols out of /v2/assets (repeatable)\n"
     "  --help                 this text\n"
     "\n"
     "control endpoints (no auth): GET /__sim/health, /__sim/counters, /__sim/reset,\n"
     "  /__sim/set?fail_rate=&malformed_rate=&hang_rate=&stall_rate=&rate=&burst=\n"
     "            &latency_ms=&key=&secret=&short_pages=0|1&trailing_empty=0|1\n"
-    "            &token_binds_limit=0|1\n"
+    "            &token_binds_limit=0|1&remove_asset=A,B&restore_assets=1\n"
     "  /__sim/ is never delayed, hung or stalled. /__sim/counters counts requests,\n"
     "  by_status (200_malformed apart), hung, stalled, bars_served and pages, and\n"
     "  shows held, the connections now held open by hang or stall.\n"
+    "\n"
+    "GET /v2/assets?status=active|inactive|all&asset_class=us_equity|crypto\n"
+    "  [&exchange=NYSE|NASDAQ|ARCA|AMEX|BATS][&attributes=a,b] (same keys as the\n"
+    "  bars API; spends no bars rate-limit token) returns the trading API's plain\n"
+    "  JSON array of {id, class, exchange, symbol, name, status, tradable,\n"
+    "  marginable, shortable, easy_to_borrow, fractionable, attributes}, sorted by\n"
+    "  symbol: a deterministic universe of 11,029 symbols, 29 well-known ones (BRK.B,\n"
+    "  BF.A, ... ; FB, FRC and TWTR inactive) then S000A..S999A and S0000A..S9999A\n"
+    "  (about 4% inactive), every one served with bars. status absent = all; an\n"
+    "  exchange that lists nothing gives []; a bad status or asset_class is 422\n"
+    "  {\"code\":40010001,\"message\":...}; bad keys 401 {\"code\":40110000,...}.\n"
+    "  remove_asset (see /__sim/set) makes symbols disappear from the list.\n"
     "\n"
     "dump prints the bars the server would serve, as CSV lines\n"
     "  SYMBOL,t,o,h,l,c,v,n,vw (symbol asc, t asc; start/end default as the API's).\n";
@@ -2492,7 +2800,7 @@ static bool opt_takes_value(const char *arg)
     static const char *const names[] = {
         "--host",       "--port",     "--port-file", "--key",        "--secret",
         "--latency-ms", "--rate",     "--burst",     "--fail-rate",  "--malformed-rate",
-        "--seed",       "--max-bars", "--hang-rate", "--stall-rate",
+        "--seed",       "--max-bars", "--hang-rate", "--stall-rate", "--remove-asset",
     };
     size_t n = strcspn(arg, "=");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -2701,6 +3009,8 @@ static int serve_main(int argc, char **argv)
             ok = opt_int(v, INT64_MIN, INT64_MAX, &seed);
         } else if (strcmp(name, "--max-bars") == 0) {
             ok = opt_int(v, 1, INT64_MAX, &s->k.max_bars);
+        } else if (strcmp(name, "--remove-asset") == 0) {
+            ok = v && asset_remove_list(&s->k, v);
         } else if (opt_is_flag(name) && !v) {
             if (strcmp(name, "--short-pages") == 0)
                 s->k.short_pages = true;
@@ -2726,6 +3036,10 @@ static int serve_main(int argc, char **argv)
     s->rng = (uint64_t)seed;
     bucket_reset(s);
     rc = 1;
+    if (!assets_build(&s->assets, &s->nassets)) {
+        fprintf(stderr, "alpaca-sim: out of memory\n");
+        goto out;
+    }
 
     /* A client hanging up mid-write must cost an EPIPE, not the process. */
     signal(SIGPIPE, SIG_IGN);
@@ -2787,6 +3101,7 @@ out:
             rc = 1;
         }
     }
+    free(s->assets);
     free(s);
     return rc;
 }
