@@ -8,6 +8,8 @@ set -euo pipefail
 SRC_DIR=${SRC_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 BF_BIN=${BF_BIN:-$SRC_DIR/build/backfilld}
 BF_SIM=${BF_SIM:-$SRC_DIR/build/alpaca-sim}
+# The schema version migrate reaches: one migration per file in sql/.
+SCHEMA_LATEST=$(find "$SRC_DIR/sql" -maxdepth 1 -name '[0-9]*.sql' | wc -l)
 PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
 TEST_NAME=$(basename "$0" .sh)
 T=$(mktemp -d "/tmp/bf-$TEST_NAME.XXXXXX")

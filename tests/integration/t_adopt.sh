@@ -59,7 +59,7 @@ US_BATCH_1|d1|fetch_historical|f|2024-01-01 00:00:00+00
 US_BATCH_2|m1|fetch_intraday|f|" \
     "$(sql "SET TimeZone = 'UTC'; SELECT symbol, timeframe, job_type, enabled, backfill_from FROM job_definitions ORDER BY symbol")"
 check "no run imported" "0" "$(sql "SELECT count(*) FROM job_runs")"
-check "migrate afterwards is an ordinary migrate" "schema at version 3 (0 migrations applied)" "$(bf migrate)"
+check "migrate afterwards is an ordinary migrate" "schema at version $SCHEMA_LATEST (0 migrations applied)" "$(bf migrate)"
 
 # The scheduler works out what is missing, for the enabled definitions only.
 export BACKFILLD_RATE_LIMIT=600000
