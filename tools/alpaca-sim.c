@@ -55,6 +55,8 @@
 /* /v2/assets: longest symbol, and how many symbols a test can remove. */
 #define SIM_ASSET_SYM 24
 #define SIM_REMOVED_MAX 64
+/* Fixed rate-limit windows (--rate-window) at most. */
+#define SIM_WINDOWS_MAX 4
 /* The free plan may not see SIP data younger than this many seconds. */
 #define SIM_FREE_DELAY 900
 #define SIM_DAY 86400
@@ -476,6 +478,13 @@ static int64_t wall_now(void)
     struct timespec tv;
     clock_gettime(CLOCK_REALTIME, &tv);
     return (int64_t)tv.tv_sec;
+}
+
+static int64_t wall_now_ms(void)
+{
+    struct timespec tv;
+    clock_gettime(CLOCK_REALTIME, &tv);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_nsec / 1000000;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -936,6 +945,11 @@ typedef struct knobs {
     int64_t max_bars;
     char removed[SIM_REMOVED_MAX][SIM_ASSET_SYM]; /* symbols left out of /v2/assets */
     int nremoved;
+    /* Fixed windows beside the bucket: at most win_limit[i] requests in each
+     * win_ms[i]-long window aligned on the epoch (wall clock). */
+    int64_t win_ms[SIM_WINDOWS_MAX];
+    int64_t win_limit[SIM_WINDOWS_MAX];
+    int nwin;
 } knobs_t;
 
 /*
@@ -966,8 +980,10 @@ typedef struct sim {
     conn_t *conns; /* every open connection, so shutdown can close them */
     knobs_t k;
     uint64_t rng;
-    double tokens;      /* the rate-limit bucket */
-    uint64_t refill_ns; /* uv_hrtime() of the last refill */
+    double tokens;                     /* the rate-limit bucket */
+    uint64_t refill_ns;                /* uv_hrtime() of the last refill */
+    int64_t win_id[SIM_WINDOWS_MAX];   /* which window (epoch ms / win_ms) win_used counts */
+    int64_t win_used[SIM_WINDOWS_MAX]; /* requests admitted in it */
     counters_t ctr;
     struct asset *assets; /* the /v2/assets universe, sorted by symbol */
     size_t nassets;
@@ -1602,6 +1618,117 @@ static void bucket_reset(sim_t *s)
     s->refill_ns = uv_hrtime();
 }
 
+/* Moves each fixed window to the one containing now_ms (a new window starts empty). */
+static void windows_roll(sim_t *s, int64_t now_ms)
+{
+    for (int i = 0; i < s->k.nwin; i++) {
+        int64_t id = floor_div(now_ms, s->k.win_ms[i]);
+        if (id != s->win_id[i]) {
+            s->win_id[i] = id;
+            s->win_used[i] = 0;
+        }
+    }
+}
+
+/* Whether every fixed window has room for one more request (nothing is spent). */
+static bool windows_room(sim_t *s, int64_t now_ms)
+{
+    windows_roll(s, now_ms);
+    for (int i = 0; i < s->k.nwin; i++)
+        if (s->win_used[i] >= s->k.win_limit[i])
+            return false;
+    return true;
+}
+
+static void windows_spend(sim_t *s)
+{
+    for (int i = 0; i < s->k.nwin; i++)
+        s->win_used[i]++;
+}
+
+static void windows_reset(sim_t *s)
+{
+    for (int i = 0; i < SIM_WINDOWS_MAX; i++) {
+        s->win_id[i] = INT64_MIN;
+        s->win_used[i] = 0;
+    }
+}
+
+/*
+ * Parses "LEN:LIMIT[,LEN:LIMIT...]" (LEN = N with ms, s or m: 1s, 500ms, 1m)
+ * into k's windows; "" or "off" clears them. False on a malformed list.
+ */
+static bool windows_parse(knobs_t *k, const char *v)
+{
+    int n = 0;
+    if (*v == '\0' || strcmp(v, "off") == 0) {
+        k->nwin = 0;
+        return true;
+    }
+    for (const char *p = v; p;) {
+        char *end;
+        errno = 0;
+        long long len = strtoll(p, &end, 10), mult;
+        if (errno || end == p || len <= 0)
+            return false;
+        if (strncmp(end, "ms:", 3) == 0)
+            mult = 1, end += 3;
+        else if (strncmp(end, "s:", 2) == 0)
+            mult = 1000, end += 2;
+        else if (strncmp(end, "m:", 2) == 0)
+            mult = 60000, end += 2;
+        else
+            return false;
+        if (len > 86400000 / mult)
+            return false;
+        const char *lim = end;
+        long long limit = strtoll(lim, &end, 10);
+        if (errno || end == lim || limit < 1 || limit > 1000000000 || (*end && *end != ','))
+            return false;
+        if (n == SIM_WINDOWS_MAX)
+            return false;
+        k->win_ms[n] = len * mult;
+        k->win_limit[n] = limit;
+        n++;
+        p = *end == ',' ? end + 1 : NULL;
+    }
+    k->nwin = n;
+    return true;
+}
+
+/*
+ * The X-RateLimit-* lines of a successful response, as Alpaca documents them:
+ * Limit, Remaining, and Reset in epoch seconds. With fixed windows they
+ * describe the binding one (the fewest requests left; the longer on a tie):
+ * Reset is its end, rounded up to a second. With the bucket only, Limit is
+ * the rate per minute, Remaining the whole tokens left, Reset when it is full.
+ */
+static void rate_headers(sim_t *s, int64_t now, int64_t now_ms, response_t *resp)
+{
+    if (s->k.nwin > 0) {
+        int b = 0;
+        for (int i = 1; i < s->k.nwin; i++) {
+            int64_t left_i = s->k.win_limit[i] - s->win_used[i];
+            int64_t left_b = s->k.win_limit[b] - s->win_used[b];
+            if (left_i < left_b || (left_i == left_b && s->k.win_ms[i] > s->k.win_ms[b]))
+                b = i;
+        }
+        int64_t end_ms = (floor_div(now_ms, s->k.win_ms[b]) + 1) * s->k.win_ms[b];
+        snprintf(resp->extra, sizeof resp->extra,
+                 "X-RateLimit-Limit: %" PRId64 "\r\nX-RateLimit-Remaining: %" PRId64
+                 "\r\nX-RateLimit-Reset: %" PRId64 "\r\n",
+                 s->k.win_limit[b], s->k.win_limit[b] - s->win_used[b],
+                 floor_div(end_ms + 999, 1000));
+    } else if (s->k.rate > 0) {
+        double missing = s->k.burst - s->tokens;
+        int64_t reset = now + (int64_t)ceil(missing > 0 ? missing / s->k.rate : 0);
+        snprintf(resp->extra, sizeof resp->extra,
+                 "X-RateLimit-Limit: %lld\r\nX-RateLimit-Remaining: %lld\r\n"
+                 "X-RateLimit-Reset: %" PRId64 "\r\n",
+                 (long long)llround(s->k.rate * 60), (long long)floor(s->tokens), reset);
+    }
+}
+
 static void counters_tick(counters_t *c, int64_t now)
 {
     size_t slot = (size_t)floor_mod(now, SIM_WINDOW);
@@ -1848,7 +1975,7 @@ static bool auth_ok(const sim_t *s, const http_req_t *r)
  */
 static void bars_handle(sim_t *s, http_req_t *r, char *path_sym, response_t *resp)
 {
-    int64_t now = wall_now();
+    int64_t now_ms = wall_now_ms(), now = floor_div(now_ms, 1000);
     query_t q = {0};
     sbuf_t msg = {0};
 
@@ -1864,11 +1991,12 @@ static void bars_handle(sim_t *s, http_req_t *r, char *path_sym, response_t *res
         resp_set(resp, 401, CT_HTML, html_401);
         goto out;
     }
-    if (!bucket_take(s)) {
+    if (!windows_room(s, now_ms) || !bucket_take(s)) {
         /* Verbatim, space included; no rate-limit headers, no Retry-After. */
         resp_set(resp, 429, CT_JSON, "{\"message\": \"too many requests.\"}");
         goto out;
     }
+    windows_spend(s);
     if (s->k.fail_rate > 0 && rng_unit(&s->rng) < s->k.fail_rate) {
         inject_5xx(s, resp);
         goto out;
@@ -1907,14 +2035,7 @@ static void bars_handle(sim_t *s, http_req_t *r, char *path_sym, response_t *res
         s->ctr.bars_served += nbars;
         s->ctr.pages++;
     }
-    if (s->k.rate > 0) {
-        double missing = s->k.burst - s->tokens;
-        int64_t reset = now + (int64_t)ceil(missing > 0 ? missing / s->k.rate : 0);
-        snprintf(resp->extra, sizeof resp->extra,
-                 "X-RateLimit-Limit: %lld\r\nX-RateLimit-Remaining: %lld\r\n"
-                 "X-RateLimit-Reset: %" PRId64 "\r\n",
-                 (long long)llround(s->k.rate * 60), (long long)floor(s->tokens), reset);
-    }
+    rate_headers(s, now, now_ms, resp);
 out:
     sb_free(&msg);
     query_free(&q);
@@ -2030,7 +2151,7 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
     kv_t kv[SIM_MAX_PARAMS];
     sbuf_t msg = {0};
     knobs_t nk = s->k;
-    bool rate_set = false, burst_set = false;
+    bool rate_set = false, burst_set = false, window_set = false;
     int n = query_split(qs, kv, SIM_MAX_PARAMS, &msg);
 
     if (n < 0) {
@@ -2069,6 +2190,9 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
             ok = parse_bool01(v, &nk.trailing_empty);
         } else if (strcmp(k, "token_binds_limit") == 0) {
             ok = parse_bool01(v, &nk.token_binds_limit);
+        } else if (strcmp(k, "rate_window") == 0) {
+            ok = windows_parse(&nk, v);
+            window_set = true;
         } else if (strcmp(k, "remove_asset") == 0) {
             ok = asset_remove_list(&nk, v);
         } else if (strcmp(k, "restore_assets") == 0) {
@@ -2092,6 +2216,8 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
     s->k = nk;
     if (rate_set || burst_set)
         bucket_reset(s);
+    if (window_set)
+        windows_reset(s);
     resp_set(resp, 200, CT_JSON, "{\"ok\":true}");
 out:
     sb_free(&msg);
@@ -2719,6 +2845,13 @@ static const char usage_text[] =
     "delayed)\n"
     "  --rate R               token-bucket refill, requests/s; 0 = unlimited (default 0)\n"
     "  --burst B              bucket size (default max(1, R))\n"
+    "  --rate-window LEN:N[,LEN:N]  fixed windows beside the bucket: at most N\n"
+    "                         requests in each LEN (500ms, 1s, 60s, 1m) window aligned\n"
+    "                         on the epoch, e.g. 1s:10,60s:600 (repeatable, 4 at most);\n"
+    "                         over it: 429 without headers. A 200 then carries\n"
+    "                         X-RateLimit-Limit/Remaining of the window with the fewest\n"
+    "                         requests left and X-RateLimit-Reset = its end (epoch s);\n"
+    "                         with the bucket only: rate/min, whole tokens, when full\n"
     "  --fail-rate F          fraction of bars requests answered 500/502/503/504\n"
     "  --malformed-rate F     fraction of 200 bars responses with a broken body, each one\n"
     "                         of: the JSON cut in its middle half (a complete HTTP message,\n"
@@ -2746,6 +2879,7 @@ static const char usage_text[] =
     "  /__sim/set?fail_rate=&malformed_rate=&hang_rate=&stall_rate=&rate=&burst=\n"
     "            &latency_ms=&key=&secret=&short_pages=0|1&trailing_empty=0|1\n"
     "            &token_binds_limit=0|1&remove_asset=A,B&restore_assets=1\n"
+    "            &rate_window=1s:10,60s:600 (or off; windows start empty)\n"
     "  /__sim/ is never delayed, hung or stalled. /__sim/counters counts requests,\n"
     "  by_status (200_malformed apart), hung, stalled, bars_served and pages, and\n"
     "  shows held, the connections now held open by hang or stall.\n"
@@ -2798,9 +2932,10 @@ static bool opt_is_flag(const char *name)
 static bool opt_takes_value(const char *arg)
 {
     static const char *const names[] = {
-        "--host",       "--port",     "--port-file", "--key",        "--secret",
-        "--latency-ms", "--rate",     "--burst",     "--fail-rate",  "--malformed-rate",
-        "--seed",       "--max-bars", "--hang-rate", "--stall-rate", "--remove-asset",
+        "--host",      "--port",           "--port-file",    "--key",
+        "--secret",    "--latency-ms",     "--rate",         "--burst",
+        "--fail-rate", "--malformed-rate", "--seed",         "--max-bars",
+        "--hang-rate", "--stall-rate",     "--remove-asset", "--rate-window",
     };
     size_t n = strcspn(arg, "=");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -3009,6 +3144,17 @@ static int serve_main(int argc, char **argv)
             ok = opt_int(v, INT64_MIN, INT64_MAX, &seed);
         } else if (strcmp(name, "--max-bars") == 0) {
             ok = opt_int(v, 1, INT64_MAX, &s->k.max_bars);
+        } else if (strcmp(name, "--rate-window") == 0) {
+            /* Repeatable: each occurrence adds its windows to the earlier ones. */
+            knobs_t nk = s->k;
+            int before = s->k.nwin;
+            ok = v && windows_parse(&nk, v) && before + nk.nwin <= SIM_WINDOWS_MAX;
+            for (int w = 0; ok && w < nk.nwin; w++) {
+                s->k.win_ms[before + w] = nk.win_ms[w];
+                s->k.win_limit[before + w] = nk.win_limit[w];
+            }
+            if (ok)
+                s->k.nwin = before + nk.nwin;
         } else if (strcmp(name, "--remove-asset") == 0) {
             ok = v && asset_remove_list(&s->k, v);
         } else if (opt_is_flag(name) && !v) {
@@ -3035,6 +3181,7 @@ static int serve_main(int argc, char **argv)
         s->k.burst = s->k.rate > 1 ? s->k.rate : 1;
     s->rng = (uint64_t)seed;
     bucket_reset(s);
+    windows_reset(s);
     rc = 1;
     if (!assets_build(&s->assets, &s->nassets)) {
         fprintf(stderr, "alpaca-sim: out of memory\n");
