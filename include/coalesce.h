@@ -2,12 +2,16 @@
  * coalesce: which claimed runs share one multi-symbol request, and how many
  * symbols one request carries.
  *
- * Runs can share a request when everything but the symbol matches: their
- * request key is (timeframe, feed, adjustment, range). Alpaca's limit= counts
- * bars across all the symbols of a request, so the number of symbols per
- * request comes from an estimate of the bars each symbol has over the range;
- * a key's runs are then cut into the fewest requests of at most that many
- * symbols, as evenly as possible. Pure: no loop, no I/O, unit-tested.
+ * Runs can share a request when their timeframe, feed and adjustment match.
+ * A symbol's runs with adjacent ranges (one chunk ending where the next
+ * begins) are merged into one span, and symbols whose spans are equal share a
+ * request over that span: pages come sorted by symbol, then time, so each bar
+ * still goes to exactly one run. Alpaca's limit= counts bars across all the
+ * symbols of a request and a request costs one call per page, so what a
+ * request wastes is the unfilled end of its last page: requests are planned
+ * to be many pages long (up to COALESCE_PAGES_PER_REQUEST, estimated from
+ * session hours), never cut to one page each. Pure: no loop, no I/O,
+ * unit-tested.
  */
 #ifndef BACKFILLD_COALESCE_H
 #define BACKFILLD_COALESCE_H
@@ -24,10 +28,24 @@ struct coalesce_key {
     int64_t start_us, end_us;
 };
 
-/* One request: `count` runs, order[first] … order[first + count - 1]. */
+/*
+ * One request: `count` runs, order[first] … order[first + count - 1], sorted
+ * by symbol then range start, over [start_us, end_us) (the union of their
+ * ranges; each of its symbols' runs cover it exactly), for nsymbols symbols.
+ */
 struct coalesce_request {
     size_t first, count;
+    int64_t start_us, end_us;
+    size_t nsymbols;
 };
+
+/*
+ * The most pages a planned request is estimated to take. The partial last
+ * page is the only waste, so a longer request comes closer to the floor of
+ * ceil(bars / limit) requests; a shorter one lets more requests run side by
+ * side. 50 keeps the waste under 2% of a long request.
+ */
+#define COALESCE_PAGES_PER_REQUEST 50
 
 /* Orders keys by request key, then symbol (qsort-style). */
 int coalesce_cmp(const struct coalesce_key *a, const struct coalesce_key *b);
@@ -44,10 +62,20 @@ size_t coalesce_symbols_per_request(const struct coalesce_key *k, int64_t page_l
                                     int64_t max_symbols);
 
 /*
+ * The estimated bars of one symbol over k's range (session hours by feed, as
+ * above, without the 10% margin); at least 1.
+ */
+double coalesce_estimate_bars(const struct coalesce_key *k);
+
+/*
  * Plans the requests for n runs. order (n entries, caller's) receives the
- * runs' indexes sorted by coalesce_cmp; out (n entries at most, caller's)
- * receives the requests as spans of order. With max_symbols <= 1 every run
- * is a request of its own, in the given order. Returns the number of requests.
+ * runs' indexes, request by request; out (n entries at most, caller's)
+ * receives the requests as spans of order. A request carries at most
+ * max_symbols symbols and about COALESCE_PAGES_PER_REQUEST pages of
+ * page_limit bars; a key's symbols are spread evenly over the fewest such
+ * requests. A symbol is never twice in one request. With max_symbols <= 1
+ * every run is a request of its own, in the given order. Returns the number
+ * of requests.
  */
 size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_limit,
                      int64_t max_symbols, size_t *order, struct coalesce_request *out);

@@ -2,8 +2,10 @@
  * dispatch_runs: runs and the fetches they ride in (groups). See dispatch_int.h.
  *
  * A claimed run joins a group: one fetch of one query, shared by the runs
- * whose request key matches (coalesce.h). Pages are split by symbol and
- * handed to the writer per run; a run's slot is free once its last page is
+ * coalesce.h plans together (same timeframe, feed and adjustment; a symbol
+ * may have several runs in a group, with adjacent ranges that together cover
+ * the query's). Pages are split by symbol and time and handed to the writer
+ * per run; a run's slot is free once its last page is
  * with the writer, and the run itself is freed once its outcome is recorded
  * and its pages are committed. runs_finish() is the only place a run's
  * outcome changes.
@@ -75,12 +77,50 @@ static struct run *group_first(const struct group *g)
     return NULL;
 }
 
-static struct run *group_find(const struct group *g, const char *symbol)
+/* The index of the first run of symbol in g->runs (sorted by symbol, then
+ * range), or g->n. The symbol's other runs follow it, freed ones as NULLs. */
+static size_t group_find_index(const struct group *g, const char *symbol)
 {
     for (size_t i = 0; i < g->n; i++)
         if (g->runs[i] && strcmp(g->runs[i]->j.symbol, symbol) == 0)
-            return g->runs[i];
-    return NULL;
+            return i;
+    return g->n;
+}
+
+static struct run *group_find(const struct group *g, const char *symbol)
+{
+    size_t i = group_find_index(g, symbol);
+    return i < g->n ? g->runs[i] : NULL;
+}
+
+/* The first of s's bars (sorted by time) that starts at or after t_us. */
+static size_t bars_from(const bars_series_t *s, int64_t t_us)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->bars[mid].ts_us < t_us)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Whether a run already handed its final page to the writer gets bars of its
+ * range in s: the server went back in symbol or time order. */
+static bool series_reopens_run(const struct group *g, const bars_series_t *s)
+{
+    for (size_t i = group_find_index(g, s->symbol); i < g->n; i++) {
+        const struct run *r = g->runs[i];
+        if (!r)
+            continue;
+        if (strcmp(r->j.symbol, s->symbol) != 0)
+            break;
+        if (r->final_queued && bars_from(s, r->j.end_us) > bars_from(s, r->j.start_us))
+            return true;
+    }
+    return false;
 }
 
 /* Stops the group's fetch once none of its runs wants more data. */
@@ -386,11 +426,13 @@ void runs_store_callbacks(dispatch_t *d, struct store_cbs *out)
 /* --- the fetch's callbacks --------------------------------------------------------- */
 
 /*
- * One page of a group's fetch. Bars are split by symbol and handed to the
- * writer for each run. Results come sorted by symbol, so every run whose
- * symbol sorts before the page's last symbol is complete (its bars, if any,
- * are all in); the last symbol may go on in the next page (it is stitched);
- * a null token completes everyone left, with zero bars if none came.
+ * One page of a group's fetch. Bars are split by symbol, and by time among a
+ * symbol's runs, and handed to the writer for each run. Results come sorted
+ * by symbol, then time, so every run whose symbol sorts before the page's
+ * last symbol is complete (its bars, if any, are all in), and so is a run of
+ * the last symbol once a bar past its range has come; the rest may go on in
+ * the next page (they are stitched); a null token completes everyone left,
+ * with zero bars if none came.
  */
 static bool on_page(void *arg, bars_page_t *page, bool last)
 {
@@ -404,8 +446,7 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
         const char *sym = page->series[i].symbol;
         bool ordered = (i == 0 ? strcmp(sym, g->last_symbol) >= 0
                                : strcmp(sym, page->series[i - 1].symbol) > 0);
-        struct run *r = group_find(g, sym);
-        if (!ordered || (r && r->final_queued)) {
+        if (!ordered || series_reopens_run(g, &page->series[i])) {
             char msg[200];
             snprintf(msg, sizeof msg, "response not sorted by symbol (%s on page %u)", sym,
                      g->pages);
@@ -429,10 +470,12 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
                                                                                   : NULL;
         if (!run_active(r))
             continue; /* abandoned or released: its bars are dropped */
-        bool final_now = last || (boundary && strcmp(r->j.symbol, boundary) < 0);
-        if (!s && !final_now)
+        size_t off = s ? bars_from(s, r->j.start_us) : 0;
+        size_t n = s ? bars_from(s, r->j.end_us) - off : 0;
+        bool final_now = last || (boundary && strcmp(r->j.symbol, boundary) < 0) ||
+                         (s && s->n > 0 && s->bars[s->n - 1].ts_us >= r->j.end_us);
+        if (n == 0 && !final_now)
             continue;
-        size_t n = s ? s->n : 0;
         r->pages++;
         r->bars += (int64_t)n;
         struct store_page sp = {.owner = r,
@@ -440,7 +483,7 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
                                 .attempt = r->j.attempt,
                                 .symbol = r->j.symbol,
                                 .timeframe = r->j.timeframe,
-                                .bars = s ? s->bars : NULL,
+                                .bars = n ? s->bars + off : NULL,
                                 .n = n,
                                 .final = final_now,
                                 .total_bars = r->bars,
@@ -473,8 +516,6 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
     return true;
 }
 
-static void start_group(dispatch_t *d, struct run **runs, size_t n);
-
 /* One malformed symbol fails a whole multi-symbol request with 400: fail that
  * symbol's run alone and fetch the others again without it. */
 static bool split_around(struct group *g, const struct alpaca_failure *f)
@@ -482,7 +523,14 @@ static bool split_around(struct group *g, const struct alpaca_failure *f)
     struct run *bad = f->symbol ? group_find(g, f->symbol) : NULL;
     if (g->n < 2 || !bad || !run_active(bad))
         return false;
-    runs_finish(bad, O_FAILED, f->error, false);
+    /* Every run of the symbol: it may have several in the group. */
+    for (size_t i = group_find_index(g, f->symbol); i < g->n; i++) {
+        struct run *r = g->runs[i];
+        if (r && strcmp(r->j.symbol, f->symbol) != 0)
+            break;
+        if (r && run_active(r))
+            runs_finish(r, O_FAILED, f->error, false);
+    }
     struct run **rest = xcalloc(g->n, sizeof *rest);
     size_t m = group_active(g, rest);
     for (size_t i = 0; i < m; i++) {
@@ -491,7 +539,7 @@ static bool split_around(struct group *g, const struct alpaca_failure *f)
     }
     LOG(LL_NOTICE, "request split around a malformed symbol", RUN_FIELDS(bad), F_I64("others", m));
     if (m > 0)
-        start_group(g->d, rest, m); /* moves the runs (and their refs) over */
+        runs_start(g->d, rest, m); /* planned afresh; moves the runs (and their refs) over */
     free(rest);
     return true;
 }
@@ -558,11 +606,14 @@ static const struct alpaca_fetch_cbs fetch_cbs = {
 static int cmp_run_symbol(const void *a, const void *b)
 {
     const struct run *x = *(struct run *const *)a, *y = *(struct run *const *)b;
-    return strcmp(x->j.symbol, y->j.symbol);
+    int c = strcmp(x->j.symbol, y->j.symbol);
+    return c ? c : (x->j.start_us > y->j.start_us) - (x->j.start_us < y->j.start_us);
 }
 
-/* One fetch for n runs sharing a request key. Takes the runs over from any previous group. */
-static void start_group(dispatch_t *d, struct run **runs, size_t n)
+/* One fetch for the n runs of one planned request (coalesce_plan), over
+ * [start_us, end_us). Takes the runs over from any previous group. */
+static void start_group(dispatch_t *d, struct run **runs, size_t n, int64_t start_us,
+                        int64_t end_us)
 {
     struct group *g = xcalloc(1, sizeof *g);
     g->d = d;
@@ -572,22 +623,25 @@ static void start_group(dispatch_t *d, struct run **runs, size_t n)
     qsort(g->runs, n, sizeof *g->runs, cmp_run_symbol);
     DLIST_PUSH(d->groups, g);
     const char **syms = xcalloc(n, sizeof *syms);
+    size_t nsyms = 0;
     for (size_t i = 0; i < n; i++) {
         struct run *r = g->runs[i];
         group_detach(r);
         r->g = g;
-        r->request_symbols = (int)n;
         g->refs++;
-        syms[i] = r->j.symbol;
+        if (nsyms == 0 || strcmp(syms[nsyms - 1], r->j.symbol) != 0)
+            syms[nsyms++] = r->j.symbol;
     }
+    for (size_t i = 0; i < n; i++)
+        g->runs[i]->request_symbols = (int)nsyms;
     const struct job_run *j = &g->runs[0]->j;
     struct alpaca_query q = {.symbols = syms,
-                             .nsymbols = n,
+                             .nsymbols = nsyms,
                              .timeframe = j->timeframe,
                              .feed = j->feed,
                              .adjustment = j->adjustment,
-                             .start_us = j->start_us,
-                             .end_us = j->end_us};
+                             .start_us = start_us,
+                             .end_us = end_us};
     g->fetch = alpaca_fetch_start(d->alpaca, &q, &fetch_cbs, g);
     free(syms);
 }
@@ -611,7 +665,7 @@ void runs_start(dispatch_t *d, struct run **runs, size_t n)
     for (size_t i = 0; i < n; i++)
         sorted[i] = runs[order[i]];
     for (size_t i = 0; i < nreq; i++)
-        start_group(d, &sorted[reqs[i].first], reqs[i].count);
+        start_group(d, &sorted[reqs[i].first], reqs[i].count, reqs[i].start_us, reqs[i].end_us);
     free(sorted);
     free(reqs);
     free(order);

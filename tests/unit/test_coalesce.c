@@ -61,18 +61,18 @@ static void test_symbols_per_request_capped(void **state)
     assert_int_equal(coalesce_symbols_per_request(&k, 1000, 1000), 17); /* 900 / 52.1 */
 }
 
-/* 50 symbols at most 26 a request go as 25 + 25, not 26 + 24. */
+/* 50 symbols at most 20 a request go as 16 + 17 + 17, not 20 + 20 + 10. */
 static void test_plan_even_split(void **state)
 {
     struct coalesce_key keys[50];
     char names[50][8];
     for (int i = 0; i < 50; i++) {
         snprintf(names[i], sizeof names[i], "S%02d", 49 - i); /* reverse order: plan sorts */
-        keys[i] = key(names[i], "d1", 335);                   /* 231 bars: 9000/231 = 38 */
+        keys[i] = key(names[i], "d1", 335);
     }
     size_t order[50];
     struct coalesce_request out[50];
-    size_t n = coalesce_plan(keys, 50, 6000, 100, order, out); /* 5400 / 231 = 23 a request */
+    size_t n = coalesce_plan(keys, 50, 10000, 20, order, out);
     assert_int_equal(n, 3);
     assert_int_equal(out[0].first, 0);
     assert_int_equal(out[0].count, 16);
@@ -82,6 +82,84 @@ static void test_plan_even_split(void **state)
     assert_int_equal(out[2].count, 17);
     for (size_t i = 1; i < 50; i++)
         assert_true(strcmp(keys[order[i - 1]].symbol, keys[order[i]].symbol) < 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(out[i].nsymbols, out[i].count);
+        assert_int_equal(out[i].start_us, keys[0].start_us);
+        assert_int_equal(out[i].end_us, keys[0].end_us);
+    }
+}
+
+/* Many pages' worth of symbols: cut into requests of about
+ * COALESCE_PAGES_PER_REQUEST pages, not one page each. 300 symbols x a week
+ * of m1 is ~4,638 bars each, ~139 pages: 3 requests of 100 symbols. */
+static void test_plan_cut_by_pages(void **state)
+{
+    static struct coalesce_key keys[300];
+    static char names[300][8];
+    for (int i = 0; i < 300; i++) {
+        snprintf(names[i], sizeof names[i], "S%03d", i);
+        keys[i] = key(names[i], "m1", 7);
+    }
+    static size_t order[300];
+    static struct coalesce_request out[300];
+    size_t n = coalesce_plan(keys, 300, 10000, 1000, order, out);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(out[i].count, 100);
+}
+
+/* A symbol's runs with adjacent ranges become one span; symbols with the
+ * same span share a request over it; a gap or another span goes apart. */
+static void test_plan_spans(void **state)
+{
+    struct coalesce_key keys[7] = {key("MSFT", "d1", 365), key("AAPL", "d1", 365),
+                                   key("AAPL", "d1", 365), key("MSFT", "d1", 365),
+                                   key("NVDA", "d1", 365), key("NVDA", "d1", 365),
+                                   key("AAPL", "d1", 365)};
+    int64_t year = 365 * US_PER_DAY;
+    keys[2].start_us += year; /* AAPL: 2024, 2025 → one span of two years */
+    keys[2].end_us += year;
+    keys[3].start_us += year; /* MSFT: the same */
+    keys[3].end_us += year;
+    keys[5].start_us += 2 * year; /* NVDA: 2024 and 2026, a gap: two spans of one year */
+    keys[5].end_us += 2 * year;
+    keys[6].feed = "iex"; /* another feed: apart */
+    size_t order[7];
+    struct coalesce_request out[7];
+    size_t n = coalesce_plan(keys, 7, 10000, 100, order, out);
+    assert_int_equal(n, 4);
+    int two_year = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].end_us - out[i].start_us == 2 * year) {
+            two_year++;
+            assert_int_equal(out[i].count, 4);
+            assert_int_equal(out[i].nsymbols, 2);
+            const char *want[4] = {"AAPL", "AAPL", "MSFT", "MSFT"};
+            for (size_t j = 0; j < 4; j++)
+                assert_string_equal(keys[order[out[i].first + j]].symbol, want[j]);
+            assert_true(keys[order[out[i].first]].start_us <
+                        keys[order[out[i].first + 1]].start_us);
+        } else {
+            assert_int_equal(out[i].end_us - out[i].start_us, year);
+            assert_int_equal(out[i].count, 1);
+        }
+    }
+    assert_int_equal(two_year, 1);
+}
+
+/* The same symbol twice over the same span (two definitions): never in one request. */
+static void test_plan_duplicate_symbol(void **state)
+{
+    struct coalesce_key keys[3] = {key("AAPL", "d1", 365), key("AAPL", "d1", 365),
+                                   key("MSFT", "d1", 365)};
+    size_t order[3];
+    struct coalesce_request out[3];
+    size_t n = coalesce_plan(keys, 3, 10000, 100, order, out);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 1; j < out[i].count; j++)
+            assert_string_not_equal(keys[order[out[i].first + j - 1]].symbol,
+                                    keys[order[out[i].first + j]].symbol);
 }
 
 /* Runs differing in anything but the symbol never share a request. */
@@ -142,6 +220,9 @@ int main(void)
         cmocka_unit_test(test_symbols_per_request_at_least_one),
         cmocka_unit_test(test_symbols_per_request_capped),
         cmocka_unit_test(test_plan_even_split),
+        cmocka_unit_test(test_plan_cut_by_pages),
+        cmocka_unit_test(test_plan_spans),
+        cmocka_unit_test(test_plan_duplicate_symbol),
         cmocka_unit_test(test_plan_keys_apart),
         cmocka_unit_test(test_plan_per_symbol_mode),
         cmocka_unit_test(test_plan_empty),
