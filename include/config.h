@@ -21,6 +21,7 @@ struct config {
     char *api_key;      /* APCA_API_KEY_ID (secret) */
     char *api_secret;   /* APCA_API_SECRET_KEY (secret) */
     char *data_url;     /* APCA_API_DATA_URL */
+    char *base_url;     /* APCA_API_BASE_URL: the trading API (assets) */
     char *worker_id;    /* BACKFILLD_WORKER_ID; empty = host:pid:random */
     char *metrics_listen;
     char *ca_file;

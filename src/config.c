@@ -23,6 +23,10 @@ const struct cfg_key cfg_keys[] = {
      "Alpaca API secret key"},
     {"APCA_API_DATA_URL", CFG_STR, "https://data.alpaca.markets", 0, 0, false, false, OFF(data_url),
      "Alpaca market-data base URL"},
+    {"APCA_API_BASE_URL", CFG_STR, "https://paper-api.alpaca.markets", 0, 0, false, false,
+     OFF(base_url),
+     "Alpaca trading-API base URL (assets list for enqueue --all-active); live keys: "
+     "https://api.alpaca.markets"},
     {"BACKFILLD_WORKER_ID", CFG_STR, "", 0, 0, false, false, OFF(worker_id),
      "this daemon's name in locked_by; empty = host:pid:random"},
     {"BACKFILLD_METRICS_LISTEN", CFG_STR, "127.0.0.1:9464", 0, 0, false, false, OFF(metrics_listen),
@@ -356,6 +360,11 @@ int config_check_run(const struct config *c, char *err, size_t errlen)
     if (strncmp(c->data_url, "http://", 7) != 0 && strncmp(c->data_url, "https://", 8) != 0) {
         snprintf(err, errlen, "APCA_API_DATA_URL: must start with http:// or https://, got \"%s\"",
                  c->data_url);
+        return -1;
+    }
+    if (strncmp(c->base_url, "http://", 7) != 0 && strncmp(c->base_url, "https://", 8) != 0) {
+        snprintf(err, errlen, "APCA_API_BASE_URL: must start with http:// or https://, got \"%s\"",
+                 c->base_url);
         return -1;
     }
     return 0;

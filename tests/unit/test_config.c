@@ -643,6 +643,16 @@ static void test_check_run(void **state)
     setenv("APCA_API_DATA_URL", "http://127.0.0.1:8080", 1);
     assert_int_equal(load(f, NULL), 0);
     assert_int_equal(config_check_run(&f->c, f->err, sizeof f->err), 0);
+
+    assert_string_equal(f->c.base_url, "https://paper-api.alpaca.markets");
+    setenv("APCA_API_BASE_URL", "paper-api.alpaca.markets", 1);
+    assert_int_equal(load(f, NULL), 0);
+    assert_int_equal(config_check_run(&f->c, f->err, sizeof f->err), -1);
+    assert_string_equal(f->err, "APCA_API_BASE_URL: must start with http:// or https://, got "
+                                "\"paper-api.alpaca.markets\"");
+    setenv("APCA_API_BASE_URL", "http://127.0.0.1:8081", 1);
+    assert_int_equal(load(f, NULL), 0);
+    assert_int_equal(config_check_run(&f->c, f->err, sizeof f->err), 0);
 }
 
 /* ---- config_apply_reload ---- */
