@@ -34,6 +34,7 @@ struct config {
     int64_t lease_seconds;
     int64_t rescue_interval_ms;
     int64_t schedule_interval_ms;
+    int64_t run_retention_days;
     int64_t max_attempts;
     int64_t page_limit;
     int64_t page_retries;

@@ -125,6 +125,10 @@ void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *know
 void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, jobs_count_cb cb, void *arg);
 /* schedule_due_jobs: runs made from due definitions; n = runs created. */
 void jobs_schedule(db_conn_t *db, int max_attempts, jobs_count_cb cb, void *arg);
+
+/* Deletes up to limit runs finished more than keep_days ago, and old claims
+ * (prune_job_runs); cb gets the number of runs deleted. */
+void jobs_prune(db_conn_t *db, int64_t keep_days, int limit, jobs_count_cb cb, void *arg);
 /* The queue's depth; served by partial indexes (finished runs are not scanned). */
 void jobs_queue_stats(db_conn_t *db, jobs_stats_cb cb, void *arg);
 /* The schema version the database is at (n; 0 when there is no schema at all). */

@@ -39,6 +39,10 @@ CREATE INDEX job_runs_finished ON job_runs (finished_at)
     WHERE status IN ('succeeded', 'failed', 'cancelled');
 -- Runs waiting out a retry backoff (few): the "waiting" count without a scan.
 CREATE INDEX job_runs_retry ON job_runs (run_after) WHERE status = 'queued' AND attempt > 0;
+-- The oldest claimable run (progress line, status, the piling-up alert).
+CREATE INDEX job_runs_queued_age ON job_runs (created_at) WHERE status = 'queued' AND NOT paused;
+-- Recent errors (status) without reading every run.
+CREATE INDEX job_runs_errors ON job_runs (updated_at) WHERE last_error IS NOT NULL;
 -- Claims history by age, for pruning.
 CREATE INDEX job_run_claims_at ON job_run_claims (claimed_at);
 
@@ -63,25 +67,29 @@ CREATE TABLE job_coverage_log (
 );
 
 -- --- counts ------------------------------------------------------------------------
+-- n runs; bars: their bars_written, kept exact for succeeded runs (whose
+-- count does not change after they succeed), not for running ones.
 CREATE TABLE job_run_counts (
     status text NOT NULL,
     paused boolean NOT NULL,
     n      bigint NOT NULL,
+    bars   bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (status, paused)
 );
 CREATE TABLE job_run_count_deltas (
     status text NOT NULL,
     paused boolean NOT NULL,
-    n      bigint NOT NULL
+    n      bigint NOT NULL,
+    bars   bigint NOT NULL DEFAULT 0
 );
 CREATE VIEW job_run_totals AS
-    SELECT status, paused, sum(n)::bigint AS n
-      FROM (SELECT status, paused, n FROM job_run_counts
-            UNION ALL SELECT status, paused, n FROM job_run_count_deltas) x
+    SELECT status, paused, sum(n)::bigint AS n, sum(bars)::bigint AS bars
+      FROM (SELECT status, paused, n, bars FROM job_run_counts
+            UNION ALL SELECT status, paused, n, bars FROM job_run_count_deltas) x
      GROUP BY status, paused;
 
-INSERT INTO job_run_counts (status, paused, n)
-SELECT status, paused, count(*) FROM job_runs GROUP BY 1, 2;
+INSERT INTO job_run_counts (status, paused, n, bars)
+SELECT status, paused, count(*), sum(bars_written) FROM job_runs GROUP BY 1, 2;
 
 INSERT INTO job_coverage (job_def_id, known, covered, recheck_at)
 SELECT d.id,
@@ -104,8 +112,8 @@ $$;
 CREATE FUNCTION backfilld_runs_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
-    INSERT INTO job_run_count_deltas (status, paused, n)
-    SELECT status, paused, count(*) FROM new_rows GROUP BY 1, 2;
+    INSERT INTO job_run_count_deltas (status, paused, n, bars)
+    SELECT status, paused, count(*), sum(bars_written) FROM new_rows GROUP BY 1, 2;
     INSERT INTO job_coverage_log (job_def_id, kind, span)
     SELECT job_def_id, 'known', range_agg(tstzrange(range_start, range_end))
       FROM new_rows GROUP BY 1
@@ -123,23 +131,25 @@ BEGIN
     WITH ch AS MATERIALIZED (
         SELECT o.job_def_id AS o_def, n.job_def_id AS n_def, o.status AS o_status,
                n.status AS n_status, o.paused AS o_paused, n.paused AS n_paused,
+               o.bars_written AS o_bars, n.bars_written AS n_bars,
                tstzrange(o.range_start, o.range_end) AS o_range,
                tstzrange(n.range_start, n.range_end) AS n_range,
                (o.symbol, o.timeframe, o.feed, o.adjustment)
                    IS DISTINCT FROM (n.symbol, n.timeframe, n.feed, n.adjustment) AS series
           FROM old_rows o JOIN new_rows n ON n.id = o.id
          WHERE o.status IS DISTINCT FROM n.status OR o.paused IS DISTINCT FROM n.paused
+            OR (n.status = 'succeeded' AND o.bars_written IS DISTINCT FROM n.bars_written)
             OR o.range_start IS DISTINCT FROM n.range_start
             OR o.range_end IS DISTINCT FROM n.range_end
             OR o.job_def_id IS DISTINCT FROM n.job_def_id
             OR (o.symbol, o.timeframe, o.feed, o.adjustment)
                IS DISTINCT FROM (n.symbol, n.timeframe, n.feed, n.adjustment)),
     counts AS (
-        INSERT INTO job_run_count_deltas (status, paused, n)
-        SELECT status, paused, sum(d)
-          FROM (SELECT o_status AS status, o_paused AS paused, -1 AS d FROM ch
-                UNION ALL SELECT n_status, n_paused, 1 FROM ch) x
-         GROUP BY 1, 2 HAVING sum(d) <> 0)
+        INSERT INTO job_run_count_deltas (status, paused, n, bars)
+        SELECT status, paused, sum(d), sum(b)
+          FROM (SELECT o_status AS status, o_paused AS paused, -1 AS d, -o_bars AS b FROM ch
+                UNION ALL SELECT n_status, n_paused, 1, n_bars FROM ch) x
+         GROUP BY 1, 2 HAVING sum(d) <> 0 OR sum(b) <> 0)
     INSERT INTO job_coverage_log (job_def_id, kind, span)
     -- a run that succeeded covers its range
     SELECT n_def, 'covered', range_agg(n_range) FROM ch
@@ -163,8 +173,8 @@ $$;
 CREATE FUNCTION backfilld_runs_deleted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
-    INSERT INTO job_run_count_deltas (status, paused, n)
-    SELECT status, paused, -count(*) FROM old_rows GROUP BY 1, 2;
+    INSERT INTO job_run_count_deltas (status, paused, n, bars)
+    SELECT status, paused, -count(*), -sum(bars_written) FROM old_rows GROUP BY 1, 2;
     IF NOT backfilld_pruning() THEN
         INSERT INTO job_coverage_log (job_def_id, kind, span)
         SELECT job_def_id, 'redo', range_agg(tstzrange(range_start, range_end))
@@ -394,10 +404,11 @@ BEGIN
         RETURN 0;
     END IF;
     PERFORM backfilld_fold_coverage();
-    WITH dd AS (DELETE FROM job_run_count_deltas RETURNING status, paused, n AS delta)
-    INSERT INTO job_run_counts (status, paused, n)
-    SELECT status, paused, sum(delta) FROM dd GROUP BY 1, 2
-    ON CONFLICT (status, paused) DO UPDATE SET n = job_run_counts.n + EXCLUDED.n;
+    WITH dd AS (DELETE FROM job_run_count_deltas RETURNING status, paused, n AS dn, bars AS db)
+    INSERT INTO job_run_counts (status, paused, n, bars)
+    SELECT status, paused, sum(dn), sum(db) FROM dd GROUP BY 1, 2
+    ON CONFLICT (status, paused) DO UPDATE
+        SET n = job_run_counts.n + EXCLUDED.n, bars = job_run_counts.bars + EXCLUDED.bars;
 
     FOR d IN SELECT j.*, c.known
                FROM job_coverage c JOIN job_definitions j ON j.id = c.job_def_id

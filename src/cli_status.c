@@ -30,10 +30,11 @@
  * The live view counts the backlog: every run finished since the oldest run
  * now queued or running (of an enabled definition) was created, plus those
  * still queued or running. What one poll reads, however large job_runs is:
- *  - queued runs counted on the claim index, running ones on the lease index,
- *    the queued runs of disabled definitions through those definitions, and
- *    the definitions with the most runs left by grouping the queued and
- *    running runs: O(runs queued or running);
+ *  - queued runs from the kept counts (job_run_totals), those waiting out a
+ *    retry on their partial index, running ones on the lease index, and the
+ *    definitions with the most time in runs not yet succeeded from the kept
+ *    coverage (job_coverage), their runs left counted for those shown:
+ *    O(definitions + runs running), not O(runs queued);
  *  - runs finished since the last poll, on the finished_at index: O(runs
  *    finished in the last WATCH_SETTLE_S seconds and one interval). Their
  *    counts, bars and requests are added up here, never re-read from history;
@@ -51,19 +52,21 @@
 #define WATCH_MAX_DEFS 50
 
 static const char watch_base_sql[] =
-    "SELECT coalesce(least(now(), min(r.created_at)), now())::text"
-    " FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-    " WHERE r.status IN ('queued', 'running') AND (d.enabled OR r.status = 'running')";
+    "SELECT least(now(), (SELECT min(created_at) FROM job_runs WHERE status = 'queued' AND NOT "
+    "paused),"
+    "             (SELECT min(created_at) FROM job_runs WHERE status = 'running'))::text";
 
 /* $1 backlog start, $2 settled up to, $3 settle seconds, $4 rate_limits name, $5 definitions. */
 static const char watch_sql[] =
     "WITH p AS MATERIALIZED (SELECT now() AS now,"
     "        greatest($2::timestamptz, now() - make_interval(secs => $3::float8)) AS cut),"
-    " q AS MATERIALIZED (SELECT count(*) AS queued, count(*) FILTER (WHERE run_after > now()) AS "
-    "waiting"
-    "        FROM job_runs WHERE status = 'queued'),"
-    " qd AS MATERIALIZED (SELECT count(*) AS n FROM job_definitions d JOIN job_runs r"
-    "        ON r.job_def_id = d.id AND r.status = 'queued' WHERE NOT d.enabled),"
+    " t AS MATERIALIZED (SELECT * FROM job_run_totals),"
+    " q AS MATERIALIZED (SELECT (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued') AS "
+    "queued,"
+    "        (SELECT count(*) FROM job_runs WHERE status = 'queued' AND attempt > 0"
+    "          AND run_after > now()) AS waiting),"
+    " qd AS MATERIALIZED (SELECT coalesce(sum(n), 0) AS n FROM t WHERE status = 'queued' AND "
+    "paused),"
     " run AS MATERIALIZED (SELECT count(*) AS n, coalesce(sum(bars_written), 0) AS bars,"
     "        count(DISTINCT locked_by) AS hosts FROM job_runs WHERE status = 'running'),"
     " fin AS MATERIALIZED (SELECT id, symbol, timeframe, feed, status, bars_written, pages,"
@@ -71,11 +74,21 @@ static const char watch_sql[] =
     "        finished_at < (SELECT cut FROM p) AS settled"
     "        FROM job_runs WHERE status IN ('succeeded', 'failed') AND finished_at >= "
     "$2::timestamptz),"
-    " defs AS MATERIALIZED (SELECT r.job_def_id, count(*) AS left_,"
-    "        count(*) FILTER (WHERE r.status = 'running') AS running, count(*) OVER () AS ndefs"
-    "        FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-    "        WHERE r.status IN ('queued', 'running') AND (d.enabled OR r.status = 'running')"
-    "        GROUP BY r.job_def_id ORDER BY left_ DESC, r.job_def_id LIMIT $5::int),"
+    /* the definitions with the most time in runs not yet succeeded (kept
+     * coverage: no scan of the backlog), then their runs left, counted */
+    " pend AS MATERIALIZED (SELECT c.job_def_id, (SELECT sum(extract(epoch FROM upper(u) - "
+    "lower(u)))"
+    "        FROM unnest(c.known - c.covered) u) AS s"
+    "        FROM job_coverage c JOIN job_definitions d ON d.id = c.job_def_id"
+    "        WHERE d.enabled AND c.known <> c.covered),"
+    " defs AS MATERIALIZED (SELECT p.job_def_id, x.left_, x.running,"
+    "        (SELECT count(*) FROM pend WHERE s > 0) AS ndefs"
+    "        FROM (SELECT * FROM pend WHERE s > 0 ORDER BY s DESC, job_def_id LIMIT $5::int) p,"
+    "        LATERAL (SELECT count(*) AS left_, count(*) FILTER (WHERE r.status = 'running') AS "
+    "running"
+    "                 FROM job_runs r WHERE r.job_def_id = p.job_def_id"
+    "                  AND r.status IN ('queued', 'running')) x"
+    "        WHERE x.left_ > 0),"
     " dd AS (SELECT x.job_def_id, count(*) FILTER (WHERE x.status = 'succeeded') AS ok,"
     "        count(*) FILTER (WHERE x.status = 'failed') AS bad FROM job_runs x"
     "        WHERE x.job_def_id IN (SELECT job_def_id FROM defs)"
@@ -524,9 +537,15 @@ static int status_watch(const struct config *c, PGconn *conn, int64_t limit, int
 
 /* The whole report as one JSON document, computed by the database in one snapshot. */
 static const char status_sql[] =
-    "WITH r AS (SELECT r.*, d.enabled FROM job_runs r JOIN job_definitions d ON d.id = "
-    "r.job_def_id),"
-    " recent AS (SELECT * FROM job_runs WHERE status = 'succeeded'"
+    /* Nothing here reads history: counts are kept (job_run_totals), coverage
+     * is kept (job_coverage), and the rest is read on partial indexes of
+     * the few runs it concerns (running, recently finished, with an error,
+     * waiting to retry) or per definition shown. */
+    "WITH t AS MATERIALIZED (SELECT * FROM job_run_totals),"
+    " waiting AS MATERIALIZED (SELECT count(*) AS n FROM job_runs"
+    "            WHERE status = 'queued' AND attempt > 0 AND run_after > now()),"
+    " recent AS MATERIALIZED (SELECT bars_written, finished_at FROM job_runs WHERE status = "
+    "'succeeded'"
     "            AND finished_at > now() - interval '5 minutes'),"
     /* the part of those 5 minutes that saw completions (5 s at least): a backfill that
      * started a minute ago runs at its rate, not at a fifth of it */
@@ -534,44 +553,53 @@ static const char status_sql[] =
     "            300)))::float8 AS s FROM recent),"
     " errs AS (SELECT e->>'error' AS error, count(*) AS n, max((e->>'at')::timestamptz) AS last_at"
     "          FROM job_runs, jsonb_array_elements(errors) e"
-    "          WHERE updated_at > now() - interval '24 hours'"
+    "          WHERE last_error IS NOT NULL AND updated_at > now() - interval '24 hours'"
     "            AND (e->>'at')::timestamptz > now() - interval '24 hours'"
     "          GROUP BY 1 ORDER BY 2 DESC, 3 DESC LIMIT 10),"
-    " defs AS (SELECT d.id, d.symbol, d.timeframe, d.job_type, d.enabled, d.priority,"
-    "            count(*) FILTER (WHERE x.status IN ('queued','running')) AS runs_left,"
-    "            count(*) FILTER (WHERE x.status = 'succeeded') AS runs_succeeded,"
-    "            count(*) FILTER (WHERE x.status = 'failed') AS runs_failed,"
-    "            min(x.range_start) FILTER (WHERE x.status = 'succeeded') AS covered_from,"
-    "            max(x.range_end) FILTER (WHERE x.status = 'succeeded') AS covered_to,"
-    "            (SELECT max(b.ts) FROM bars b WHERE b.symbol = d.symbol AND b.timeframe = "
-    "d.timeframe) AS last_bar"
-    "          FROM job_definitions d LEFT JOIN job_runs x ON x.job_def_id = d.id"
-    "          GROUP BY d.id ORDER BY runs_left DESC, d.symbol, d.timeframe LIMIT $1::int)"
+    /* what is left of each definition's range: its target minus what succeeded */
+    " cov AS (SELECT d.id, d.symbol, d.timeframe, d.job_type, d.enabled, d.priority, c.covered,"
+    "            CASE WHEN d.job_type = 'fetch_historical' AND d.backfill_from IS NOT NULL"
+    "                  AND d.backfill_from < coalesce(d.backfill_to, now())"
+    "                 THEN tstzmultirange(tstzrange(d.backfill_from, coalesce(d.backfill_to, "
+    "now())))"
+    "                      - c.covered END AS missing"
+    "          FROM job_definitions d JOIN job_coverage c ON c.job_def_id = d.id),"
+    " top AS (SELECT cov.*, coalesce((SELECT sum(extract(epoch FROM upper(m) - lower(m)))"
+    "                                  FROM unnest(cov.missing) m), 0) AS missing_s"
+    "          FROM cov ORDER BY missing_s DESC, symbol, timeframe LIMIT $1::int),"
+    " defs AS (SELECT top.*, x.runs_left, x.runs_succeeded, x.runs_failed,"
+    "            (SELECT max(b.ts) FROM bars b WHERE b.symbol = top.symbol AND b.timeframe = "
+    "top.timeframe) AS last_bar"
+    "          FROM top, LATERAL (SELECT"
+    "              count(*) FILTER (WHERE r.status IN ('queued','running')) AS runs_left,"
+    "              count(*) FILTER (WHERE r.status = 'succeeded') AS runs_succeeded,"
+    "              count(*) FILTER (WHERE r.status = 'failed') AS runs_failed"
+    "            FROM job_runs r WHERE r.job_def_id = top.id) x)"
     " SELECT json_build_object("
     "  'at', now(),"
     "  'runs', json_build_object("
-    "     'queued', (SELECT count(*) FROM r WHERE status = 'queued'),"
-    "     'queued_ready', (SELECT count(*) FROM r WHERE status = 'queued' AND enabled AND "
-    "run_after <= now()),"
-    "     'queued_waiting_retry', (SELECT count(*) FROM r WHERE status = 'queued' AND run_after > "
-    "now()),"
-    "     'queued_disabled', (SELECT count(*) FROM r WHERE status = 'queued' AND NOT enabled),"
-    "     'running', (SELECT count(*) FROM r WHERE status = 'running'),"
-    "     'succeeded', (SELECT count(*) FROM r WHERE status = 'succeeded'),"
-    "     'failed', (SELECT count(*) FROM r WHERE status = 'failed'),"
-    "     'cancelled', (SELECT count(*) FROM r WHERE status = 'cancelled')),"
+    "     'queued', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued'),"
+    "     'queued_ready', greatest(0, (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued'"
+    "                       AND NOT paused) - (SELECT n FROM waiting)),"
+    "     'queued_waiting_retry', (SELECT n FROM waiting),"
+    "     'queued_disabled', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued' AND "
+    "paused),"
+    "     'running', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'running'),"
+    "     'succeeded', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'succeeded'),"
+    "     'failed', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'failed'),"
+    "     'cancelled', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'cancelled')),"
     "  'last_5_min', json_build_object("
     "     'runs_succeeded', (SELECT count(*) FROM recent),"
     "     'bars', (SELECT coalesce(sum(bars_written), 0) FROM recent),"
     "     'runs_per_min', round(((SELECT count(*) FROM recent) * 60.0 / (SELECT s FROM "
     "span))::numeric, 2)),"
     "  'oldest_queued_s', (SELECT coalesce(extract(epoch FROM now() - min(created_at))::bigint, 0)"
-    "                      FROM r WHERE status = 'queued' AND enabled),"
+    "                      FROM job_runs WHERE status = 'queued' AND NOT paused),"
     "  'eta_s', (SELECT CASE WHEN (SELECT count(*) FROM recent) < 5 THEN NULL ELSE"
-    "            ((SELECT count(*) FROM r WHERE status IN ('queued','running') AND enabled)"
+    "            ((SELECT coalesce(sum(n), 0) FROM t WHERE status IN ('queued','running') AND NOT "
+    "paused)"
     "             * (SELECT s FROM span) / (SELECT count(*) FROM recent))::bigint END),"
-    "  'bars_total', (SELECT coalesce(sum(bars_written), 0) FROM job_runs WHERE status = "
-    "'succeeded'),"
+    "  'bars_total', (SELECT coalesce(sum(bars), 0) FROM t WHERE status = 'succeeded'),"
     "  'workers', (SELECT coalesce(json_agg(json_build_object('worker', locked_by, 'running', n)), "
     "'[]')"
     "              FROM (SELECT locked_by, count(*) AS n FROM job_runs WHERE status = 'running'"
@@ -582,8 +610,12 @@ static const char status_sql[] =
     "                   'timeframe', timeframe, 'job_type', job_type, 'enabled', enabled,"
     "                   'priority', priority, 'runs_left', runs_left,"
     "                   'runs_succeeded', runs_succeeded, 'runs_failed', runs_failed,"
-    "                   'covered_from', covered_from, 'covered_to', covered_to,"
-    "                   'last_bar', last_bar)), '[]') FROM defs),"
+    "                   'covered_from', lower(covered), 'covered_to', upper(covered),"
+    "                   'covered_until', (SELECT upper(u) FROM unnest(covered) u ORDER BY "
+    "lower(u) LIMIT 1),"
+    "                   'uncovered_s', missing_s::bigint,"
+    "                   'last_bar', last_bar) ORDER BY missing_s DESC, symbol, timeframe), '[]') "
+    "FROM defs),"
     "  'definitions_total', (SELECT count(*) FROM job_definitions))";
 
 static const char status_help[] =
@@ -591,7 +623,9 @@ static const char status_help[] =
     "       backfilld [--config FILE] status --watch [--interval S] [--limit N]\n\n"
     "Shows runs by status, throughput over the last 5 minutes, the most common\n"
     "errors of the last 24 hours, and per-definition coverage (the N definitions\n"
-    "with the most runs left, default 20). --json prints the same as one document.\n\n"
+    "with the most time left to cover, default 20). --json prints the same as one\n"
+    "document. Counts and coverage are kept by the database as runs change, so it\n"
+    "answers at once however many runs there are.\n\n"
     "--watch shows the backlog live, redrawn in place every S seconds (default 2):\n"
     "a progress bar of the runs done of those planned, bars/s and requests/s, the\n"
     "shared rate-limit budget, failures and their latest cause, and the N\n"
@@ -730,7 +764,7 @@ int cli_status(const struct config *c, int argc, char **argv)
           " FROM json_array_elements($1::json->'definitions') d",
           1, (const char *const[]){PQgetvalue(js, 0, 0)});
     if (h) {
-        printf("\ndefinitions (%lld with the most runs left)\n", (long long)limit);
+        printf("\ndefinitions (%lld with the most time left to cover)\n", (long long)limit);
         printf("  SYMBOL    TF   ON     LEFT    OK  FAIL  COVERED                 LAST BAR\n");
         for (int i = 0; i < PQntuples(h); i++)
             print_row(h, i);

@@ -47,6 +47,8 @@ const struct cfg_key cfg_keys[] = {
      OFF(rescue_interval_ms), "how often expired leases (dead hosts) are looked for"},
     {"BACKFILLD_SCHEDULE_INTERVAL_MS", CFG_INT, "10000", 100, 3600000, true, false,
      OFF(schedule_interval_ms), "how often schedule_due_jobs() runs (also on definition changes)"},
+    {"BACKFILLD_RUN_RETENTION_DAYS", CFG_INT, "30", 0, 36500, true, false, OFF(run_retention_days),
+     "finished runs older than this are pruned from job_runs (coverage stays); 0 = keep all"},
     {"BACKFILLD_MAX_ATTEMPTS", CFG_INT, "5", 1, 100, true, false, OFF(max_attempts),
      "attempts per run when its definition does not say"},
     {"BACKFILLD_PAGE_LIMIT", CFG_INT, "10000", 1, 10000, true, false, OFF(page_limit),

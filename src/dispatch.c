@@ -40,6 +40,9 @@ static void on_tick(uv_timer_t *t)
     if (db_conn_is_up(d->db) &&
         periodic_due(&d->schedule, now, c->schedule_interval_ms, d->want_schedule))
         queue_schedule(d);
+    if (c->run_retention_days > 0 && db_conn_is_up(d->db) &&
+        periodic_due(&d->prune, now, d->prune_behind ? PRUNE_BEHIND_MS : PRUNE_INTERVAL_MS, false))
+        queue_prune(d);
     queue_maybe_claim(d);
     if (db_conn_is_up(d->db) && periodic_due(&d->stats, now, c->progress_interval_ms, false))
         report_progress(d);
@@ -211,7 +214,7 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
     d->alpaca = alpaca_new(loop, d->http, d->rl, &ao);
     struct store_cbs sc;
     runs_store_callbacks(d, &sc);
-    d->store = store_new(loop, d->wdb, d->worker, &sc);
+    d->store = store_new(loop, d->wdb, cfg->database_url, STORE_WRITERS_DEFAULT, d->worker, &sc);
     uv_timer_init(loop, &d->tick);
     d->tick.data = d;
     uv_timer_init(loop, &d->kick);

@@ -42,7 +42,7 @@ enum outcome { O_NONE = 0, O_SUCCEEDED, O_FAILED, O_RELEASED, O_ABANDONED };
 /* This daemon's counters, served at /metrics and in the progress line. */
 struct dispatch_metrics {
     uint64_t runs_claimed, runs_succeeded, runs_failed, runs_retried, runs_released, runs_abandoned,
-        pages, bars, requests, page_retries, rate_limited, rescued;
+        pages, bars, requests, page_retries, rate_limited, rescued, pruned;
     int64_t queue_ready, queue_later, queue_running, oldest_queued_s; /* all hosts */
 };
 
@@ -135,7 +135,8 @@ struct dispatch {
     bool last_claim_empty; /* the latest claim returned no rows */
     int last_claim_asked;
     int64_t last_claim_ms;
-    struct periodic renew, rescue, schedule, stats;
+    struct periodic renew, rescue, schedule, stats, prune;
+    bool prune_behind;  /* the last prune batch was full: the next one comes sooner */
     uint64_t renew_seq; /* numbers renewal requests */
     int64_t auth_pause_until, last_auth_log_ms;
     bool auth_pause_tls; /* the pause is for a refused certificate, not the credentials */
@@ -213,6 +214,13 @@ void queue_renew(dispatch_t *d);
 void queue_rescue(dispatch_t *d);
 /* Calls schedule_due_jobs() (d->schedule, as above); new runs wake claiming. */
 void queue_schedule(dispatch_t *d);
+
+/* Deletes one batch of runs past BACKFILLD_RUN_RETENTION_DAYS (d->prune
+ * taken with periodic_due; the answer releases it). */
+void queue_prune(dispatch_t *d);
+#define PRUNE_BATCH 1000
+#define PRUNE_INTERVAL_MS 60000 /* between batches while there is nothing to prune */
+#define PRUNE_BEHIND_MS 1000    /* between batches while behind */
 /* --until-idle: asks the database whether anything is left, when nothing is here. */
 void queue_maybe_idle_check(dispatch_t *d);
 /* db_callbacks of the main session: on (re)connect, gives back what a lost claim

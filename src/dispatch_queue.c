@@ -202,6 +202,32 @@ void queue_schedule(dispatch_t *d)
     jobs_schedule(d->db, (int)d->cfg->max_attempts, on_scheduled, d);
 }
 
+/* History is pruned a batch at a time, so a backlog of old runs (the first
+ * prune after an upgrade, say) never holds the session for long: while a
+ * batch comes back full the next follows a second later, else a minute. */
+static void on_pruned(void *arg, const struct jobs_status *st, int64_t n, const char *ids)
+{
+    dispatch_t *d = arg;
+    periodic_done(&d->prune);
+    d->prune_behind = st->status == DB_OK && n >= PRUNE_BATCH;
+    if (st->status != DB_OK) {
+        if (st->status != DB_ECLOSED)
+            LOG(LL_WARN, "pruning old runs failed", F_STR("error", st->err),
+                F_STR("sqlstate", st->sqlstate));
+        return;
+    }
+    if (n > 0) {
+        d->m.pruned += (uint64_t)n;
+        LOG(LL_INFO, "old runs pruned", F_I64("runs", n),
+            F_I64("retention_days", d->cfg->run_retention_days));
+    }
+}
+
+void queue_prune(dispatch_t *d)
+{
+    jobs_prune(d->db, d->cfg->run_retention_days, PRUNE_BATCH, on_pruned, d);
+}
+
 /* --- idleness ---------------------------------------------------------------------- */
 
 static void on_idle_check(void *arg, const struct jobs_status *st, const struct jobs_queue_stats *s)

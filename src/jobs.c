@@ -339,6 +339,18 @@ void jobs_schedule(db_conn_t *db, int max_attempts, jobs_count_cb cb, void *arg)
     db_submit(db, r);
 }
 
+void jobs_prune(db_conn_t *db, int64_t keep_days, int limit, jobs_count_cb cb, void *arg)
+{
+    char days[24], lim[16];
+    snprintf(days, sizeof days, "%lld", (long long)keep_days);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {days, lim};
+    db_req_t *r = call_req(decode_count, (struct call){.cb.count = cb, .arg = arg});
+    db_req_sql(r, "SELECT prune_job_runs(make_interval(days => $1::int), $2::int)", 2, p);
+    db_req_keep(r);
+    db_submit(db, r);
+}
+
 static void decode_stats(void *arg, int status, const char *err, const char *sqlstate,
                          PGresult *const *res, int nres)
 {
@@ -360,23 +372,26 @@ static void decode_stats(void *arg, int status, const char *err, const char *sql
 void jobs_queue_stats(db_conn_t *db, jobs_stats_cb cb, void *arg)
 {
     db_req_t *r = call_req(decode_stats, (struct call){.cb.stats = cb, .arg = arg});
-    /* Only the active set and the last minute: finished runs are history and
-     * may be millions of rows; each count here is served by a partial index. */
+    /* Nothing here grows with history or with the backlog: queued and
+     * running runs are kept counts (job_run_totals), the runs waiting out a
+     * retry backoff and the last minute's completions are few, each read on
+     * its partial index. Runs of disabled definitions are paused. */
     db_req_sql(
         r,
-        "SELECT"
-        " (SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-        "   WHERE r.status = 'queued' AND d.enabled AND r.run_after <= now()),"
-        " (SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-        "   WHERE r.status = 'queued' AND d.enabled AND r.run_after > now()),"
-        " (SELECT count(*) FROM job_runs WHERE status = 'running'),"
+        "WITH w AS MATERIALIZED (SELECT count(*) AS n FROM job_runs"
+        "   WHERE status = 'queued' AND attempt > 0 AND NOT paused AND run_after > now()),"
+        " t AS MATERIALIZED (SELECT * FROM job_run_totals)"
+        " SELECT"
+        " greatest(0, (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued' AND NOT paused)"
+        "   - (SELECT n FROM w)),"
+        " (SELECT n FROM w),"
+        " (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'running'),"
         " (SELECT count(*) FROM job_runs WHERE status = 'succeeded'"
         "   AND finished_at > now() - interval '1 minute'),"
         " (SELECT count(*) FROM job_runs WHERE status = 'failed'"
         "   AND finished_at > now() - interval '1 minute'),"
-        " (SELECT coalesce(extract(epoch FROM now() - min(r.created_at)), 0)::bigint"
-        "   FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id"
-        "   WHERE r.status = 'queued' AND d.enabled),"
+        " (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint"
+        "   FROM job_runs WHERE status = 'queued' AND NOT paused),"
         /* how much of that minute saw completions: a fresh start has not a minute of history */
         " (SELECT coalesce(extract(epoch FROM now() - min(finished_at)), 0)::bigint"
         "   FROM job_runs WHERE status = 'succeeded'"
