@@ -1,7 +1,9 @@
 /*
  * cli_enqueue: `backfilld enqueue`: parse, validate, then one transaction
  * that creates or widens definitions and queues the chunks not covered;
- * with --wait, one progress bar for exactly the runs it queued.
+ * with --wait, one progress bar for exactly the runs it queued. With
+ * --all-active the symbols are Alpaca's asset list (cli_universe.c), read
+ * before the transaction.
  */
 #include "cli_int.h"
 
@@ -299,6 +301,7 @@ static int wait_runs(PGconn *conn, int64_t *ids, size_t n, int64_t interval_ms)
 
 static const char enqueue_help[] =
     "usage: backfilld [--config FILE] enqueue --symbols A,B,... | --symbols-file FILE\n"
+    "                 | --all-active [--exchange X,Y]\n"
     "                 --timeframe TF --from DATE [--to DATE] [--feed sip|iex|otc|boats]\n"
     "                 [--adjustment raw] [--priority N] [--max-attempts N] [--force]\n"
     "                 [--wait [--interval S]]\n\n"
@@ -306,6 +309,16 @@ static const char enqueue_help[] =
     "the range, cut into chunks of at most ~10,000 bars. Chunks already covered by a\n"
     "succeeded run are skipped unless --force; chunks already queued or running are\n"
     "never queued twice. Everything happens in one transaction.\n\n"
+    "--all-active takes the symbols from Alpaca's asset list (GET /v2/assets?status=\n"
+    "active&asset_class=us_equity on APCA_API_BASE_URL, default\n"
+    "https://paper-api.alpaca.markets; live keys: https://api.alpaca.markets), about\n"
+    "11,000 US equities and ETFs, and creates or updates one definition per symbol\n"
+    "with the other options, exactly as --symbols would. --exchange keeps the symbols\n"
+    "listed on those exchanges (AMEX ARCA BATS NYSE NASDAQ NYSEARCA OTC). The list is\n"
+    "read whole first: an unreachable host, 401/403, an answer that is not an asset\n"
+    "list or an empty list is an error naming the cause, and nothing is written.\n"
+    "Defined symbols (any timeframe) that the active list does not have are printed\n"
+    "and logged by symbol; their definitions are kept as they are, never disabled.\n\n"
     "--wait then follows exactly the runs this command queued, with one progress bar\n"
     "(redrawn every S seconds, default 1; one line per interval when stdout is not a\n"
     "terminal), until none is queued or running. Exit 0 when all succeeded; 1 when\n"
@@ -316,7 +329,7 @@ static const char enqueue_help[] =
     "          (an instant; --to is then exclusive). --to defaults to now.\n";
 
 /* A symbol Alpaca could plausibly accept; Alpaca itself judges the rest (400). */
-static bool symbol_ok(const char *s, char *why, size_t whylen)
+bool cli_symbol_ok(const char *s, char *why, size_t whylen)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 32) {
@@ -357,7 +370,7 @@ static int add_symbols(dynbuf_t *arr, size_t *count, const char *list, char *why
         }
         memcpy(sym, p, n);
         sym[n] = '\0';
-        if (!symbol_ok(sym, why, whylen))
+        if (!cli_symbol_ok(sym, why, whylen))
             return -1;
         /* Postgres array literal element, quoted (symbols may hold '.' or '$'). */
         if (dynbuf_printf(arr, "%s\"%s\"", *count ? "," : "", sym) < 0) {
@@ -382,7 +395,8 @@ static char *read_file(const char *path, char *why, size_t whylen)
 /* What `enqueue` was asked, as given (borrowed from argv). */
 struct enqueue_args {
     const char *symbols, *symfile, *tf, *from, *to, *feed, *adj, *prio, *maxatt, *interval;
-    bool force, wait;
+    const char *exchange;
+    bool force, wait, all_active;
 };
 
 /* What it will do, checked: the symbols as a Postgres array literal, the range. */
@@ -409,6 +423,8 @@ static int enqueue_parse(int argc, char **argv, struct enqueue_args *a)
                                          {"force", no_argument, NULL, 'F'},
                                          {"wait", no_argument, NULL, 'w'},
                                          {"interval", required_argument, NULL, 'i'},
+                                         {"all-active", no_argument, NULL, 'A'},
+                                         {"exchange", required_argument, NULL, 'x'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     memset(a, 0, sizeof *a);
@@ -453,6 +469,12 @@ static int enqueue_parse(int argc, char **argv, struct enqueue_args *a)
         case 'i':
             a->interval = optarg;
             break;
+        case 'A':
+            a->all_active = true;
+            break;
+        case 'x':
+            a->exchange = optarg;
+            break;
         case 'h':
             fputs(enqueue_help, stdout);
             return -1;
@@ -466,9 +488,18 @@ static int enqueue_parse(int argc, char **argv, struct enqueue_args *a)
         fprintf(stderr, "backfilld enqueue: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
-    if ((!a->symbols && !a->symfile) || !a->tf || !a->from) {
-        fprintf(stderr, "backfilld enqueue: --symbols (or --symbols-file), --timeframe and --from "
-                        "are required\n");
+    if ((!a->symbols && !a->symfile && !a->all_active) || !a->tf || !a->from) {
+        fprintf(stderr, "backfilld enqueue: --symbols (or --symbols-file, or --all-active), "
+                        "--timeframe and --from are required\n");
+        return EXIT_USAGE;
+    }
+    if (a->all_active && (a->symbols || a->symfile)) {
+        fprintf(stderr, "backfilld enqueue: --all-active takes the symbols from Alpaca's asset "
+                        "list: not with --symbols or --symbols-file\n");
+        return EXIT_USAGE;
+    }
+    if (a->exchange && !a->all_active) {
+        fprintf(stderr, "backfilld enqueue: --exchange goes with --all-active\n");
         return EXIT_USAGE;
     }
     if (a->interval && !a->wait) {
@@ -528,6 +559,13 @@ static int enqueue_validate(const struct config *c, const struct enqueue_args *a
         fprintf(stderr, "backfilld enqueue: --interval must be from 0.1 to 3600 seconds\n");
         return EXIT_DATAERR;
     }
+    if (a->exchange && universe_check_exchanges(a->exchange) != EXIT_OK)
+        return EXIT_DATAERR;
+    bars_format_time(p->from_us, p->from, sizeof p->from);
+    bars_format_time(p->to_us, p->to, sizeof p->to);
+    snprintf(p->max_attempts, sizeof p->max_attempts, "%lld", (long long)attempts);
+    if (a->all_active)
+        return EXIT_OK; /* the symbols come from the asset list */
     char why[256];
     int rc = dynbuf_append(&p->symbols, "{", 1);
     if (rc == 0 && a->symbols)
@@ -547,9 +585,6 @@ static int enqueue_validate(const struct config *c, const struct enqueue_args *a
         fprintf(stderr, "backfilld enqueue: %s\n", why);
         return EXIT_DATAERR;
     }
-    bars_format_time(p->from_us, p->from, sizeof p->from);
-    bars_format_time(p->to_us, p->to, sizeof p->to);
-    snprintf(p->max_attempts, sizeof p->max_attempts, "%lld", (long long)attempts);
     return EXIT_OK;
 }
 
@@ -688,9 +723,29 @@ int cli_enqueue(const struct config *c, int argc, char **argv)
     struct enqueue_plan p = {0};
     dynbuf_init(&p.symbols, 64 << 20);
     PGconn *conn = NULL;
+    struct universe u = {0};
     ret = enqueue_validate(c, &a, &p);
     if (ret != EXIT_OK)
         goto out;
+    if (a.all_active) {
+        /* Read and checked whole before the database is touched. */
+        ret = universe_fetch(c, a.exchange, &u);
+        if (ret != EXIT_OK)
+            goto out;
+        ret = EXIT_SOFTWARE;
+        if (universe_literal(&p.symbols, u.syms, u.nsyms) < 0) {
+            fprintf(stderr, "backfilld enqueue: too many symbols in the asset list\n");
+            goto out;
+        }
+        p.nsym = u.nsyms;
+        char n1[32], n2[32];
+        printf("asset list: %s active us_equity symbols from %s",
+               fmt_count(n1, sizeof n1, (int64_t)u.listed), c->base_url);
+        if (a.exchange)
+            printf("; %s of them on %s", fmt_count(n2, sizeof n2, (int64_t)u.nsyms), a.exchange);
+        printf("\n");
+        fflush(stdout);
+    }
     ret = EXIT_UNAVAILABLE;
     conn = connect_db(c);
     if (!conn)
@@ -711,6 +766,12 @@ int cli_enqueue(const struct config *c, int argc, char **argv)
            chunks - queued > 0 && !a.force ? " (--force re-fetches covered ones)" : "");
     fflush(stdout);
     ret = EXIT_OK;
+    if (a.all_active && universe_report(conn, &u) != EXIT_OK) {
+        free(run_ids);
+        ret = EXIT_SOFTWARE;
+        goto out;
+    }
+    fflush(stdout);
     if (a.wait && nrun > 0)
         ret = wait_runs(conn, run_ids, nrun, p.interval_ms); /* takes run_ids */
     else
@@ -718,6 +779,7 @@ int cli_enqueue(const struct config *c, int argc, char **argv)
 out:
     if (conn)
         PQfinish(conn);
+    universe_free(&u);
     dynbuf_free(&p.symbols);
     return ret;
 }

@@ -5,6 +5,7 @@
  *   cli.c          the database helpers every command uses, and check-config
  *   cli_migrate.c  migrate: the schema, --adopt, the daemon role
  *   cli_enqueue.c  enqueue, and enqueue --wait
+ *   cli_universe.c enqueue --all-active: Alpaca's asset list, and what it no longer has
  *   cli_status.c   status, and status --watch
  *   cli_view.c     the terminal views' drawing, pacing and formatting
  */
@@ -30,6 +31,37 @@ PGresult *q(PGconn *conn, const char *sql, int n, const char *const *params);
 int check_schema(PGconn *conn);
 /* A --from/--to value: a date (as --to, the end of that day) or an RFC 3339 instant. */
 bool parse_when(const char *s, bool is_to, int64_t *us);
+
+/* cli_enqueue.c */
+/* A symbol Alpaca could plausibly accept (1-32 characters, upper case, no space or comma);
+ * false with the reason in why. */
+bool cli_symbol_ok(const char *s, char *why, size_t whylen);
+
+/* cli_universe.c: enqueue --all-active. */
+struct universe {
+    char **syms; /* the chosen symbols (exchange filter applied), sorted, unique; owned */
+    size_t nsyms;
+    char **all; /* every listed active us_equity symbol, sorted, unique; owned */
+    size_t nall;
+    char **skipped; /* listed symbols that cannot be definitions; owned */
+    size_t nskipped;
+    size_t listed; /* active us_equity assets in the answer */
+};
+/* EXIT_OK when list (--exchange's value) names only exchanges /v2/assets knows, else
+ * EXIT_DATAERR after saying which. */
+int universe_check_exchanges(const char *list);
+/* Reads the active us_equity asset list from APCA_API_BASE_URL into *u (caller's; freed with
+ * universe_free, also after a failure), keeping the exchanges in exchange_list (NULL: all).
+ * EXIT_OK, or an exit code after printing the cause: EXIT_CONFIG (settings, 401/403),
+ * EXIT_UNAVAILABLE (unreachable, another status, not an asset list, an empty list),
+ * EXIT_DATAERR (no symbol on those exchanges). */
+int universe_fetch(const struct config *c, const char *exchange_list, struct universe *u);
+/* Prints and logs, by symbol, the skipped symbols and the defined symbols u's list does not
+ * have (their definitions are left as they are). EXIT_OK or EXIT_SOFTWARE (said why). */
+int universe_report(PGconn *conn, const struct universe *u);
+/* syms as a Postgres array literal, {"A","B.C"}. 0 or -1 (the buffer's cap). */
+int universe_literal(dynbuf_t *b, char *const *syms, size_t n) MUSTCHECK;
+void universe_free(struct universe *u);
 
 /* cli_view.c: a live view redrawn in place on a terminal, one line per interval elsewhere. */
 #define VIEW_NSIGNALS 4 /* SIGINT, SIGTERM, SIGHUP, SIGWINCH */
