@@ -46,6 +46,7 @@ struct config {
     int64_t connect_timeout_ms;
     int64_t max_connections;
     int64_t max_pending_rows;
+    int64_t writers;
     int64_t progress_interval_ms;
     int64_t shutdown_timeout_ms;
     double rate_limit; /* requests per minute */

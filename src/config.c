@@ -71,6 +71,8 @@ const struct cfg_key cfg_keys[] = {
      "most HTTP connections to Alpaca at once"},
     {"BACKFILLD_MAX_PENDING_ROWS", CFG_INT, "200000", 1000, 100000000, true, false,
      OFF(max_pending_rows), "fetching pauses while this many bars wait to be written"},
+    {"BACKFILLD_WRITERS", CFG_INT, "2", 1, 16, false, false, OFF(writers),
+     "database sessions writing bars side by side (each a Postgres backend)"},
     {"BACKFILLD_PROGRESS_INTERVAL_MS", CFG_INT, "5000", 100, 3600000, true, false,
      OFF(progress_interval_ms), "period of the progress log line"},
     {"BACKFILLD_SHUTDOWN_TIMEOUT_MS", CFG_INT, "20000", 0, 3600000, true, false,
