@@ -30,6 +30,7 @@ static const char usage[] =
     "  run [--until-idle]   the daemon; --until-idle exits 0 once no run is queued or running\n"
     "  migrate              create or upgrade the schema\n"
     "  enqueue ...          queue runs for symbols and a range (enqueue --help);\n"
+    "                       --all-active: every active US equity Alpaca lists;\n"
     "                       --wait shows their progress until they are done\n"
     "  status [--json]      queue depth, throughput, failures, coverage\n"
     "  status --watch       live, redrawn in place: progress bars, rates and ETAs\n"
