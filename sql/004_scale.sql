@@ -353,7 +353,8 @@ BEGIN
                      coalesce(range_agg(tstzrange(r.range_start, r.range_end))
                                   FILTER (WHERE r.status = 'succeeded'), '{}') AS covered_redo
                 FROM job_runs r
-               WHERE r.job_def_id = a.job_def_id
+               WHERE (a.reset OR NOT isempty(a.redo))  -- else no scan at all (a one-time filter)
+                 AND r.job_def_id = a.job_def_id
                  AND (r.symbol, r.timeframe, r.feed, r.adjustment)
                      = (d.symbol, d.timeframe, d.feed, d.adjustment)
                  AND (a.reset OR (r.range_start < upper(a.redo) AND r.range_end > lower(a.redo)
@@ -527,6 +528,13 @@ BEGIN
     USING p_worker, p_lease_seconds;
 END
 $$;
+
+-- The claim has one good plan, the ordered walk of job_runs_claim that stops
+-- after p_limit rows; right after a bulk enqueue (before autovacuum has
+-- analysed job_runs) the planner may think the table small and sort all of
+-- it instead. So the other ways are off for this function.
+ALTER FUNCTION claim_queued_job(text, integer, double precision)
+    SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off;
 
 -- A run queued again (a retry, a rescue, a release) for a definition that was
 -- disabled meanwhile stays out of the claim's index.
