@@ -1698,9 +1698,10 @@ static bool windows_parse(knobs_t *k, const char *v)
 
 /*
  * The X-RateLimit-* lines of a successful response, as Alpaca documents them:
- * Limit, Remaining, and Reset in epoch seconds. With fixed windows they
- * describe the binding one (the fewest requests left; the longer on a tie):
- * Reset is its end, rounded up to a second. With the bucket only, Limit is
+ * Limit in requests per minute, Remaining, and Reset in epoch seconds. With
+ * fixed windows they describe the binding one (the fewest requests left; the
+ * longer on a tie): its limit scaled to a minute, what is left in it, and its
+ * end rounded up to a second. With the bucket only, Limit is
  * the rate per minute, Remaining the whole tokens left, Reset when it is full.
  */
 static void rate_headers(sim_t *s, int64_t now, int64_t now_ms, response_t *resp)
@@ -1714,11 +1715,12 @@ static void rate_headers(sim_t *s, int64_t now, int64_t now_ms, response_t *resp
                 b = i;
         }
         int64_t end_ms = (floor_div(now_ms, s->k.win_ms[b]) + 1) * s->k.win_ms[b];
+        /* Limit is per minute, as Alpaca documents it: 1s:10 says 600. */
+        int64_t per_minute = (s->k.win_limit[b] * 60000 + s->k.win_ms[b] / 2) / s->k.win_ms[b];
         snprintf(resp->extra, sizeof resp->extra,
                  "X-RateLimit-Limit: %" PRId64 "\r\nX-RateLimit-Remaining: %" PRId64
                  "\r\nX-RateLimit-Reset: %" PRId64 "\r\n",
-                 s->k.win_limit[b], s->k.win_limit[b] - s->win_used[b],
-                 floor_div(end_ms + 999, 1000));
+                 per_minute, s->k.win_limit[b] - s->win_used[b], floor_div(end_ms + 999, 1000));
     } else if (s->k.rate > 0) {
         double missing = s->k.burst - s->tokens;
         int64_t reset = now + (int64_t)ceil(missing > 0 ? missing / s->k.rate : 0);
@@ -2848,9 +2850,10 @@ static const char usage_text[] =
     "  --rate-window LEN:N[,LEN:N]  fixed windows beside the bucket: at most N\n"
     "                         requests in each LEN (500ms, 1s, 60s, 1m) window aligned\n"
     "                         on the epoch, e.g. 1s:10,60s:600 (repeatable, 4 at most);\n"
-    "                         over it: 429 without headers. A 200 then carries\n"
-    "                         X-RateLimit-Limit/Remaining of the window with the fewest\n"
-    "                         requests left and X-RateLimit-Reset = its end (epoch s);\n"
+    "                         over it: 429 without headers. A 200 then carries, for\n"
+    "                         the window with the fewest requests left,\n"
+    "                         X-RateLimit-Limit = its N per minute (1s:10 says 600),\n"
+    "                         -Remaining = what is left in it, -Reset = its end (epoch s);\n"
     "                         with the bucket only: rate/min, whole tokens, when full\n"
     "  --fail-rate F          fraction of bars requests answered 500/502/503/504\n"
     "  --malformed-rate F     fraction of 200 bars responses with a broken body, each one\n"

@@ -2,7 +2,8 @@
 # The simulator's fixed-window rate limiter (--rate-window, /__sim/set?rate_window=):
 # at most N requests in each epoch-aligned window, 429 without any rate-limit
 # header beyond it, and on every 200 X-RateLimit-Limit / Remaining / Reset
-# (epoch seconds, the end of the binding window), as alpaca-bars-api.md §6 says.
+# (Limit per minute, Reset in epoch seconds: the end of the binding window), as
+# alpaca-bars-api.md §6 says.
 . "$(dirname "$0")/lib.sh"
 
 sim_start --rate-window 1s:10
@@ -36,7 +37,7 @@ check "never more than 10 answered 200 in one window" "" \
     "$(awk '$1 == 200 { n[$4]++ } END { for (z in n) if (n[z] > 10) print z, n[z] }' "$T/b1.txt")"
 check "no 200 without the three headers" "0" "$(grep '^200 ' "$T/b1.txt" | grep -c -- ' - ' || true)"
 check "no 429 with a rate-limit header" "0" "$(grep '^429 ' "$T/b1.txt" | grep -vc '^429 - - -$' || true)"
-check "the first 200 of the window: limit 10, 9 left, reset = the window's end" "10 9 $((t0 + 1))" \
+check "the first 200 of the window: limit 600/min, 9 left, reset = the window's end" "600 9 $((t0 + 1))" \
     "$(head -1 "$T/b1.txt" | cut -d' ' -f2-)"
 check "Remaining counts down to 0 in the window" "9 8 7 6 5 4 3 2 1 0" \
     "$(awk -v z=$((t0 + 1)) '$1 == 200 && $4 == z { printf "%s%s", sep, $3; sep = " " }' "$T/b1.txt")"
@@ -53,7 +54,7 @@ cat "$T/b2.txt" >&2
 check "the per-minute window of 3 binds: 3 answered 200" "3" "$(grep -c '^200 ' "$T/b2.txt")"
 m_end=$(python3 -c "import time; print((int(time.time()) // 60 + 1) * 60)")
 last200=$(grep '^200 ' "$T/b2.txt" | tail -1)
-check "its headers: limit 3, 0 left, reset at the end of the minute" "3 0" "$(cut -d' ' -f2,3 <<<"$last200")"
+check "its headers: limit 3/min, 0 left" "3 0" "$(cut -d' ' -f2,3 <<<"$last200")"
 check_cmd "reset at the end of the minute ($last200 vs $m_end)" test "$(cut -d' ' -f4 <<<"$last200")" -ge $((m_end - 1)) -a "$(cut -d' ' -f4 <<<"$last200")" -le "$m_end"
 check "a bad window is refused" "400" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SIM_PORT/__sim/set?rate_window=1x:3")"
 sim_get '/__sim/set?rate_window=off' >/dev/null
