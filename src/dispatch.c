@@ -214,7 +214,7 @@ dispatch_t *dispatch_new(uv_loop_t *loop, struct config *cfg, const char *worker
     d->alpaca = alpaca_new(loop, d->http, d->rl, &ao);
     struct store_cbs sc;
     runs_store_callbacks(d, &sc);
-    d->store = store_new(loop, d->wdb, d->worker, &sc);
+    d->store = store_new(loop, d->wdb, cfg->database_url, (int)cfg->writers, d->worker, &sc);
     uv_timer_init(loop, &d->tick);
     d->tick.data = d;
     uv_timer_init(loop, &d->kick);

@@ -1,5 +1,22 @@
 /*
  * store: see store.h.
+ *
+ * A write transaction goes through three steps on one writer session:
+ *
+ *   probe   one query: which pages of the transaction fall on bars already
+ *           stored (an index probe per page's span, outside the transaction);
+ *   write   BEGIN; COPY the rows of empty spans straight into bars; COPY the
+ *           others into the stage and upsert them; complete the runs whose
+ *           final page is in it; COMMIT;
+ *   retry   a unique violation of the direct COPY (another writer got there
+ *           first, or a commit we thought lost was not) rolls the whole
+ *           transaction back, and it is sent again with every row staged.
+ *
+ * Several writer sessions run transactions side by side. Two transactions
+ * in flight never share a series or a run: a page whose series or run is in
+ * flight on one writer waits in the buffer until that one ends. So a run's
+ * pages commit in order, a completion counts every earlier page of its run
+ * as committed, and two writers never wait on each other's keys.
  */
 #include "store.h"
 
@@ -12,6 +29,8 @@
 #include <string.h>
 
 #define STORE_BUF_CAP ((size_t)1 << 30)
+#define COPY_HEADER_LEN 19
+#define COPY_TRAILER_LEN 2
 
 struct item {
     void *owner; /* NULL once forgotten */
@@ -21,52 +40,101 @@ struct item {
     int64_t total_bars;
     int pages;
     bool final;
+    bool ascending;       /* its bars' timestamps strictly increase */
+    bool stored;          /* the probe found bars in [lo, hi]: its rows go through the upsert */
+    int64_t lo_us, hi_us; /* its first and last bar; unused when nbars is 0 */
+    size_t off, len;      /* its rows' bytes in enc.buf */
+    size_t series;        /* index into txn.series; unused when nbars is 0 */
+};
+
+/* One (symbol, timeframe) of a write transaction: the span of its bars. */
+struct series {
+    char symbol[32], timeframe[8];
+    int64_t lo_us, hi_us;
 };
 
 struct txn {
     copyenc_t enc;
     struct item *items;
     size_t nitems, capitems;
+    struct series *series;
+    size_t nseries, capseries, last_series;
+    /* Every page strictly ascending and no two pages of a series overlapping:
+     * no key twice, so the upsert needs no DISTINCT ON … ORDER BY. */
+    bool unique;
+    /* A name too long to tell apart here, a failed probe, or a unique
+     * violation of the direct COPY: every row through the staging upsert. */
+    bool all_staged;
+    /* After "cannot affect row a second time": the upsert with DISTINCT ON. */
+    bool distinct;
+    int kept_direct, kept_upsert, kept_done; /* result indices, -1 when absent */
     int64_t started_ms;
+};
+
+struct writer {
+    store_t *s;
+    db_conn_t *db;
+    bool owned;           /* opened (and closed) by the store, not the caller */
+    struct txn *inflight; /* at most one per writer */
 };
 
 struct store {
     uv_loop_t *loop;
-    db_conn_t *db;
     char *worker;
     struct store_cbs cbs;
     uv_timer_t timer; /* owns nothing but gives the store a close callback */
     struct txn filling;
-    struct txn *inflight; /* at most one */
+    struct writer *w;
+    size_t nw;
     bool closing;
 };
 
+#define BAR_COLS "symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap"
+
+#define UPSERT_SET                                                                                 \
+    "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, high = "              \
+    "EXCLUDED.high, "                                                                              \
+    "low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume, "                       \
+    "trade_count = EXCLUDED.trade_count, vwap = EXCLUDED.vwap "                                    \
+    "WHERE (b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap) IS DISTINCT FROM "    \
+    "(EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, "               \
+    "EXCLUDED.trade_count, EXCLUDED.vwap)"
+
+/* The upsert when the stage may hold a key twice (ON CONFLICT may touch a row only once). */
+static const char upsert_distinct_sql[] =
+    "INSERT INTO bars AS b (" BAR_COLS ") "
+    "SELECT DISTINCT ON (symbol, timeframe, ts) " BAR_COLS " FROM bars_stage "
+    "ORDER BY symbol, timeframe, ts " UPSERT_SET;
+
+/* The upsert when every key in the stage is unique (checked in C): no sort. */
 static const char upsert_sql[] =
-    "INSERT INTO bars AS b (symbol, timeframe, ts, open, high, low, close, volume, trade_count, "
-    "vwap) "
-    "SELECT DISTINCT ON (symbol, timeframe, ts) symbol, timeframe, ts, open, high, low, close, "
-    "volume, trade_count, vwap FROM bars_stage ORDER BY symbol, timeframe, ts "
-    "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, "
-    "low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume, "
-    "trade_count = EXCLUDED.trade_count, vwap = EXCLUDED.vwap "
-    "WHERE (b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap) IS DISTINCT FROM "
-    "(EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, "
-    "EXCLUDED.trade_count, EXCLUDED.vwap)";
+    "INSERT INTO bars AS b (" BAR_COLS ") SELECT " BAR_COLS " FROM bars_stage " UPSERT_SET;
+
+/* Which pages' spans hold stored bars: a row per such page, its 1-based index, in order. */
+static const char probe_sql[] =
+    "SELECT r.i FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) "
+    "WITH ORDINALITY AS r(s, t, lo, hi, i) "
+    "WHERE EXISTS (SELECT 1 FROM bars b WHERE b.symbol = r.s AND b.timeframe = r.t "
+    "AND b.ts >= r.lo AND b.ts <= r.hi) ORDER BY r.i";
 
 static void txn_init(struct txn *b)
 {
     memset(b, 0, sizeof *b);
     copyenc_init(&b->enc, STORE_BUF_CAP);
+    b->unique = true;
 }
 
 static void txn_free(struct txn *b)
 {
     copyenc_free(&b->enc);
     free(b->items);
+    free(b->series);
     memset(b, 0, sizeof *b);
 }
 
-static void submit(store_t *s);
+static void submit(struct writer *w);
+static void probe(struct writer *w);
+static void flush_all(store_t *s);
 
 /* Appends "{a,b,c}" built from one field of every final item. */
 static void array_lit(dynbuf_t *d, const struct txn *b, int which)
@@ -88,6 +156,35 @@ static void array_lit(dynbuf_t *d, const struct txn *b, int which)
     (void)rc; /* bounded by the transaction's size; the cap is far above it */
 }
 
+/* Appends the probe's arrays over the items with bars: which 0 symbols, 1
+ * timeframes, 2 span starts, 3 span ends. */
+static void span_lit(dynbuf_t *d, const struct txn *b, int which)
+{
+    bool first = true;
+    int rc = dynbuf_append(d, "{", 1);
+    for (size_t i = 0; i < b->nitems; i++) {
+        const struct item *it = &b->items[i];
+        if (it->nbars == 0)
+            continue;
+        const struct series *se = &b->series[it->series];
+        char t[32];
+        const char *v = se->symbol;
+        if (which == 1)
+            v = se->timeframe;
+        else if (which == 2)
+            bars_format_time(it->lo_us, t, sizeof t); /* whole seconds, rounded down */
+        else if (which == 3)
+            bars_format_time(it->hi_us + 999999, t, sizeof t); /* and up */
+        if (which >= 2)
+            v = t;
+        /* Symbols and timeframes are validated names ([A-Z0-9._]): quoting is enough. */
+        rc |= dynbuf_printf(d, first ? "\"%s\"" : ",\"%s\"", v);
+        first = false;
+    }
+    rc |= dynbuf_append(d, "}", 1);
+    (void)rc; /* bounded by the transaction's size; the cap is far above it */
+}
+
 static bool id_in(PGresult *r, int64_t id)
 {
     if (!r)
@@ -100,27 +197,298 @@ static bool id_in(PGresult *r, int64_t id)
     return false;
 }
 
+/* --- building transactions --------------------------------------------------------- */
+
+/* The transaction's series for (symbol, timeframe), added if new. */
+static size_t series_of(struct txn *b, const char *symbol, const char *timeframe)
+{
+    size_t i = b->last_series;
+    if (i < b->nseries && strcmp(b->series[i].symbol, symbol) == 0 &&
+        strcmp(b->series[i].timeframe, timeframe) == 0)
+        return i;
+    for (i = 0; i < b->nseries; i++)
+        if (strcmp(b->series[i].symbol, symbol) == 0 &&
+            strcmp(b->series[i].timeframe, timeframe) == 0)
+            break;
+    if (i == b->nseries) {
+        if (b->nseries == b->capseries) {
+            b->capseries = b->capseries ? b->capseries * 2 : 16;
+            b->series = xrealloc(b->series, b->capseries * sizeof(*b->series));
+        }
+        struct series *se = &b->series[b->nseries++];
+        memset(se, 0, sizeof *se);
+        if (strlen(symbol) >= sizeof se->symbol || strlen(timeframe) >= sizeof se->timeframe) {
+            /* Not a name this table can tell apart: no shortcut for this transaction. */
+            b->all_staged = true;
+            b->unique = false;
+        }
+        strlcpy_trunc(se->symbol, sizeof se->symbol, symbol);
+        strlcpy_trunc(se->timeframe, sizeof se->timeframe, timeframe);
+        se->lo_us = INT64_MAX;
+        se->hi_us = INT64_MIN;
+    }
+    b->last_series = i;
+    return i;
+}
+
+/* Adds an item's span to its series; clears b->unique when a key may repeat. */
+static size_t note_span(struct txn *b, const char *symbol, const char *timeframe,
+                        const struct item *it)
+{
+    size_t k = series_of(b, symbol, timeframe);
+    struct series *se = &b->series[k];
+    if (!it->ascending || (it->lo_us <= se->hi_us && it->hi_us >= se->lo_us))
+        b->unique = false; /* a key twice in the page, or a page overlapping another */
+    if (it->lo_us < se->lo_us)
+        se->lo_us = it->lo_us;
+    if (it->hi_us > se->hi_us)
+        se->hi_us = it->hi_us;
+    return k;
+}
+
+static struct item *item_push(struct txn *b)
+{
+    if (b->nitems == b->capitems) {
+        b->capitems = b->capitems ? b->capitems * 2 : 16;
+        b->items = xrealloc(b->items, b->capitems * sizeof(*b->items));
+    }
+    return &b->items[b->nitems++];
+}
+
+/* Appends src's item (its encoded rows and its span) to dst. */
+static void item_move(struct txn *dst, const struct txn *src, const struct item *it)
+{
+    struct item *n = item_push(dst);
+    *n = *it;
+    n->off = dst->enc.buf.len;
+    if (dynbuf_append(&dst->enc.buf, src->enc.buf.data + it->off, it->len) < 0) {
+        /* Cannot happen: dst holds a subset of what src held under the same cap. */
+        LOG(LL_CRIT, "copy stream overflow", F_I64("rows", (int64_t)src->enc.rows));
+        abort();
+    }
+    dst->enc.rows += (size_t)it->nbars;
+    if (it->nbars > 0) {
+        const struct series *se = &src->series[it->series];
+        n->series = note_span(dst, se->symbol, se->timeframe, it);
+    }
+}
+
+/* What the transactions in flight hold, sorted for lookups: their runs and series. */
+struct busy {
+    struct runkey {
+        int64_t run_id;
+        int attempt;
+    } * runs;
+    const struct series **series;
+    size_t nruns, nseries;
+};
+
+static int runkey_cmp(const void *a, const void *b)
+{
+    const struct runkey *x = a, *y = b;
+    if (x->run_id != y->run_id)
+        return x->run_id < y->run_id ? -1 : 1;
+    return (x->attempt > y->attempt) - (x->attempt < y->attempt);
+}
+
+static int series_cmp(const void *a, const void *b)
+{
+    const struct series *x = *(const struct series *const *)a;
+    const struct series *y = *(const struct series *const *)b;
+    int c = strcmp(x->symbol, y->symbol);
+    return c ? c : strcmp(x->timeframe, y->timeframe);
+}
+
+static void busy_init(struct busy *u, const store_t *s)
+{
+    memset(u, 0, sizeof *u);
+    size_t nr = 0, ns = 0;
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].inflight) {
+            nr += s->w[k].inflight->nitems;
+            ns += s->w[k].inflight->nseries;
+        }
+    u->runs = xmalloc((nr ? nr : 1) * sizeof *u->runs);
+    u->series = xmalloc((ns ? ns : 1) * sizeof *u->series);
+    for (size_t k = 0; k < s->nw; k++) {
+        const struct txn *f = s->w[k].inflight;
+        if (!f)
+            continue;
+        for (size_t i = 0; i < f->nitems; i++)
+            u->runs[u->nruns++] = (struct runkey){f->items[i].run_id, f->items[i].attempt};
+        for (size_t i = 0; i < f->nseries; i++)
+            u->series[u->nseries++] = &f->series[i];
+    }
+    qsort(u->runs, u->nruns, sizeof *u->runs, runkey_cmp);
+    qsort(u->series, u->nseries, sizeof *u->series, series_cmp);
+}
+
+static void busy_free(struct busy *u)
+{
+    free(u->runs);
+    free(u->series);
+}
+
+/* Whether this item may join a transaction now: none in flight has its series or run. */
+static bool item_free(const struct busy *u, const struct txn *b, const struct item *it)
+{
+    struct runkey key = {it->run_id, it->attempt};
+    if (u->nruns && bsearch(&key, u->runs, u->nruns, sizeof *u->runs, runkey_cmp))
+        return false;
+    if (it->nbars > 0 && u->nseries) {
+        const struct series *mine = &b->series[it->series];
+        if (bsearch(&mine, u->series, u->nseries, sizeof *u->series, series_cmp))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Takes what may be written now out of the buffer: all of it when nothing in
+ * flight shares a series or a run with it (the common case: no copying), else
+ * the items that don't, in order; the rest stays buffered. A run's items all
+ * go or all stay. NULL when none may go.
+ */
+static struct txn *take_ready(store_t *s)
+{
+    struct txn *f = &s->filling;
+    struct busy u;
+    busy_init(&u, s);
+    bool *ok = xcalloc(f->nitems ? f->nitems : 1, sizeof *ok);
+    size_t nok = 0;
+    struct runkey *held = xmalloc((f->nitems ? f->nitems : 1) * sizeof *held);
+    size_t nheld = 0;
+    for (size_t i = 0; i < f->nitems; i++) {
+        ok[i] = item_free(&u, f, &f->items[i]);
+        if (!ok[i])
+            held[nheld++] = (struct runkey){f->items[i].run_id, f->items[i].attempt};
+    }
+    busy_free(&u);
+    /* A run's pages go in order: none may pass one of its own that waits (an
+     * empty final page has no series, so only this catches it). */
+    qsort(held, nheld, sizeof *held, runkey_cmp);
+    for (size_t i = 0; i < f->nitems; i++) {
+        struct runkey key = {f->items[i].run_id, f->items[i].attempt};
+        if (ok[i] && nheld && bsearch(&key, held, nheld, sizeof *held, runkey_cmp))
+            ok[i] = false;
+        nok += ok[i];
+    }
+    free(held);
+    struct txn *b = NULL;
+    if (nok == f->nitems) {
+        b = xmalloc(sizeof *b);
+        *b = *f;
+        txn_init(f);
+    } else if (nok > 0) {
+        struct txn keep;
+        b = xmalloc(sizeof *b);
+        txn_init(b);
+        txn_init(&keep);
+        b->all_staged = keep.all_staged = f->all_staged;
+        for (size_t i = 0; i < f->nitems; i++)
+            item_move(ok[i] ? b : &keep, f, &f->items[i]);
+        txn_free(f);
+        *f = keep;
+    }
+    free(ok);
+    if (b && copyenc_finish(&b->enc) < 0) {
+        /* Cannot happen: the cap always leaves room for the trailer. */
+        LOG(LL_CRIT, "copy stream overflow", F_I64("rows", (int64_t)b->enc.rows));
+        abort();
+    }
+    return b;
+}
+
+static bool item_staged(const struct txn *b, const struct item *it)
+{
+    return b->all_staged || it->stored;
+}
+
+/* The COPY stream of the rows that go straight into bars (direct) or through the stage. */
+static char *stream_of(const struct txn *b, bool direct, size_t *len)
+{
+    const dynbuf_t *e = &b->enc.buf;
+    size_t n = 0;
+    bool all = true;
+    for (size_t i = 0; i < b->nitems; i++) {
+        const struct item *it = &b->items[i];
+        if (it->nbars == 0)
+            continue;
+        if (item_staged(b, it) != direct)
+            n += it->len;
+        else
+            all = false;
+    }
+    char *out;
+    if (all) { /* the common case: the whole stream as encoded */
+        out = xmalloc(e->len);
+        memcpy(out, e->data, e->len);
+        *len = e->len;
+        return out;
+    }
+    out = xmalloc(COPY_HEADER_LEN + n + COPY_TRAILER_LEN);
+    memcpy(out, e->data, COPY_HEADER_LEN);
+    size_t at = COPY_HEADER_LEN;
+    for (size_t i = 0; i < b->nitems; i++) {
+        const struct item *it = &b->items[i];
+        if (it->nbars > 0 && item_staged(b, it) != direct) {
+            memcpy(out + at, e->data + it->off, it->len);
+            at += it->len;
+        }
+    }
+    memcpy(out + at, e->data + e->len - COPY_TRAILER_LEN, COPY_TRAILER_LEN);
+    *len = at + COPY_TRAILER_LEN;
+    return out;
+}
+
+/* --- the write transaction --------------------------------------------------------- */
+
 static void on_done(void *arg, int status, const char *err, const char *sqlstate,
                     PGresult *const *res, int nres)
 {
-    store_t *s = arg;
-    struct txn *b = s->inflight;
+    struct writer *w = arg;
+    store_t *s = w->s;
+    struct txn *b = w->inflight;
     if (status == DB_ECONN && !s->closing) {
-        /* Outcome unknown; the upsert is idempotent and completion fenced: send it again. */
-        LOG(LL_WARN, "write retried after reconnect", F_I64("rows", b->enc.rows),
+        /* Outcome unknown; the write is idempotent (a direct COPY that did
+         * commit fails as a unique violation and is redone through the
+         * upsert) and completion fenced: send it again. */
+        LOG(LL_WARN, "write retried after reconnect", F_I64("rows", (int64_t)b->enc.rows),
             F_STR("error", err));
-        submit(s);
+        submit(w);
         return;
     }
-    s->inflight = NULL;
+    if (status == DB_ESQL && !s->closing && b->kept_direct >= 0 && !b->all_staged &&
+        strcmp(sqlstate, "23505") == 0) {
+        /* A span the probe found empty was not (another host, a key twice, or
+         * a commit of ours that did happen): the transaction was rolled back
+         * whole; redo it through the upsert. */
+        LOG(LL_INFO, "direct write met stored bars; written through the upsert",
+            F_I64("rows", (int64_t)b->enc.rows), F_STR("error", err));
+        b->all_staged = true;
+        submit(w);
+        return;
+    }
+    if (status == DB_ESQL && !s->closing && b->kept_upsert >= 0 && !b->distinct &&
+        strcmp(sqlstate, "21000") == 0) {
+        LOG(LL_WARN, "a key twice in one write; written with DISTINCT ON",
+            F_I64("rows", (int64_t)b->enc.rows), F_STR("error", err));
+        b->distinct = true;
+        submit(w);
+        return;
+    }
+    w->inflight = NULL;
     double ms = (double)(mono_ms() - b->started_ms);
     if (status == DB_OK) {
-        int64_t changed = 0;
-        if (nres >= 1 && res[0])
-            parse_i64(PQcmdTuples(res[0]), 0, INT64_MAX, &changed);
-        LOG(LL_DEBUG, "write committed", F_I64("rows", b->enc.rows), F_I64("changed", changed),
-            F_I64("items", b->nitems), F_DBL("ms", ms));
-        PGresult *done = nres >= 2 ? res[1] : NULL;
+        int64_t direct = 0, changed = 0;
+        if (b->kept_direct >= 0 && b->kept_direct < nres)
+            parse_i64(PQcmdTuples(res[b->kept_direct]), 0, INT64_MAX, &direct);
+        if (b->kept_upsert >= 0 && b->kept_upsert < nres)
+            parse_i64(PQcmdTuples(res[b->kept_upsert]), 0, INT64_MAX, &changed);
+        LOG(LL_DEBUG, "write committed", F_I64("rows", (int64_t)b->enc.rows),
+            F_I64("direct", direct), F_I64("changed", changed), F_I64("items", (int64_t)b->nitems),
+            F_I64("writer", (int64_t)(w - s->w)), F_DBL("ms", ms));
+        PGresult *done = b->kept_done >= 0 && b->kept_done < nres ? res[b->kept_done] : NULL;
         for (size_t i = 0; i < b->nitems; i++) {
             struct item *it = &b->items[i];
             if (it->owner && s->cbs.committed)
@@ -128,10 +496,11 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
                                  it->final && id_in(done, it->run_id));
         }
     } else {
-        LOG(LL_ERROR, "write failed", F_I64("rows", b->enc.rows), F_I64("items", b->nitems),
-            F_STR("error", err), F_STR("sqlstate", sqlstate));
+        LOG(LL_ERROR, "write failed", F_I64("rows", (int64_t)b->enc.rows),
+            F_I64("items", (int64_t)b->nitems), F_STR("error", err), F_STR("sqlstate", sqlstate));
         /* A run with a page in this transaction must not be completed by its
-         * final page waiting in the next one: it would be succeeded with a gap. */
+         * final page waiting in the next one: it would be succeeded with a gap.
+         * (Its pages are in no other transaction in flight: see take_ready.) */
         for (size_t i = 0; i < b->nitems; i++)
             for (size_t k = 0; k < s->filling.nitems; k++)
                 if (s->filling.items[k].run_id == b->items[i].run_id &&
@@ -146,34 +515,53 @@ static void on_done(void *arg, int status, const char *err, const char *sqlstate
     size_t rows = b->enc.rows;
     txn_free(b);
     free(b);
+    if (s->closing)
+        return;
     if (s->cbs.drained)
         s->cbs.drained(s->cbs.arg, status == DB_OK, rows, ms);
-    if (!s->closing && s->filling.nitems > 0)
-        store_flush(s);
+    flush_all(s);
 }
 
-static void submit(store_t *s)
+static void submit(struct writer *w)
 {
-    struct txn *b = s->inflight;
+    store_t *s = w->s;
+    struct txn *b = w->inflight;
     b->started_ms = mono_ms();
-    db_req_t *r = db_req_new(on_done, s, true);
-    /* Created inside the transaction, not once per session: behind a
-     * transaction-mode pooler each transaction may land on another server
-     * connection. When it exists already this costs a notice, nothing more. */
-    db_req_sql(r, "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars) ON COMMIT DELETE ROWS", 0,
-               NULL);
-    size_t len = b->enc.buf.len;
-    char *copy = xmalloc(len);
-    memcpy(copy, b->enc.buf.data, len);
-    db_req_copy(r,
-                "COPY bars_stage (symbol, timeframe, ts, open, high, low, close, volume, "
-                "trade_count, vwap) FROM STDIN (FORMAT binary)",
-                copy, len);
-    db_req_sql(r, upsert_sql, 0, NULL);
-    db_req_keep(r);
+    db_req_t *r = db_req_new(on_done, w, true);
+    int64_t direct = 0, staged = 0;
     bool finals = false;
-    for (size_t i = 0; i < b->nitems; i++)
-        finals |= b->items[i].final;
+    for (size_t i = 0; i < b->nitems; i++) {
+        const struct item *it = &b->items[i];
+        finals |= it->final;
+        if (it->nbars > 0 && item_staged(b, it))
+            staged += it->nbars;
+        else
+            direct += it->nbars;
+    }
+    int kept = 0;
+    b->kept_direct = b->kept_upsert = b->kept_done = -1;
+    size_t len;
+    if (direct > 0) {
+        /* Spans with nothing stored: straight into bars, as fast as Postgres
+         * ingests. No row there to update, so no version of one is made. */
+        char *copy = stream_of(b, true, &len);
+        db_req_copy(r, "COPY bars (" BAR_COLS ") FROM STDIN (FORMAT binary)", copy, len);
+        db_req_keep(r);
+        b->kept_direct = kept++;
+    }
+    if (staged > 0) {
+        /* Created inside the transaction, not once per session: behind a
+         * transaction-mode pooler each transaction may land on another server
+         * connection. When it exists already this costs a notice, nothing more. */
+        db_req_sql(r,
+                   "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars) ON COMMIT DELETE ROWS",
+                   0, NULL);
+        char *copy = stream_of(b, false, &len);
+        db_req_copy(r, "COPY bars_stage (" BAR_COLS ") FROM STDIN (FORMAT binary)", copy, len);
+        db_req_sql(r, b->unique && !b->distinct ? upsert_sql : upsert_distinct_sql, 0, NULL);
+        db_req_keep(r);
+        b->kept_upsert = kept++;
+    }
     if (finals) {
         dynbuf_t a[4];
         const char *params[5];
@@ -188,26 +576,108 @@ static void submit(store_t *s)
                    "$5::int[])",
                    5, params);
         db_req_keep(r);
+        b->kept_done = kept++;
         for (int k = 0; k < 4; k++)
             dynbuf_free(&a[k]);
     }
-    db_submit(s->db, r);
+    db_submit(w->db, r);
+}
+
+static void on_probed(void *arg, int status, const char *err, const char *sqlstate,
+                      PGresult *const *res, int nres)
+{
+    struct writer *w = arg;
+    struct txn *b = w->inflight;
+    if (w->s->closing || status == DB_ECLOSED) {
+        on_done(arg, status, err, sqlstate, NULL, 0); /* fails the transaction's pages */
+        return;
+    }
+    if (status == DB_ECONN) {
+        probe(w); /* nothing was written: ask again once reconnected */
+        return;
+    }
+    if (status == DB_OK && nres == 1) {
+        /* The answer is sorted by ordinality: walk it alongside the items with bars. */
+        size_t at = 0;
+        int64_t seen = 0;
+        for (int i = 0; i < PQntuples(res[0]); i++) {
+            int64_t k;
+            if (!parse_i64(PQgetvalue(res[0], i, 0), 1, INT64_MAX, &k))
+                continue;
+            for (; at < b->nitems; at++) {
+                if (b->items[at].nbars == 0)
+                    continue;
+                if (++seen == k) {
+                    b->items[at++].stored = true;
+                    break;
+                }
+            }
+        }
+    } else {
+        /* Cannot tell which spans are empty: the upsert is right for all of them. */
+        LOG(LL_WARN, "probe for stored bars failed; writing through the upsert",
+            F_STR("error", err), F_STR("sqlstate", sqlstate));
+        b->all_staged = true;
+    }
+    submit(w);
+}
+
+/* Asks which pages of the transaction have bars stored in their span already. */
+static void probe(struct writer *w)
+{
+    struct txn *b = w->inflight;
+    db_req_t *r = db_req_new(on_probed, w, false);
+    dynbuf_t a[4];
+    const char *params[4];
+    for (int k = 0; k < 4; k++) {
+        dynbuf_init(&a[k], (size_t)1 << 26);
+        span_lit(&a[k], b, k);
+        params[k] = a[k].data;
+    }
+    db_req_sql(r, probe_sql, 4, params);
+    db_req_keep(r);
+    for (int k = 0; k < 4; k++)
+        dynbuf_free(&a[k]);
+    db_submit(w->db, r);
+}
+
+/* A writer with nothing in flight, connected ones first; NULL when all are busy. */
+static struct writer *free_writer(store_t *s)
+{
+    struct writer *any = NULL;
+    for (size_t k = 0; k < s->nw; k++) {
+        struct writer *w = &s->w[k];
+        if (w->inflight)
+            continue;
+        if (db_conn_is_up(w->db))
+            return w;
+        if (!any)
+            any = w;
+    }
+    return any;
+}
+
+/* Starts a transaction on every free writer while buffered pages may go. */
+static void flush_all(store_t *s)
+{
+    while (!s->closing && s->filling.nitems > 0) {
+        struct writer *w = free_writer(s);
+        if (!w)
+            return;
+        struct txn *b = take_ready(s);
+        if (!b)
+            return; /* what is buffered waits for a transaction in flight */
+        w->inflight = b;
+        if (b->enc.rows > 0 && !b->all_staged)
+            probe(w);
+        else
+            submit(w);
+    }
 }
 
 void store_flush(store_t *s)
 {
-    if (s->inflight || s->closing || s->filling.nitems == 0)
-        return;
-    struct txn *b = xmalloc(sizeof *b);
-    *b = s->filling;
-    txn_init(&s->filling);
-    if (copyenc_finish(&b->enc) < 0) {
-        /* Cannot happen: the cap always leaves room for the trailer. */
-        LOG(LL_CRIT, "copy stream overflow", F_I64("rows", b->enc.rows));
-        abort();
-    }
-    s->inflight = b;
-    submit(s);
+    flush_all(s);
 }
 
 int store_add(store_t *s, const struct store_page *pg)
@@ -224,68 +694,109 @@ int store_add(store_t *s, const struct store_page *pg)
             return -1;
         }
     }
-    if (b->nitems == b->capitems) {
-        b->capitems = b->capitems ? b->capitems * 2 : 16;
-        b->items = xrealloc(b->items, b->capitems * sizeof(*b->items));
+    struct item it = {.owner = pg->owner,
+                      .run_id = pg->run_id,
+                      .attempt = pg->attempt,
+                      .nbars = (int64_t)pg->n,
+                      .total_bars = pg->total_bars,
+                      .pages = pg->pages,
+                      .final = pg->final,
+                      .ascending = true,
+                      .off = len_before,
+                      .len = b->enc.buf.len - len_before};
+    if (pg->n > 0) {
+        it.lo_us = it.hi_us = pg->bars[0].ts_us;
+        for (size_t i = 1; i < pg->n; i++) {
+            int64_t t = pg->bars[i].ts_us;
+            if (t <= pg->bars[i - 1].ts_us)
+                it.ascending = false;
+            if (t < it.lo_us)
+                it.lo_us = t;
+            if (t > it.hi_us)
+                it.hi_us = t;
+        }
+        it.series = note_span(b, pg->symbol, pg->timeframe, &it);
     }
-    b->items[b->nitems++] = (struct item){.owner = pg->owner,
-                                          .run_id = pg->run_id,
-                                          .attempt = pg->attempt,
-                                          .nbars = (int64_t)pg->n,
-                                          .total_bars = pg->total_bars,
-                                          .pages = pg->pages,
-                                          .final = pg->final};
-    /* Group commit: write at once when the session is free; whatever arrives
-     * while a write transaction is in flight becomes the next one. Under load they
+    *item_push(b) = it;
+    /* Group commit: write at once when a session is free; whatever arrives
+     * while the writers are busy becomes the next transactions. Under load they
      * grow by themselves, and an idle writer adds no latency. */
-    if (!s->inflight)
-        store_flush(s);
+    flush_all(s);
     return 0;
 }
 
-store_t *store_new(uv_loop_t *loop, db_conn_t *db, const char *worker_id,
-                   const struct store_cbs *cbs)
+store_t *store_new(uv_loop_t *loop, db_conn_t *db, const char *conninfo, int writers,
+                   const char *worker_id, const struct store_cbs *cbs)
 {
     store_t *s = xcalloc(1, sizeof *s);
     s->loop = loop;
-    s->db = db;
     s->worker = xstrdup(worker_id);
     s->cbs = *cbs;
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
     txn_init(&s->filling);
+    if (writers < 1)
+        writers = 1;
+    s->nw = (size_t)writers;
+    s->w = xcalloc(s->nw, sizeof *s->w);
+    for (size_t k = 0; k < s->nw; k++) {
+        struct writer *w = &s->w[k];
+        w->s = s;
+        if (k == 0) {
+            w->db = db;
+            continue;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "writer%zu", k + 1);
+        w->db = db_conn_new(loop, conninfo, name, NULL);
+        w->owned = true;
+        db_conn_start(w->db);
+    }
     return s;
 }
 
 size_t store_backlog(const store_t *s)
 {
-    return s->filling.enc.rows + (s->inflight ? s->inflight->enc.rows : 0);
+    size_t n = s->filling.enc.rows;
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].inflight)
+            n += s->w[k].inflight->enc.rows;
+    return n;
 }
 
 bool store_idle(const store_t *s)
 {
-    return !s->inflight && s->filling.nitems == 0;
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].inflight)
+            return false;
+    return s->filling.nitems == 0;
+}
+
+static void forget_in(struct txn *b, void *owner)
+{
+    for (size_t i = 0; i < b->nitems; i++)
+        if (b->items[i].owner == owner)
+            b->items[i].owner = NULL;
 }
 
 void store_forget(store_t *s, void *owner)
 {
-    for (size_t i = 0; i < s->filling.nitems; i++)
-        if (s->filling.items[i].owner == owner)
-            s->filling.items[i].owner = NULL;
-    if (s->inflight)
-        for (size_t i = 0; i < s->inflight->nitems; i++)
-            if (s->inflight->items[i].owner == owner)
-                s->inflight->items[i].owner = NULL;
+    forget_in(&s->filling, owner);
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].inflight)
+            forget_in(s->w[k].inflight, owner);
 }
 
 static void on_timer_closed(uv_handle_t *h)
 {
     store_t *s = h->data;
     txn_free(&s->filling);
-    if (s->inflight) {
-        txn_free(s->inflight);
-        free(s->inflight);
-    }
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].inflight) {
+            txn_free(s->w[k].inflight);
+            free(s->w[k].inflight);
+        }
+    free(s->w);
     free(s->worker);
     free(s);
 }
@@ -295,5 +806,12 @@ void store_close(store_t *s)
     if (!s)
         return;
     s->closing = true;
+    /* The sessions the store opened: their queued requests fail here (callbacks
+     * run now, and see closing); the caller's session is the caller's to close. */
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].owned) {
+            db_conn_close(s->w[k].db, NULL, NULL);
+            s->w[k].db = NULL;
+        }
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
