@@ -166,14 +166,16 @@ kill_slot() {
 # writing bars; every live daemon must reconnect by itself.
 pg_restart() {
     wait_for "a write in flight" 30 sql_ge "SELECT count(*) FROM pg_stat_activity
-        WHERE application_name = 'backfilld' AND state = 'active' AND query LIKE 'INSERT INTO bars%'" 1
+        WHERE application_name = 'backfilld' AND state = 'active'
+          AND (query LIKE 'INSERT INTO bars%' OR query LIKE 'COPY bars%')" 1
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -l "$T/pg/postgres.log" -m "$1" \
         -w -t 60 restart >/dev/null || fail "pg_ctl restart -m $1"
     N_PG_RESTARTS=$((N_PG_RESTARTS + 1))
     log "pg_ctl restart -m $1 at $(succeeded)/$TOTAL succeeded"
-    # The three sessions of each of the three daemons (the dead ones' went with the restart).
+    # The four sessions (main, lease, two writers) of each of the three daemons
+    # (the dead ones' went with the restart).
     wait_for "all three daemons reconnected after -m $1" 60 \
-        sql_ge "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backfilld'" 9
+        sql_ge "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backfilld'" 12
 }
 
 for i in 1 2 3; do slot_start "$i"; done

@@ -19,11 +19,12 @@ export BACKFILLD_RATE_LIMIT=600000 BACKFILLD_WORKER_ID=w1 BACKFILLD_BATCH_SYMBOL
 daemon_start d1 --until-idle
 wait_for "a few runs done" 30 sql_ge "SELECT count(*) FROM job_runs WHERE status = 'succeeded'" 3
 check "ORPHAN is untouched while the sessions live" "running|1" "$(sql "SELECT status, attempt FROM job_runs WHERE symbol = 'ORPHAN'")"
-check "all three sessions killed" "3" "$(sql "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'backfilld') x")"
+# Four sessions: main, lease and BACKFILLD_WRITERS=2 writers.
+check "all four sessions killed" "4" "$(sql "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'backfilld') x")"
 daemon_wait "$DAEMON_PID" 90
 check "the daemon exits 0 after reconnecting" "0" "$DAEMON_RC"
 check_cmd "the loss was logged" grep -q '"msg":"db connection lost"' "$T/d1.log"
-check_cmd "all three sessions reconnected" test "$(grep -c '"msg":"db connected"' "$T/d1.log")" -ge 6
+check_cmd "all four sessions reconnected" test "$(grep -c '"msg":"db connected"' "$T/d1.log")" -ge 8
 # ORPHAN at least: a claim of the daemon's own in flight when the sessions died may be in it too.
 ORPHAN_ID=$(sql "SELECT id FROM job_runs WHERE symbol = 'ORPHAN'")
 check_cmd "the unanswered claim was given back, naming ORPHAN's run $ORPHAN_ID" \
