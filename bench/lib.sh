@@ -71,3 +71,55 @@ print_statuses() {
             left(max(last_error), 120) AS a_last_error
           FROM job_runs GROUP BY status ORDER BY status" >&2
 }
+
+# proc_cpu_s PID [all]: CPU seconds (user+sys) of a live process, plus those of
+# its reaped children when $2 = all; empty when PID is gone.
+proc_cpu_s() {
+    local f
+    f=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || { echo ""; return; }
+    # after "comm) ": state is $1, utime $12, stime $13, cutime $14, cstime $15
+    awk -v all="${2:-}" -v hz="$(getconf CLK_TCK)" '{
+        t = $12 + $13; if (all == "all") t += $14 + $15; printf "%.2f", t / hz }' <<<"$f"
+}
+
+# pg_cpu_s: CPU seconds used so far by the test's cluster: the postmaster with
+# the backends it has reaped, plus every process it still has (background
+# workers, open backends). Waits up to 5 s for client backends of the
+# backfilld database to exit first, so that theirs are counted as reaped.
+pg_cpu_s() {
+    local pm c kids t=0 i
+    pm=$(head -1 "$T/pg/data/postmaster.pid")
+    for i in $(seq 50); do
+        kids=$(ps -o pid= --ppid "$pm" | tr -d ' ')
+        c=0
+        for k in $kids; do grep -qa ' backfilld ' "/proc/$k/cmdline" 2>/dev/null && c=$((c + 1)); done
+        [ "$c" -eq 0 ] && break
+        sleep 0.1
+    done
+    t=$(proc_cpu_s "$pm" all)
+    for k in $(ps -o pid= --ppid "$pm"); do
+        c=$(proc_cpu_s "$k" all)
+        [ -n "$c" ] && t=$(awk -v a="$t" -v b="$c" 'BEGIN { printf "%.2f", a + b }')
+    done
+    echo "$t"
+}
+
+# pg_enable_stat_statements: restarts the cluster with pg_stat_statements
+# loaded (contrib of postgresql-15) and creates the extension in backfilld.
+pg_enable_stat_statements() {
+    cat >>"$T/pg/data/postgresql.conf" <<CONF
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = 'all'
+pg_stat_statements.max = 1000
+CONF
+    pg_stop
+    pg_restart_only
+    sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+}
+
+# host_busy_s: CPU seconds all processes on this host have used so far (every
+# core; /proc/stat user+nice+system+irq+softirq+steal), to tell a saturated
+# machine from an idle wait.
+host_busy_s() {
+    awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat
+}
