@@ -45,6 +45,7 @@ struct http_result {
     const char *content_type;    /* borrowed, may be "" */
     int64_t ratelimit_reset;     /* X-RateLimit-Reset (epoch s) or -1 */
     int64_t ratelimit_remaining; /* X-RateLimit-Remaining or -1 */
+    int64_t ratelimit_limit;     /* X-RateLimit-Limit (requests per minute) or -1 */
     double total_ms;
 };
 

@@ -13,6 +13,15 @@
  * with take_rate_tokens, one statement, and tokens unused after a second are
  * dropped so an idle host does not sit on the budget. A 429 pauses the
  * bucket (ratelimit_pause) — in shared mode for every host.
+ *
+ * In shared mode the server's own view is shared too (sql/005): each granted
+ * token carries its number (rl_waiter_t.seq), the caller reports the
+ * X-RateLimit-Limit/Remaining/Reset of the answer to that request
+ * (ratelimit_observe), and the freshest report rides on the next
+ * take_rate_tokens. The database then grants no more than the server's
+ * window has left until its Reset (Remaining 0: every host waits until
+ * then), at no more than the server's Limit per minute, and tokens lapse just
+ * before the window they were counted in ends.
  */
 #ifndef BACKFILLD_RATELIMIT_H
 #define BACKFILLD_RATELIMIT_H
@@ -29,6 +38,7 @@ typedef struct rl_waiter {
     void (*cb)(struct rl_waiter *w); /* runs when a token is granted */
     struct rl_waiter *next;
     int64_t since_ms;
+    int64_t seq; /* shared mode: the number of the token last granted to it; else 0 */
     bool queued;
 } rl_waiter_t;
 
@@ -46,6 +56,15 @@ void ratelimit_acquire(ratelimit_t *rl, rl_waiter_t *w);
 void ratelimit_cancel(ratelimit_t *rl, rl_waiter_t *w);
 /* No token is granted before now + ms (a 429 or an X-RateLimit-Reset). */
 void ratelimit_pause(ratelimit_t *rl, int64_t ms);
+/*
+ * What the server said in the answer to the request sent with token seq:
+ * X-RateLimit-Limit (per minute), -Remaining and -Reset (epoch seconds), each
+ * -1 when absent. The freshest is kept until the next take (shared mode;
+ * ignored in local mode or for seq 0). An answer without Remaining and Reset
+ * tells the database to forget what it learnt from earlier ones.
+ */
+void ratelimit_observe(ratelimit_t *rl, int64_t limit, int64_t remaining, int64_t reset,
+                       int64_t seq);
 
 struct ratelimit_stats {
     uint64_t granted;
@@ -53,6 +72,7 @@ struct ratelimit_stats {
     uint64_t wait_ms; /* total time spent waiting */
     uint64_t pauses;
     uint64_t db_takes; /* take_rate_tokens calls (shared mode) */
+    uint64_t observed; /* answers whose X-RateLimit-* headers went to the database */
     size_t queued;
 };
 void ratelimit_stats(const ratelimit_t *rl, struct ratelimit_stats *out);

@@ -255,6 +255,11 @@ static void on_response(void *arg, const struct http_result *res)
         return;
     }
     long s = res->status;
+    /* The server's own count, shared with every host: 200s carry it (a 200
+     * without it says the server no longer counts), 429s and gateway errors do not. */
+    if (s == 200 || res->ratelimit_remaining >= 0)
+        ratelimit_observe(a->rl, res->ratelimit_limit, res->ratelimit_remaining,
+                          res->ratelimit_reset, f->waiter.seq);
     if (s == 200) {
         on_ok(f, res);
         return;

@@ -53,7 +53,7 @@ struct http_req {
     dynbuf_t body;
     bool body_over_cap;
     char content_type[128];
-    int64_t rl_reset, rl_remaining;
+    int64_t rl_reset, rl_remaining, rl_limit;
     char errbuf[CURL_ERROR_SIZE];
     bool waiting; /* in the client's wait queue, not yet handed to curl */
     bool https;   /* may share an HTTP/2 connection with others */
@@ -208,6 +208,12 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
         int64_t x;
         if (parse_i64(tmp, 0, INT64_MAX, &x))
             r->rl_remaining = x;
+    } else if (header_is(buf, n, "x-ratelimit-limit", &v, &vlen) && vlen < sizeof tmp) {
+        memcpy(tmp, v, vlen);
+        tmp[vlen] = '\0';
+        int64_t x;
+        if (parse_i64(tmp, 0, INT64_MAX, &x))
+            r->rl_limit = x;
     }
     return n;
 }
@@ -320,6 +326,7 @@ static void check_multi_info(http_client_t *c)
         res.content_type = r->content_type;
         res.ratelimit_reset = r->rl_reset;
         res.ratelimit_remaining = r->rl_remaining;
+        res.ratelimit_limit = r->rl_limit;
         if (c->observer)
             c->observer(c->observer_arg, code == CURLE_OK ? res.status : 0, res.total_ms);
         if (r->cb)
@@ -340,6 +347,7 @@ static void finish_failed(http_req_t *r, const char *why)
     res.content_type = "";
     res.ratelimit_reset = -1;
     res.ratelimit_remaining = -1;
+    res.ratelimit_limit = -1;
     if (r->cb)
         r->cb(r->arg, &res);
     free_req(r);
@@ -393,6 +401,7 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
     r->arg = arg;
     r->rl_reset = -1;
     r->rl_remaining = -1;
+    r->rl_limit = -1;
     dynbuf_init(&r->body, c->opts.body_cap);
     r->easy = curl_easy_init();
     if (!r->easy) {

@@ -25,7 +25,11 @@ struct ratelimit {
     double default_rate;  /* creates the row if it is missing */
     bool taking;          /* a take_rate_tokens call is in flight */
     int64_t next_take_ms; /* not before: the database said when the next token comes */
-    int64_t granted_ms;   /* when the local tokens were granted; they expire after 1 s */
+    int64_t valid_until;  /* the local tokens lapse then (1 s, or the window's end) */
+    int64_t next_seq;     /* the number of the next local token */
+    /* The freshest X-RateLimit-* answer not yet sent with a take. */
+    bool obs_pending;
+    int64_t obs_limit, obs_remaining, obs_reset, obs_seq;
 };
 
 static void take(ratelimit_t *rl);
@@ -33,8 +37,9 @@ static void take(ratelimit_t *rl);
 static void refill(ratelimit_t *rl, int64_t now)
 {
     if (rl->db) {
-        /* Tokens come from the database; unused ones lapse so others can have them. */
-        if (rl->tokens > 0 && now - rl->granted_ms > 1000)
+        /* Tokens come from the database; unused ones lapse so others can have them,
+         * and before the server's window they were counted in ends. */
+        if (rl->tokens > 0 && now >= rl->valid_until)
             rl->tokens = 0;
         rl->last_ms = now;
         return;
@@ -64,6 +69,7 @@ static void on_timer(uv_timer_t *t)
         w->next = NULL;
         w->queued = false;
         rl->tokens -= 1.0;
+        w->seq = rl->db ? rl->next_seq++ : 0;
         rl->st.granted++;
         if (now > w->since_ms) {
             rl->st.waited++;
@@ -133,14 +139,18 @@ static void on_taken(void *arg, int status, const char *err, const char *sqlstat
             LOG(LL_WARN, "rate-limit tokens unavailable", F_STR("error", err));
         rl->next_take_ms = now + 500;
     } else {
-        int64_t g = 0, w = 0;
+        int64_t g = 0, w = 0, seq = 0, valid = 1000;
         double pm = 0;
         (void)parse_i64(PQgetvalue(res[0], 0, 0), 0, INT64_MAX, &g);
         (void)parse_i64(PQgetvalue(res[0], 0, 1), 0, INT64_MAX, &w);
         if (parse_double(PQgetvalue(res[0], 0, 2), 1e-9, 1e12, &pm))
-            rl->per_sec = pm / 60.0; /* an operator may have changed it by SQL */
-        rl->tokens += (double)g;
-        rl->granted_ms = now;
+            rl->per_sec = pm / 60.0; /* an operator (or the server's Limit) may have changed it */
+        (void)parse_i64(PQgetvalue(res[0], 0, 3), 0, INT64_MAX, &seq);
+        (void)parse_i64(PQgetvalue(res[0], 0, 4), 0, 1000, &valid);
+        /* Tokens are taken only when none is left, so these are all there are. */
+        rl->tokens = (double)g;
+        rl->next_seq = seq - g + 1;
+        rl->valid_until = now + valid;
         rl->next_take_ms = now + w;
     }
     if (status != DB_ECLOSED)
@@ -159,14 +169,29 @@ static void take(ratelimit_t *rl)
         want = queued;
     if (want == 0)
         return;
-    char ws[24], rs[40];
+    char ws[24], rs[40], ol[24], orem[24], ores[24], oseq[24];
     snprintf(ws, sizeof ws, "%zu", want);
     snprintf(rs, sizeof rs, "%.6f", rl->default_rate);
-    const char *p[] = {rl->name, ws, rs};
+    const char *p[] = {rl->name, ws, rs, NULL, NULL, NULL, NULL};
+    if (rl->obs_pending) {
+        if (rl->obs_limit > 0) {
+            snprintf(ol, sizeof ol, "%lld", (long long)rl->obs_limit);
+            p[3] = ol;
+        }
+        snprintf(orem, sizeof orem, "%lld", (long long)rl->obs_remaining);
+        snprintf(ores, sizeof ores, "%lld", (long long)rl->obs_reset);
+        snprintf(oseq, sizeof oseq, "%lld", (long long)rl->obs_seq);
+        p[4] = orem;
+        p[5] = rl->obs_remaining >= 0 ? ores : NULL;
+        p[6] = oseq;
+        rl->obs_pending = false;
+        rl->st.observed++;
+    }
     db_req_t *r = db_req_new(on_taken, rl, false);
     db_req_sql(r,
-               "SELECT granted, wait_ms, per_minute FROM take_rate_tokens($1, $2::int, $3::float8)",
-               3, p);
+               "SELECT granted, wait_ms, per_minute, seq, valid_ms FROM take_rate_tokens($1, "
+               "$2::int, $3::float8, $4::float8, $5::int, $6::bigint, $7::bigint)",
+               7, p);
     db_req_keep(r);
     rl->taking = true;
     rl->st.db_takes++;
@@ -260,6 +285,28 @@ void ratelimit_pause(ratelimit_t *rl, int64_t ms)
             rl->next_take_ms = until;
     }
     schedule(rl);
+}
+
+void ratelimit_observe(ratelimit_t *rl, int64_t limit, int64_t remaining, int64_t reset,
+                       int64_t seq)
+{
+    if (!rl->db || seq <= 0 || remaining > INT32_MAX)
+        return;
+    bool bare = remaining < 0 || reset <= 0;
+    if (bare) {
+        /* An answer without the headers: reported if it is the latest one. */
+        if (rl->obs_pending && seq <= rl->obs_seq)
+            return;
+        limit = remaining = reset = -1;
+    } else if (rl->obs_pending && rl->obs_remaining >= 0 &&
+               (reset < rl->obs_reset || (reset == rl->obs_reset && seq <= rl->obs_seq))) {
+        return; /* the freshest: the latest window, and in it the latest token */
+    }
+    rl->obs_pending = true;
+    rl->obs_limit = limit;
+    rl->obs_remaining = remaining;
+    rl->obs_reset = reset;
+    rl->obs_seq = seq;
 }
 
 void ratelimit_stats(const ratelimit_t *rl, struct ratelimit_stats *out)
