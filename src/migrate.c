@@ -515,6 +515,8 @@ int migrations_role_sql(PGconn *conn, const char *role, bool create, dynbuf_t *o
         "    renew_job_leases(text, bigint[], integer[], bigint[], double precision),\n"
         "    rescue_expired_job_runs(bigint, bigint), schedule_due_jobs(integer),\n"
         "    take_rate_tokens(text, integer, double precision), pause_rate_limit(text, integer),\n"
+        "    take_rate_tokens(text, integer, double precision, double precision, integer, bigint,\n"
+        "                     bigint),\n"
         "    set_rate_limit(text, double precision), prune_job_runs(interval, integer) TO %s;\n"
         "GRANT SELECT, INSERT, UPDATE ON bars TO %s;\n"
         "GRANT SELECT ON job_runs, job_definitions, schema_migrations, job_coverage,\n"
