@@ -43,8 +43,6 @@ CREATE INDEX job_runs_retry ON job_runs (run_after) WHERE status = 'queued' AND 
 CREATE INDEX job_runs_queued_age ON job_runs (created_at) WHERE status = 'queued' AND NOT paused;
 -- Recent errors (status) without reading every run.
 CREATE INDEX job_runs_errors ON job_runs (updated_at) WHERE last_error IS NOT NULL;
--- Claims history by age, for pruning.
-CREATE INDEX job_run_claims_at ON job_run_claims (claimed_at);
 
 -- --- coverage ------------------------------------------------------------------
 CREATE TABLE job_coverage (
@@ -572,7 +570,7 @@ BEGIN
                      AND NOT EXISTS (SELECT 1 FROM job_runs r
                                       WHERE r.id = c.run_id AND r.status = 'running'
                                         AND r.attempt = c.attempt)
-                   ORDER BY c.claimed_at LIMIT p_limit);
+                   ORDER BY c.id LIMIT p_limit);  -- ids grow with claimed_at: the oldest first, on the key
     PERFORM set_config('backfilld.pruning', '', true);
     RETURN n;
 END

@@ -156,6 +156,7 @@ struct dispatch {
     uint64_t prev_bars, prev_requests;
     int64_t last_idle_progress_ms;
     int64_t prev_progress_ms;
+    int64_t stats_sent_ms; /* when the queue-depth query went out: its latency is logged */
 };
 
 /* Every log line about a run names it. */

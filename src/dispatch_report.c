@@ -53,6 +53,7 @@ static void on_stats(void *arg, const struct jobs_status *st, const struct jobs_
     d->m.queue_running = s->running;
     d->m.oldest_queued_s = s->oldest_queued_s;
     int64_t now = mono_ms();
+    int64_t stats_ms = now - d->stats_sent_ms;
     double secs = d->prev_progress_ms ? (double)(now - d->prev_progress_ms) / 1000.0 : 0;
     double bars_s = secs > 0 ? (double)(d->m.bars - d->prev_bars) / secs : 0;
     double req_s = secs > 0 ? (double)(d->m.requests - d->prev_requests) / secs : 0;
@@ -85,7 +86,7 @@ static void on_stats(void *arg, const struct jobs_status *st, const struct jobs_
         F_I64("requests", d->m.requests), F_I64("rate_limit_waits", rs.waited),
         F_I64("rate_limited", d->m.rate_limited), F_I64("page_retries", d->m.page_retries),
         F_I64("oldest_queued_s", s->oldest_queued_s), F_DBL("runs_per_s", runs_s),
-        F_I64("eta_s", eta));
+        F_I64("eta_s", eta), F_I64("stats_ms", stats_ms));
     if (d->hooks.status) {
         char line[256];
         snprintf(line, sizeof line, "%zu in flight, %lld queued, %llu succeeded, %llu failed here",
@@ -97,6 +98,7 @@ static void on_stats(void *arg, const struct jobs_status *st, const struct jobs_
 
 void report_progress(dispatch_t *d)
 {
+    d->stats_sent_ms = mono_ms();
     jobs_queue_stats(d->db, on_stats, d);
 }
 

@@ -4,7 +4,9 @@
 # adjustment longer than 63, a range before 1970. Each is given back at once
 # as failed, for good, with a message that names what is wrong, instead of
 # being left running until its lease expires and ending as "lease expired".
-# The usable runs next to them are done as usual.
+# The usable runs next to them are done as usual. (A run whose symbol or
+# adjustment no longer is its definition's covers nothing for it: the
+# scheduler queues those chunks again, as the definition says, and they succeed.)
 . "$(dirname "$0")/lib.sh"
 
 pg_start
@@ -27,7 +29,7 @@ check "the long symbol failed for good, naming the column" \
     "$(sql "SELECT status, attempt, last_error FROM job_runs WHERE symbol = '$LONG'")"
 check "the long adjustment failed for good, naming the column" \
     "failed|claimed run unusable: adjustment is 64 characters long, at most 63 are supported" \
-    "$(sql "SELECT status, last_error FROM job_runs WHERE symbol = 'NVDA'")"
+    "$(sql "SELECT status, last_error FROM job_runs WHERE symbol = 'NVDA' AND adjustment <> 'raw'")"
 check "the range before 1970 failed for good, naming the column" "failed|t" \
     "$(sql "SELECT status, last_error LIKE 'claimed run unusable: range_start 1969-12-01% is not a time from 1970 on'
               FROM job_runs WHERE symbol = 'AMZN'")"
@@ -36,6 +38,8 @@ for s in MSFT NVDA AMZN; do
     check_cmd "run $id ($s) logged as unusable, with its job id" \
         grep -q "\"msg\":\"claimed run unusable\",\"job_id\":$id," "$T/d1.log"
 done
+check "the definitions' own MSFT and NVDA chunks were queued again and succeeded" "2" \
+    "$(sql "SELECT count(*) FROM job_runs WHERE symbol IN ('MSFT', 'NVDA') AND adjustment = 'raw' AND status = 'succeeded'")"
 check "nothing was left running or expired" "0" \
     "$(sql "SELECT count(*) FROM job_runs WHERE status = 'running' OR last_error LIKE '%lease%'")"
 finish
