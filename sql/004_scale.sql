@@ -277,19 +277,19 @@ LANGUAGE sql STABLE AS $$
      ORDER BY chunk_start LIMIT 1
 $$;
 
--- Same contract as version 1. One pass over the definition's runs in the
--- range (index job_runs_def), then a range test per chunk: not an anti-join
--- probing every run for every chunk.
-CREATE OR REPLACE FUNCTION enqueue_range(p_def_id bigint, p_from timestamptz, p_to timestamptz,
-                                         p_force boolean DEFAULT false,
-                                         p_max_attempts integer DEFAULT 5,
-                                         p_retry_failed boolean DEFAULT true)
+-- Queues the chunks of [p_from, p_to) of each definition in p_def_ids that
+-- are not queued or running, not covered by a succeeded run (unless
+-- p_force), and have no failed or cancelled run (unless p_retry_failed, an
+-- operator's enqueue; the scheduler does its own). One statement for any
+-- number of definitions: one pass over their runs in the range, then a
+-- range test per chunk, not an anti-join probing every run for every chunk.
+-- Returns the number of runs queued.
+CREATE FUNCTION enqueue_ranges(p_def_ids bigint[], p_from timestamptz, p_to timestamptz,
+                               p_force boolean DEFAULT false, p_max_attempts integer DEFAULT 5,
+                               p_retry_failed boolean DEFAULT true)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
-    busy tstzmultirange;
-    ok tstzmultirange;
-    bad tstzmultirange;
 BEGIN
     -- Coverage is read below: bring it up to date first (runs deleted since
     -- the scheduler last ran must count as not covered). If a scheduler is
@@ -297,33 +297,49 @@ BEGIN
     IF pg_try_advisory_xact_lock(hashtext('backfilld.schedule_due_jobs')) THEN
         PERFORM backfilld_fold_coverage();
     END IF;
-    SELECT coalesce(range_agg(tstzrange(r.range_start, r.range_end))
-                        FILTER (WHERE r.status IN ('queued', 'running')), '{}'),
-           coalesce(range_agg(tstzrange(r.range_start, r.range_end))
-                        FILTER (WHERE r.status = 'succeeded'), '{}'),
-           coalesce(range_agg(tstzrange(r.range_start, r.range_end))
-                        FILTER (WHERE r.status IN ('failed', 'cancelled')), '{}')
-      INTO busy, ok, bad
-      FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id
-     WHERE r.job_def_id = p_def_id AND r.range_start < p_to AND r.range_end > p_from
-       AND (r.symbol, r.timeframe, r.feed, r.adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment);
-    -- A pruned run leaves no row but keeps its coverage.
-    SELECT ok + c.covered, CASE WHEN p_retry_failed THEN bad ELSE bad + c.known END
-      INTO ok, bad FROM job_coverage c WHERE c.job_def_id = p_def_id;
+    WITH d AS MATERIALIZED (
+        SELECT * FROM job_definitions WHERE id = ANY (p_def_ids)),
+    r AS (
+        SELECT r.job_def_id,
+               range_agg(tstzrange(r.range_start, r.range_end))
+                   FILTER (WHERE r.status IN ('queued', 'running')) AS busy,
+               range_agg(tstzrange(r.range_start, r.range_end))
+                   FILTER (WHERE r.status = 'succeeded') AS ok,
+               range_agg(tstzrange(r.range_start, r.range_end))
+                   FILTER (WHERE r.status IN ('failed', 'cancelled')) AS bad
+          FROM job_runs r JOIN d ON d.id = r.job_def_id
+         WHERE r.range_start < p_to AND r.range_end > p_from
+           AND (r.symbol, r.timeframe, r.feed, r.adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment)
+         GROUP BY r.job_def_id),
+    -- a pruned run leaves no row but keeps its coverage
+    m AS (
+        SELECT d.*, coalesce(r.busy, '{}') AS busy,
+               coalesce(r.ok, '{}') + coalesce(c.covered, '{}') AS ok,
+               CASE WHEN p_retry_failed THEN coalesce(r.bad, '{}')
+                    ELSE coalesce(r.bad, '{}') + coalesce(c.known, '{}') END AS bad
+          FROM d LEFT JOIN r ON r.job_def_id = d.id LEFT JOIN job_coverage c ON c.job_def_id = d.id)
     INSERT INTO job_runs (job_def_id, job_type, symbol, timeframe, feed, adjustment,
                           range_start, range_end, priority, max_attempts, paused)
-    SELECT d.id, d.job_type, d.symbol, d.timeframe, d.feed, d.adjustment,
-           c.chunk_start, c.chunk_end, d.priority, coalesce(d.max_attempts, p_max_attempts),
-           NOT d.enabled
-      FROM job_definitions d, backfill_chunks(d.timeframe, p_from, p_to) c
-     WHERE d.id = p_def_id
-       AND NOT busy @> tstzrange(c.chunk_start, c.chunk_end)
-       AND (p_force OR NOT coalesce(ok, '{}') @> tstzrange(c.chunk_start, c.chunk_end))
-       AND (p_retry_failed OR NOT coalesce(bad, '{}') @> tstzrange(c.chunk_start, c.chunk_end))
+    SELECT m.id, m.job_type, m.symbol, m.timeframe, m.feed, m.adjustment,
+           ch.chunk_start, ch.chunk_end, m.priority, coalesce(m.max_attempts, p_max_attempts),
+           NOT m.enabled
+      FROM m, backfill_chunks(m.timeframe, p_from, p_to) ch
+     WHERE NOT m.busy @> tstzrange(ch.chunk_start, ch.chunk_end)
+       AND (p_force OR NOT m.ok @> tstzrange(ch.chunk_start, ch.chunk_end))
+       AND (p_retry_failed OR NOT m.bad @> tstzrange(ch.chunk_start, ch.chunk_end))
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
+$$;
+
+-- Same contract as version 1: enqueue_ranges for one definition.
+CREATE OR REPLACE FUNCTION enqueue_range(p_def_id bigint, p_from timestamptz, p_to timestamptz,
+                                         p_force boolean DEFAULT false,
+                                         p_max_attempts integer DEFAULT 5,
+                                         p_retry_failed boolean DEFAULT true)
+RETURNS integer LANGUAGE sql AS $$
+    SELECT enqueue_ranges(ARRAY[p_def_id], p_from, p_to, p_force, p_max_attempts, p_retry_failed)
 $$;
 
 -- --- the scheduler ----------------------------------------------------------------
@@ -591,7 +607,9 @@ BEGIN
     FOREACH f IN ARRAY ARRAY[
         'backfilld_runs_inserted()', 'backfilld_runs_updated()', 'backfilld_runs_deleted()',
         'backfilld_runs_truncated()', 'backfilld_def_inserted()', 'backfilld_def_changed()',
-        'backfilld_run_requeued()', 'backfilld_fold_coverage()', 'enqueue_range(bigint, timestamptz, timestamptz, boolean, integer, boolean)']
+        'backfilld_run_requeued()', 'backfilld_fold_coverage()',
+        'enqueue_range(bigint, timestamptz, timestamptz, boolean, integer, boolean)',
+        'enqueue_ranges(bigint[], timestamptz, timestamptz, boolean, integer, boolean)']
     LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
     END LOOP;

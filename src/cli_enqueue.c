@@ -590,13 +590,12 @@ static int enqueue_validate(const struct config *c, const struct enqueue_args *a
 
 /*
  * The runs this transaction inserted, after the definitions' statement
- * (before) or after enqueue_range (after): queued runs of these definitions
+ * (before) or after enqueue_ranges (after): queued runs of these definitions
  * whose row version this transaction wrote. Nobody else can write a row
  * version with our xid, and nobody else can see or change a row we inserted
- * before we commit, so this is exact under any concurrency. enqueue_range is
- * not changed for its other callers (the scheduler). The only other rows we
- * write are those a priority change re-prioritises (the definitions'
- * trigger), already there before enqueue_range: the "before" set, left out.
+ * before we commit, so this is exact under any concurrency. The only other
+ * runs we write are those the definitions' trigger re-prioritises or
+ * (un)pauses, already there before enqueue_ranges: the "before" set, left out.
  */
 static const char enqueue_ours_sql[] =
     "SELECT id FROM job_runs WHERE job_def_id = ANY($1::bigint[]) AND status = 'queued'"
@@ -669,9 +668,9 @@ static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct 
     const char *p2[] = {ids.data,        p->from, p->to, a->force ? "true" : "false",
                         p->max_attempts, a->tf};
     r = q(conn,
-          "SELECT coalesce(sum(enqueue_range(id, $2::timestamptz, $3::timestamptz, $4::boolean,"
-          " $5::int)), 0), (SELECT count(*) FROM backfill_chunks($6, $2::timestamptz,"
-          " $3::timestamptz)) * cardinality($1::bigint[]) FROM unnest($1::bigint[]) AS id",
+          "SELECT enqueue_ranges($1::bigint[], $2::timestamptz, $3::timestamptz, $4::boolean,"
+          " $5::int), (SELECT count(*) FROM backfill_chunks($6, $2::timestamptz,"
+          " $3::timestamptz)) * cardinality($1::bigint[])",
           6, p2);
     if (!r)
         goto fail;
