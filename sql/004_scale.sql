@@ -562,6 +562,18 @@ CREATE TRIGGER job_runs_requeued BEFORE UPDATE OF status ON job_runs
     FOR EACH ROW WHEN (NEW.status = 'queued' AND OLD.status <> 'queued')
     EXECUTE FUNCTION backfilld_run_requeued();
 
+-- --- the universe -----------------------------------------------------------------
+-- What `enqueue --all-active` saw in Alpaca's active asset list: when each
+-- symbol was first and last listed, and since when it no longer is (NULL
+-- while it is). So a symbol that leaves the list is reported as such, apart
+-- from one that was only ever added by hand.
+CREATE TABLE universe_assets (
+    symbol     text PRIMARY KEY,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_seen  timestamptz NOT NULL DEFAULT now(),
+    gone_since timestamptz
+);
+
 -- --- pruning ------------------------------------------------------------------------
 -- Deletes up to p_limit runs finished more than p_keep ago (with their claims)
 -- and claims older than p_keep of runs that are not running. Coverage is

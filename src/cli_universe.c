@@ -10,8 +10,9 @@
  * filtered here: "no longer listed" must mean gone from Alpaca's active
  * list, not on another exchange than the one asked for. Symbols missing from
  * it are printed and logged by symbol; their definitions are kept as they
- * are (none is dropped or disabled: an operator decides). Nothing is stored
- * about the universe itself (see the README for the schema it would need).
+ * are (none is dropped or disabled: an operator decides). What was listed
+ * is kept in universe_assets (first and last seen, gone since), so the
+ * report tells a symbol that left the list from one never listed.
  */
 #include "cli_int.h"
 
@@ -249,13 +250,23 @@ int universe_report(PGconn *conn, const struct universe *u)
             LOG(LL_WARN, "listed symbol skipped: it cannot be a definition's",
                 F_STR("symbol", u->skipped[i]));
     }
-    /* Every definition whose symbol the active list does not have, whatever
-     * its timeframe: a hashed anti-join, not 11,000 comparisons per row. */
+    /* The list as seen now (one statement: listed symbols seen, the rest
+     * gone since now unless gone already), then every definition whose
+     * symbol the list does not have, whatever its timeframe: hashed
+     * anti-joins, not 11,000 comparisons per row. */
+    static const char seen_sql[] =
+        "WITH l AS MATERIALIZED (SELECT DISTINCT s FROM unnest($1::text[]) AS u(s)),"
+        " seen AS (INSERT INTO universe_assets AS a (symbol) SELECT s FROM l"
+        "   ON CONFLICT (symbol) DO UPDATE SET last_seen = now(), gone_since = NULL)"
+        " UPDATE universe_assets a SET gone_since = now()"
+        "  WHERE a.gone_since IS NULL AND NOT EXISTS (SELECT FROM l WHERE l.s = a.symbol)";
     static const char sql[] =
         "SELECT d.symbol, string_agg(d.timeframe || '/' || d.job_type ||"
         " CASE WHEN d.enabled THEN '' ELSE ' (disabled)' END, ', ' ORDER BY d.timeframe,"
-        " d.job_type)"
-        " FROM job_definitions d"
+        " d.job_type),"
+        " coalesce('no longer listed since ' || to_char(min(a.gone_since) AT TIME ZONE 'UTC',"
+        "          'YYYY-MM-DD HH24:MI\"Z\"'), 'never listed')"
+        " FROM job_definitions d LEFT JOIN universe_assets a ON a.symbol = d.symbol"
         " WHERE NOT EXISTS (SELECT FROM unnest($1::text[]) AS u(s) WHERE u.s = d.symbol)"
         " GROUP BY d.symbol ORDER BY d.symbol";
     dynbuf_t lit;
@@ -265,6 +276,10 @@ int universe_report(PGconn *conn, const struct universe *u)
     if (universe_literal(&lit, u->all, u->nall) < 0)
         goto out;
     const char *p[] = {lit.data};
+    r = q(conn, seen_sql, 1, p);
+    if (!r)
+        goto out;
+    PQclear(r);
     r = q(conn, sql, 1, p);
     if (!r)
         goto out;
@@ -274,9 +289,11 @@ int universe_report(PGconn *conn, const struct universe *u)
                "never were); %s definitions are kept as they are, none was disabled:\n",
                n, n == 1 ? "" : "s", n == 1 ? "is" : "are", n == 1 ? "its" : "their");
         for (int i = 0; i < n; i++) {
-            printf("  %-12s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+            printf("  %-12s %s; %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                   PQgetvalue(r, i, 2));
             LOG(LL_WARN, "defined symbol not in the active asset list",
-                F_STR("symbol", PQgetvalue(r, i, 0)), F_STR("definitions", PQgetvalue(r, i, 1)));
+                F_STR("symbol", PQgetvalue(r, i, 0)), F_STR("definitions", PQgetvalue(r, i, 1)),
+                F_STR("listing", PQgetvalue(r, i, 2)));
         }
     }
     ret = EXIT_OK;

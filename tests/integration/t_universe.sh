@@ -89,6 +89,16 @@ bf enqueue --all-active --timeframe d1 --from 2024-01-02 --to 2024-01-03 --feed 
 cat "$T/removed.out"
 check "the report names both, and nothing else" "2" "$(grep -c '^  \(S0007A\|BRK\.B\) .*d1/fetch_historical' "$T/removed.out")"
 check "the count is right" "1" "$(grep -c "^2 symbols with definitions are not in Alpaca's active list" "$T/removed.out")"
+check "each as no longer listed (it was before)" "2" "$(grep -c '^  \(S0007A\|BRK\.B\) .*; no longer listed since 20' "$T/removed.out")"
+check "the universe keeps when they left, and everyone else as listed" "2|0" \
+    "$(sql "SELECT count(*) FILTER (WHERE gone_since IS NOT NULL AND symbol IN ('S0007A', 'BRK.B')),
+                   count(*) FILTER (WHERE gone_since IS NOT NULL AND symbol NOT IN ('S0007A', 'BRK.B'))
+              FROM universe_assets")"
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type) VALUES ('HANDMADE', 'd1', 'fetch_historical')"
+bf enqueue --all-active --timeframe d1 --from 2024-01-02 --to 2024-01-03 --feed iex --priority 3 \
+    >"$T/handmade.out" 2>"$T/handmade.err" || fail "run with a hand-made definition failed: $(cat "$T/handmade.err")"
+check "a symbol never listed is told apart" "1" "$(grep -c '^  HANDMADE .*; never listed$' "$T/handmade.out")"
+sql "DELETE FROM job_definitions WHERE symbol = 'HANDMADE'"
 check "each is logged by symbol" "2" "$(grep -c '"msg":"defined symbol not in the active asset list","symbol":"\(S0007A\|BRK\.B\)"' "$T/removed.err")"
 check "their definitions are kept, enabled, their runs and bars too" "2|2|2" \
     "$(sql "SELECT count(*) FILTER (WHERE enabled), count(*), (SELECT count(*) FROM job_runs WHERE symbol IN ('S0007A', 'BRK.B'))
