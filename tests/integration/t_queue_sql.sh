@@ -100,6 +100,34 @@ sql "UPDATE job_definitions SET enabled = false"
 sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"
 check "a disabled definition is not scheduled" "0" "$(sql "UPDATE job_definitions SET backfill_from = '2023-01-01'; SELECT schedule_due_jobs()" | tail -1)"
 
+# Coverage is kept (job_coverage), not recomputed: its edge cases.
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from, backfill_to)
+     VALUES ('COV', 'h1', 'fetch_historical', '2024-01-01', '2024-04-01')"
+check "three monthly chunks" "3" "$(sql "SELECT schedule_due_jobs()")"
+sql "UPDATE job_runs SET status = 'failed', finished_at = now() WHERE symbol = 'COV' AND range_start = '2024-01-01T00:00:00Z';
+     UPDATE job_runs SET status = 'succeeded', finished_at = now() WHERE symbol = 'COV' AND status = 'queued'"
+check "an operator retries the failed month" "1" \
+    "$(sql "SELECT enqueue_range(id, '2024-01-01', '2024-02-01') FROM job_definitions WHERE symbol = 'COV'")"
+sql "UPDATE job_runs SET status = 'succeeded', finished_at = now() WHERE symbol = 'COV' AND status = 'queued'"
+sql "DELETE FROM job_runs WHERE symbol = 'COV' AND status = 'failed'"
+check "deleting one of two runs of a chunk leaves it covered by the other" "0" "$(sql "SELECT schedule_due_jobs()")"
+check "pruning deletes the finished runs" "3" "$(sql "UPDATE job_runs SET finished_at = now() - interval '40 days' WHERE symbol = 'COV';
+    SELECT prune_job_runs('30 days', 1000)" | tail -1)"
+check "a pruned chunk stays covered: the scheduler queues nothing" "0" "$(sql "SELECT schedule_due_jobs()")"
+check "nor does an operator's enqueue" "0" \
+    "$(sql "SELECT enqueue_range(id, '2024-01-01', '2024-04-01') FROM job_definitions WHERE symbol = 'COV'")"
+check "unless forced" "3" \
+    "$(sql "SELECT enqueue_range(id, '2024-01-01', '2024-04-01', true) FROM job_definitions WHERE symbol = 'COV'")"
+sql "UPDATE job_runs SET status = 'succeeded', finished_at = now() WHERE symbol = 'COV'"
+sql "SELECT schedule_due_jobs()" >/dev/null
+sql "UPDATE job_definitions SET feed = 'iex' WHERE symbol = 'COV'"
+check "another feed is another series: its history is queued again" "3|iex" \
+    "$(sql "SELECT schedule_due_jobs(); SELECT count(*) || '|' || string_agg(DISTINCT feed, ',') FROM job_runs WHERE symbol = 'COV' AND status = 'queued'" | tail -1)"
+check "the counts kept match the table" "" \
+    "$(sql "SELECT schedule_due_jobs(); SELECT status || ':' || n FROM (SELECT status, count(*) n FROM job_runs GROUP BY 1
+            EXCEPT SELECT status, sum(n) FROM job_run_totals GROUP BY 1 HAVING sum(n) <> 0) x" | tail -n +2)"
+sql "DELETE FROM job_definitions WHERE symbol = 'COV'"
+
 # Intraday: one run per refresh interval, never two at once, from the last bar.
 sql "INSERT INTO job_definitions (symbol, timeframe, job_type, refresh_interval, feed)
      VALUES ('MSFT', 'm1', 'fetch_intraday', '1 minute', 'iex')"
