@@ -19,18 +19,39 @@
 # window that starts and ends with a request. 429s are counted separately
 # (they are requests the budget did not allow).
 #
+# Then the three-host rounds (issue #11): HOSTS daemons (default 3) share one
+# budget of HOST_RATE requests/s (default 10, BACKFILLD_RATE_LIMIT = 600/min)
+# through rate_limits, per-symbol, HOST_SYMBOLS symbols (default 300) × 2024 d1
+# = 300 runs of one request each, the simulator answering after HOST_LATENCY_MS
+# (default 0), against each simulator mode: "window" = --rate-window
+# 1s:HOST_RATE (a fixed window per epoch second, 429 without headers, no
+# bucket), "bucket" = --rate HOST_RATE --burst HOST_RATE. Printed: the 429s as
+# a share of all requests, and the budget used = accepted requests /
+# (HOST_RATE × seconds + 1) over first to last request of all hosts' logs.
+# With BF_BIN_BASE=path/to/older/backfilld the same rounds also run that
+# binary first ("before"), so before and after are measured in one run.
+#
 # Env: SYMBOLS (default 500), RATE (simulator requests/s, default 20; the daemon
 #      gets RATE × 60 per minute), ROUNDS (default "h1:per-symbol h1:batched
-#      d1:per-symbol d1:batched"), ROUND_TIMEOUT (seconds, default 420),
-#      KEEP_TMP=1 keeps the temp dir (daemon logs <tf>-<mode>.log).
+#      d1:per-symbol d1:batched"; "" for none), HOST_ROUNDS (default "window
+#      bucket"; "" for none), HOSTS, HOST_RATE, HOST_SYMBOLS, HOST_LATENCY_MS, BF_BIN_BASE,
+#      ROUND_TIMEOUT (seconds, default 420), KEEP_TMP=1 keeps the temp dir
+#      (daemon logs <tf>-<mode>.log, <binary>-<mode>-h<i>.log).
 # Exit: 0 when every round finished with every run succeeded and every bar
 #       stored; 1 otherwise.
 . "$(dirname "$0")/lib.sh"
 
 SYMBOLS=${SYMBOLS:-500}
 RATE=${RATE:-20}
-ROUNDS=${ROUNDS:-"h1:per-symbol h1:batched d1:per-symbol d1:batched"}
+ROUNDS=${ROUNDS-"h1:per-symbol h1:batched d1:per-symbol d1:batched"}
 ROUND_TIMEOUT=${ROUND_TIMEOUT:-420}
+HOST_ROUNDS=${HOST_ROUNDS-"window bucket"}
+HOSTS=${HOSTS:-3}
+HOST_RATE=${HOST_RATE:-10}
+HOST_SYMBOLS=${HOST_SYMBOLS:-300}
+HOST_LATENCY_MS=${HOST_LATENCY_MS:-0}
+HOST_DAEMON_RATE=${HOST_DAEMON_RATE:-$((HOST_RATE * 60))}
+BF_BIN_BASE=${BF_BIN_BASE:-}
 
 [[ "$SYMBOLS" =~ ^[1-9][0-9]*$ ]] && [ "$SYMBOLS" -le 10000 ] ||
     { echo "SYMBOLS must be an integer in 1..10000" >&2; exit 64; }
@@ -39,11 +60,24 @@ for r in $ROUNDS; do
     [[ "$r" =~ ^(h1|d1):(per-symbol|batched)$ ]] ||
         { echo "ROUNDS: '$r' is not h1|d1:per-symbol|batched" >&2; exit 64; }
 done
+for r in $HOST_ROUNDS; do
+    [[ "$r" =~ ^(window|bucket)$ ]] || { echo "HOST_ROUNDS: '$r' is not window|bucket" >&2; exit 64; }
+done
+[[ "$HOST_LATENCY_MS" =~ ^[0-9]+$ ]] || { echo "HOST_LATENCY_MS must be a number" >&2; exit 64; }
+for v in HOSTS HOST_RATE HOST_SYMBOLS HOST_DAEMON_RATE; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer" >&2; exit 64; }
+done
 [ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
+[ -z "$BF_BIN_BASE" ] || [ -x "$BF_BIN_BASE" ] || { echo "BF_BIN_BASE: $BF_BIN_BASE is not executable" >&2; exit 69; }
 
 
 # Snapshot the binaries: a rebuild during the benchmark must not change them.
 snapshot_binaries
+BASE_SHOWN=$BF_BIN_BASE
+if [ -n "$BF_BIN_BASE" ]; then
+    cp "$BF_BIN_BASE" "$T/bin/backfilld-base"
+    BF_BIN_BASE=$T/bin/backfilld-base
+fi
 
 bench_symbols "$SYMBOLS" "$T/symbols.txt"
 SYMLIST=$(paste -sd, "$T/symbols.txt")
@@ -70,10 +104,10 @@ expected_bars() {
 # Window and request counts from a daemon log: prints
 # "first_epoch last_epoch seconds n_lines" over the request-outcome lines.
 log_window() {
-    python3 - "$1" <<'PY'
+    python3 - "$@" <<'PY'
 import json, sys, datetime as dt
 ts = []
-for line in open(sys.argv[1], errors="replace"):
+for line in (l for f in sys.argv[1:] for l in open(f, errors="replace")):
     i = line.find("{")
     if i < 0:
         continue
@@ -91,7 +125,7 @@ else:
 PY
 }
 
-log "SYMBOLS=$SYMBOLS, simulator --rate $RATE --burst $RATE, BACKFILLD_RATE_LIMIT=$BACKFILLD_RATE_LIMIT/min, temp dir $T"
+[ -n "$ROUNDS" ] && log "SYMBOLS=$SYMBOLS, simulator --rate $RATE --burst $RATE, BACKFILLD_RATE_LIMIT=$BACKFILLD_RATE_LIMIT/min, temp dir $T"
 declare -A R_RUNS R_BARS R_REQ R_429 R_SECS R_SIMS R_UTIL R_DONE R_BPS R_WALL R_NOTE
 BAD=0
 
@@ -176,6 +210,7 @@ ratio() { # ratio NUM DEN
     awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && a != "-" && b != "-" && b > 0) printf "%.1fx", a / b; else print "n/a" }'
 }
 
+if [ -n "$ROUNDS" ]; then
 echo
 echo "backfilld rate-limit utilisation: $SYMBOLS symbols × 2024 (h1: 12 monthly runs/symbol, d1: 1 yearly run/symbol)"
 echo "alpaca-sim --rate $RATE --burst $RATE (token bucket, 429 when empty), no latency; BACKFILLD_RATE_LIMIT=$BACKFILLD_RATE_LIMIT/min;"
@@ -200,5 +235,76 @@ for tf in h1 d1; do
     [ -n "${R_REQ[$p]:-}" ] && [ -n "${R_REQ[$b]:-}" ] || continue
     echo "  $tf per-symbol/batched: requests $(ratio "${R_REQ[$p]}" "${R_REQ[$b]}"), seconds $(ratio "${R_SECS[$p]}" "${R_SECS[$b]}"), done_s $(ratio "${R_DONE[$p]}" "${R_DONE[$b]}")"
 done
+fi
+
+# --- three hosts, one budget, against each simulator mode --------------------
+declare -A H_REQ H_429 H_PCT H_SECS H_USED H_NOTE
+H_BINS=()
+[ -n "$BF_BIN_BASE" ] && H_BINS+=(before)
+[ -n "$HOST_ROUNDS" ] && H_BINS+=(after)
+[ -n "$HOST_ROUNDS" ] && bench_symbols "$HOST_SYMBOLS" "$T/host-symbols.txt"
+for which in "${H_BINS[@]}"; do
+    bin=$BF_BIN
+    [ "$which" = before ] && bin=$BF_BIN_BASE
+    for mode in $HOST_ROUNDS; do
+        name="$which-$mode"
+        want_runs=$HOST_SYMBOLS
+        "$PGBIN/dropdb" --if-exists backfilld
+        "$PGBIN/createdb" backfilld
+        "$bin" migrate >"$T/migrate-$name.out"
+        "$bin" enqueue --symbols-file "$T/host-symbols.txt" --timeframe d1 --from 2024-01-01 --to 2024-12-31 \
+            >"$T/enqueue-$name.out"
+        sql "VACUUM ANALYZE"
+        if [ "$mode" = window ]; then
+            sim_get "/__sim/set?rate=0&rate_window=1s:$HOST_RATE&latency_ms=$HOST_LATENCY_MS" >/dev/null
+        else
+            sim_get "/__sim/set?rate=$HOST_RATE&burst=$HOST_RATE&rate_window=off&latency_ms=$HOST_LATENCY_MS" >/dev/null
+        fi
+        sim_get /__sim/reset >/dev/null
+        hpids=() logs=()
+        for ((h = 1; h <= HOSTS; h++)); do
+            BACKFILLD_RATE_LIMIT=$HOST_DAEMON_RATE BACKFILLD_BATCH_SYMBOLS=1 BACKFILLD_WORKER_ID="$name-h$h" \
+                "$bin" run --until-idle 2>"$T/$name-h$h.log" &
+            hpids+=($!)
+            PIDS+=($!)
+            logs+=("$T/$name-h$h.log")
+        done
+        H_NOTE[$name]=""
+        for p in "${hpids[@]}"; do
+            WAIT_TICK=0.2 wait_deadline "$p" "$ROUND_TIMEOUT"
+            [ "$TIMED_OUT" -eq 1 ] && H_NOTE[$name]="TIMED OUT" && BAD=1
+            [ "$TIMED_OUT" -eq 0 ] && [ "$WAIT_RC" -ne 0 ] && H_NOTE[$name]="a daemon exited $WAIT_RC" && BAD=1
+        done
+        read -r _ _ secs _ <<<"$(log_window "${logs[@]}")"
+        ok=$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")
+        [ "$ok" != "$want_runs" ] && H_NOTE[$name]="${H_NOTE[$name]:+${H_NOTE[$name]}; }$ok of $want_runs runs succeeded" && BAD=1
+        read -r req r429 <<<"$(sim_counter '"%d %d" % (c["requests"], c["by_status"].get("429", 0))')"
+        H_REQ[$name]=$req
+        H_429[$name]=$r429
+        H_SECS[$name]=$secs
+        H_PCT[$name]=$(awk -v a="$r429" -v n="$req" 'BEGIN { if (n > 0) printf "%.1f%%", 100 * a / n; else print "-" }')
+        H_USED[$name]=$(awk -v n="$req" -v a="$r429" -v s="$secs" -v r="$HOST_RATE" \
+            'BEGIN { if (s > 0) printf "%.1f%%", 100 * (n - a) / (r * s + 1); else print "-" }')
+        log "$name: $req requests, $r429 × 429 (${H_PCT[$name]}), ${secs}s, budget used ${H_USED[$name]} ${H_NOTE[$name]}"
+    done
+done
+if [ ${#H_BINS[@]} -gt 0 ]; then
+    echo
+    echo "$HOSTS hosts sharing $((HOST_RATE * 60)) req/min through rate_limits (BACKFILLD_RATE_LIMIT=$HOST_DAEMON_RATE, per-symbol),"
+    echo "$HOST_SYMBOLS symbols × 2024 d1 = $HOST_SYMBOLS runs of one request; window = alpaca-sim --rate-window 1s:$HOST_RATE, bucket = --rate $HOST_RATE --burst $HOST_RATE;"
+    echo "simulator latency ${HOST_LATENCY_MS} ms"
+    [ -n "$BF_BIN_BASE" ] && echo "before = $BASE_SHOWN, after = the build (both copied at start)"
+    echo
+    printf '%-16s %8s %5s %7s %9s %12s  %s\n' round requests 429s "429 %" seconds "budget used" note
+    for which in "${H_BINS[@]}"; do
+        for mode in $HOST_ROUNDS; do
+            n="$which-$mode"
+            printf '%-16s %8s %5s %7s %9s %12s  %s\n' "$n" "${H_REQ[$n]:--}" "${H_429[$n]:--}" \
+                "${H_PCT[$n]:--}" "${H_SECS[$n]:--}" "${H_USED[$n]:--}" "${H_NOTE[$n]:-}"
+        done
+    done
+    echo "  429 % = 429s / all requests; budget used = (requests - 429s) / ($HOST_RATE × seconds + 1),"
+    echo "  seconds = first to last request over all hosts' debug logs; target ≤ 1% 429s, ≥ 95% used"
+fi
 
 [ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a round timed out, left runs not succeeded or stored the wrong number of bars" >&2; exit 1; }
