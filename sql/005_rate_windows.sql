@@ -3,7 +3,7 @@
 -- Alpaca's successful responses carry X-RateLimit-Limit (requests per
 -- minute), X-RateLimit-Remaining and X-RateLimit-Reset (epoch seconds, when
 -- the quota changes; alpaca-bars-api.md section 6). A daemon passes the
--- freshest triple it has seen to take_rate_tokens (the 8-argument form), so
+-- freshest triple it has seen to take_rate_tokens (the 7-argument form), so
 -- every host spends from what the server says is left rather than from its
 -- own clock alone:
 --
