@@ -20,7 +20,8 @@
 --   * when the window ends before a new answer arrives, the next one is
 --     assumed to be like the ones seen: window_ms (the shortest step seen
 --     between two Reset values) long with window_cap (the most requests ever
---     seen left in a window, plus one) requests.
+--     seen left in a window, plus one) requests; an answer without the
+--     headers, or with another Limit, makes all of this be learnt anew.
 --
 -- The bucket, the pause after a 429 and set_rate_limit stay as they were;
 -- the 3-argument take_rate_tokens (older daemons, or by hand) now goes
@@ -34,6 +35,7 @@ ALTER TABLE rate_limits
     ADD COLUMN window_remaining double precision,
     ADD COLUMN window_seq bigint NOT NULL DEFAULT 0,
     ADD COLUMN window_ms integer,
+    ADD COLUMN window_last_reset timestamptz,
     ADD COLUMN window_cap double precision,
     ADD COLUMN guard_ms integer NOT NULL DEFAULT 20 CHECK (guard_ms BETWEEN 0 AND 10000);
 
@@ -43,6 +45,7 @@ COMMENT ON COLUMN rate_limits.window_reset IS 'the last X-RateLimit-Reset seen (
 COMMENT ON COLUMN rate_limits.window_remaining IS 'requests that may still go out before window_reset';
 COMMENT ON COLUMN rate_limits.window_seq IS 'grant_seq of the token whose answer last set window_remaining';
 COMMENT ON COLUMN rate_limits.window_ms IS 'the shortest step seen between two Reset values: the window length';
+COMMENT ON COLUMN rate_limits.window_last_reset IS 'the latest Reset seen in an answer (window_reset may be predicted or cleared)';
 COMMENT ON COLUMN rate_limits.window_cap IS 'the most requests seen left in a window, plus one: what a new window holds';
 COMMENT ON COLUMN rate_limits.guard_ms IS 'no token is granted, or used, in the last guard_ms of a window';
 
@@ -86,6 +89,7 @@ BEGIN
         r.window_remaining := NULL;
         r.window_ms := NULL;
         r.window_cap := NULL;
+        r.window_last_reset := NULL;
     END IF;
     -- What the server said, placed by the number of the token it answered.
     -- Another Limit is another server (or plan): its windows are learnt anew.
@@ -93,6 +97,7 @@ BEGIN
         IF r.server_per_minute IS DISTINCT FROM p_obs_limit THEN
             r.window_ms := NULL;
             r.window_cap := NULL;
+            r.window_last_reset := NULL;
         END IF;
         r.server_per_minute := p_obs_limit;
     END IF;
@@ -100,13 +105,14 @@ BEGIN
        AND p_obs_remaining >= 0 THEN
         obs_reset := to_timestamp(p_obs_reset);
         r.window_cap := greatest(coalesce(r.window_cap, 0), p_obs_remaining + 1);
-        IF r.window_reset IS NULL OR obs_reset > r.window_reset THEN
-            IF r.window_reset IS NOT NULL THEN
-                step := extract(epoch FROM obs_reset - r.window_reset) * 1000;
-                IF step >= 1 AND step <= 86400000 THEN
-                    r.window_ms := least(coalesce(r.window_ms, step::integer), step::integer);
-                END IF;
+        IF obs_reset > r.window_last_reset THEN
+            step := extract(epoch FROM obs_reset - r.window_last_reset) * 1000;
+            IF step <= 86400000 THEN
+                r.window_ms := least(coalesce(r.window_ms, step::integer), step::integer);
             END IF;
+        END IF;
+        r.window_last_reset := greatest(r.window_last_reset, obs_reset);
+        IF r.window_reset IS NULL OR obs_reset > r.window_reset THEN
             r.window_reset := obs_reset;
             r.window_remaining := p_obs_remaining - (r.grant_seq - p_obs_seq);
             r.window_seq := p_obs_seq;
@@ -132,7 +138,8 @@ BEGIN
     IF r.paused_until IS NOT NULL AND r.paused_until > t THEN
         UPDATE rate_limits SET server_per_minute = r.server_per_minute, window_reset = r.window_reset,
                window_remaining = r.window_remaining, window_seq = r.window_seq,
-               window_ms = r.window_ms, window_cap = r.window_cap
+               window_ms = r.window_ms, window_cap = r.window_cap,
+               window_last_reset = r.window_last_reset
          WHERE name = p_name;
         RETURN QUERY SELECT 0, ceil(extract(epoch FROM r.paused_until - t) * 1000)::integer,
             least(r.per_minute, coalesce(r.server_per_minute, r.per_minute)), r.grant_seq, 0;
@@ -167,7 +174,8 @@ BEGIN
        SET tokens = avail - g, refreshed_at = t, grant_seq = r.grant_seq + g,
            server_per_minute = r.server_per_minute, window_reset = r.window_reset,
            window_remaining = r.window_remaining, window_seq = r.window_seq,
-           window_ms = r.window_ms, window_cap = r.window_cap
+           window_ms = r.window_ms, window_cap = r.window_cap,
+           window_last_reset = r.window_last_reset
      WHERE name = p_name;
     RETURN QUERY SELECT g, CASE WHEN g >= p_want THEN 0 ELSE greatest(bucket_wait, window_wait) END,
         rate, r.grant_seq + g, valid;
