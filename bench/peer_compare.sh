@@ -5,25 +5,38 @@
 # the SDK peer shipped with the design docs), on the same simulator and Postgres,
 # same workload: N symbols × 2024 of 1Hour bars (SIP, raw).
 #
-# Simulator: --latency-ms LATENCY_MS (default 20) on every response, no rate limit, no faults.
+# Every case of NS × LATENCIES (default N = 50 and 500 symbols, 20 ms and 250 ms).
+# Simulator: --latency-ms L on every response, no rate limit, no faults.
 # Contenders, each on a fresh database:
 #   peer single   getBarsV2 per symbol (single-symbol endpoint), --concurrency 16
 #   peer multi    getMultiBarsV2 over groups of --multi-size 50 symbols
 #   backfilld per-symbol   BACKFILLD_BATCH_SYMBOLS=1, BACKFILLD_RATE_LIMIT=1000000
 #   backfilld batched      default batching (100), BACKFILLD_RATE_LIMIT=1000000
+#   backfilld wide         batched, and as many runs and connections in flight as the
+#                          workload has (BACKFILLD_CONCURRENCY=4096,
+#                          BACKFILLD_MAX_CONNECTIONS=64): with no rate limit and a slow
+#                          server, the defaults (200 runs, 8 connections) are the limit
 # backfilld gets `migrate` and `enqueue` first (timed separately), then
 # `run --until-idle` is the measured command.
 #
 # For each: wall seconds of the measured process, the tool's own working
-# window, bars in its table, requests the simulator counted, bars/s, peak RSS
-# (GNU time -v; the Postgres backends are not included), and whether the
+# window, bars in its table, requests the simulator counted, bars/s, CPU
+# seconds of the measured process (GNU time -v user+sys, children included)
+# and of Postgres (postmaster with the backends it reaped, plus the processes
+# it still has, from /proc before and after), peak RSS (GNU time -v; the
+# Postgres backends are not included), and whether the
 # stored bars are complete and exact: compared row by row (every column) with
 # `alpaca-sim dump` of the same range, both ways, plus the number of symbols
 # whose bars are all there (a "first symbol only" client shows up there).
 #
-# Env: N (symbols, default 50), ROUND_TIMEOUT (seconds, default 300),
-#      LATENCY_MS (simulator latency per response, default 20),
-#      CONTENDERS (default "peer-single peer-multi bf-per-symbol bf-batched"),
+# After the cases, one summary: per case the best SDK mode and the best
+# backfilld mode by wall time, and the ratios of their wall and their CPU
+# (process + Postgres).
+#
+# Env: NS (symbol counts, default "50 500"; N=K is short for NS=K),
+#      LATENCIES (simulator latency per response in ms, default "20 250";
+#      LATENCY_MS=L is short for LATENCIES=L), ROUND_TIMEOUT (seconds, default 300),
+#      CONTENDERS (default "peer-single peer-multi bf-per-symbol bf-batched bf-wide"),
 #      KEEP_TMP=1 keeps the temp dir (logs <contender>.log/.out).
 # Exit: 0 when every contender ran to completion; 1 when any failed, timed
 #       out, or backfilld stored anything but the exact expected bars. A peer
@@ -31,18 +44,22 @@
 #       table, not a failure of this script.
 . "$(dirname "$0")/lib.sh"
 
-N=${N:-50}
+NS=${NS:-${N:-50 500}}
+LATENCIES=${LATENCIES:-${LATENCY_MS:-20 250}}
 ROUND_TIMEOUT=${ROUND_TIMEOUT:-300}
-LATENCY_MS=${LATENCY_MS:-20}
-CONTENDERS=${CONTENDERS:-"peer-single peer-multi bf-per-symbol bf-batched"}
+CONTENDERS=${CONTENDERS:-"peer-single peer-multi bf-per-symbol bf-batched bf-wide"}
 PEER_DIR=$BENCH_DIR/peer-node-sdk
 START=2024-01-01T00:00:00Z
 END=2024-12-31T23:59:59Z   # inclusive, as the API's end
 
-[[ "$N" =~ ^[1-9][0-9]*$ ]] && [ "$N" -le 10000 ] || { echo "N must be an integer in 1..10000" >&2; exit 64; }
-[[ "$LATENCY_MS" =~ ^[0-9]+$ ]] || { echo "LATENCY_MS must be a non-negative integer" >&2; exit 64; }
+for n in $NS; do
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 10000 ] || { echo "NS: '$n' is not an integer in 1..10000" >&2; exit 64; }
+done
+for l in $LATENCIES; do
+    [[ "$l" =~ ^[0-9]+$ ]] || { echo "LATENCIES: '$l' is not a non-negative integer" >&2; exit 64; }
+done
 for c in $CONTENDERS; do
-    [[ "$c" =~ ^(peer-single|peer-multi|bf-per-symbol|bf-batched)$ ]] ||
+    [[ "$c" =~ ^(peer-single|peer-multi|bf-per-symbol|bf-batched|bf-wide)$ ]] ||
         { echo "CONTENDERS: unknown '$c'" >&2; exit 64; }
 done
 [ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
@@ -65,20 +82,9 @@ PG_VERSION=$(node -p "require('$PEER_DIR/node_modules/pg/package.json').version"
 # Snapshot the binaries: a rebuild during the benchmark must not change them.
 snapshot_binaries
 
-# Symbols: the first N of lib.sh's 50 large caps, or S000A... beyond 50.
-if [ "$N" -le 50 ]; then
-    tr ',' '\n' <<<"$SYMBOLS50" | head -n "$N" >"$T/symbols.txt"
-else
-    bench_symbols "$N" "$T/symbols.txt"
-fi
-SYMLIST=$(paste -sd, "$T/symbols.txt")
-
 pg_start
-sim_start --latency-ms "$LATENCY_MS" --rate 0
 # node-postgres takes the unix-socket directory from the URI's host parameter.
 PEER_DB="postgresql://postgres@/backfilld?host=$T/pg&port=${PG_PORT:-5432}"
-"$BF_SIM" dump --symbols "$SYMLIST" --timeframe 1Hour --start "$START" --end "$END" >"$T/expected.csv"
-EXPECTED_BARS=$(wc -l <"$T/expected.csv")
 
 export BACKFILLD_RATE_LIMIT=1000000
 export BACKFILLD_PROGRESS_INTERVAL_MS=60000
@@ -101,11 +107,22 @@ sample_hwm() {
     [ -z "$v" ] || hwm=$v
 }
 
-# measure NAME cmd... : runs cmd under a timeout; sets M_RC, M_WALL, M_RSS_MB
-# (M_RC 124 = timed out). stdout → $T/NAME.out, stderr → $T/NAME.log.
+# For measure without GNU time: also the CPU so far of $pid, into cpu.
+sample_hwm_cpu() {
+    local c
+    sample_hwm
+    c=$(proc_cpu_s "$pid" all) && [ -n "$c" ] && cpu=$c
+    return 0
+}
+
+# measure NAME cmd... : runs cmd under a timeout; sets M_RC, M_WALL, M_RSS_MB,
+# M_CPU (the process's user+sys CPU seconds, children included) and M_PGCPU
+# (Postgres's CPU seconds meanwhile) (M_RC 124 = timed out).
+# stdout → $T/NAME.out, stderr → $T/NAME.log.
 measure() {
-    local name=$1 t0 t1 pid hwm=0
+    local name=$1 t0 t1 pid hwm=0 cpu=0 pg0
     shift
+    pg0=$(pg_cpu_s)
     t0=$(now_s)
     if [ -x /usr/bin/time ]; then
         M_RC=0
@@ -113,16 +130,19 @@ measure() {
             >"$T/$name.out" 2>"$T/$name.log" || M_RC=$?
         t1=$(now_s)
         hwm=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$T/$name.time")
+        cpu=$(awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { t += $2 } END { printf "%.2f", t }' "$T/$name.time")
     else
         "$@" >"$T/$name.out" 2>"$T/$name.log" &
         pid=$!
         PIDS+=("$pid")
-        WAIT_TICK=0.05 wait_deadline "$pid" "$ROUND_TIMEOUT" sample_hwm
+        WAIT_TICK=0.05 wait_deadline "$pid" "$ROUND_TIMEOUT" sample_hwm_cpu
         M_RC=$WAIT_RC
         [ "$TIMED_OUT" -eq 0 ] || M_RC=124
         t1=$(now_s)
     fi
     M_WALL=$(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", z - a }')
+    M_PGCPU=$(awk -v a="$pg0" -v z="$(pg_cpu_s)" 'BEGIN { printf "%.2f", z - a }')
+    M_CPU=$cpu
     M_RSS_MB=$(awk -v k="${hwm:-0}" 'BEGIN { if (k > 0) printf "%.0f", k / 1024; else print "?" }')
 }
 
@@ -140,9 +160,26 @@ diff_table() {
                 || ' ' || (SELECT count(DISTINCT symbol) FROM $t)"
 }
 
-log "N=$N symbols × 2024 h1 ($EXPECTED_BARS bars expected), simulator latency $LATENCY_MS ms, no rate limit, temp dir $T"
-declare -A R_WALL R_INNER R_PREP R_BARS R_REQ R_BPS R_RSS R_MISS R_EXTRA R_SYMS R_NOTE
+declare -A R_WALL R_INNER R_PREP R_BARS R_REQ R_BPS R_RSS R_MISS R_EXTRA R_SYMS R_NOTE R_CPU R_PGCPU
+declare -A S_LINE
 BAD=0
+CASES=()
+
+# run_case N LATENCY_MS: every contender on N symbols at that latency; prints its table.
+run_case() {
+local N=$1 LATENCY_MS=$2 c
+# Symbols: the first N of lib.sh's 50 large caps, or S000A... beyond 50.
+if [ "$N" -le 50 ]; then
+    tr ',' '\n' <<<"$SYMBOLS50" | head -n "$N" >"$T/symbols.txt"
+else
+    bench_symbols "$N" "$T/symbols.txt"
+fi
+SYMLIST=$(paste -sd, "$T/symbols.txt")
+[ -z "${SIM_PID:-}" ] || sim_stop
+sim_start --latency-ms "$LATENCY_MS" --rate 0
+"$BF_SIM" dump --symbols "$SYMLIST" --timeframe 1Hour --start "$START" --end "$END" >"$T/expected.csv"
+EXPECTED_BARS=$(wc -l <"$T/expected.csv")
+log "N=$N symbols × 2024 h1 ($EXPECTED_BARS bars expected), simulator latency $LATENCY_MS ms, no rate limit, temp dir $T"
 
 for c in $CONTENDERS; do
     fresh_db
@@ -177,9 +214,10 @@ print(o.get('seconds', '-'), o.get('failed', '?'))" "$T/$c.out")"
         bf enqueue --symbols-file "$T/symbols.txt" --timeframe h1 --from 2024-01-01 --to 2024-12-31 \
             >"$T/enqueue-$c.out"
         R_PREP[$c]=$(awk -v a="$t0" -v z="$(now_s)" 'BEGIN { printf "%.2f", z - a }')
-        batch=100
+        batch=100 wide=()
         [ "$c" = bf-per-symbol ] && batch=1
-        measure "$c" env BACKFILLD_BATCH_SYMBOLS=$batch "$BF_BIN" run --until-idle
+        [ "$c" = bf-wide ] && wide=(BACKFILLD_CONCURRENCY=4096 BACKFILLD_MAX_CONNECTIONS=64)
+        measure "$c" env BACKFILLD_BATCH_SYMBOLS=$batch "${wide[@]}" "$BF_BIN" run --until-idle
         IFS='|' read -r ok notok inner <<<"$(sql "
             SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded'),
                    coalesce(round(extract(epoch FROM max(finished_at) - min(started_at))::numeric, 2)::text, '-')
@@ -194,6 +232,8 @@ print(o.get('seconds', '-'), o.get('failed', '?'))" "$T/$c.out")"
     esac
     [ "$M_RC" = 124 ] && R_NOTE[$c]="TIMED OUT after ${ROUND_TIMEOUT}s; ${R_NOTE[$c]}"
     R_WALL[$c]=$M_WALL
+    R_CPU[$c]=$M_CPU
+    R_PGCPU[$c]=$M_PGCPU
     R_RSS[$c]=$M_RSS_MB
     R_BARS[$c]=$(sql "SELECT count(*) FROM $table")
     R_REQ[$c]=$(sim_counter 'c["requests"]')
@@ -222,16 +262,19 @@ echo "alpaca-sim --latency-ms $LATENCY_MS, no rate limit; Postgres 15 local (fsy
 echo "peer: node $(node --version), @alpacahq/alpaca-trade-api $SDK_VERSION, pg $PG_VERSION, --concurrency 16, multi-size 50, default --batch 1000"
 echo "$("$BF_BIN" --version 2>/dev/null | head -1) (build/backfilld built $BF_BUILT, copied at start), BACKFILLD_RATE_LIMIT=1000000, other settings default"
 echo
-printf '%-14s %7s %7s %6s %8s %8s %8s %7s %8s %6s  %-16s %s\n' \
-    contender wall_s inner_s prep_s bars requests bars/s rss_MB missing extra exact_symbols note
+printf '%-14s %7s %7s %6s %8s %8s %8s %7s %7s %7s %8s %6s  %-16s %s\n' \
+    contender wall_s inner_s prep_s bars requests bars/s cpu_s pg_s rss_MB missing extra exact_symbols note
 for c in $CONTENDERS; do
-    printf '%-14s %7s %7s %6s %8s %8s %8s %7s %8s %6s  %-16s %s\n' "$c" "${R_WALL[$c]:--}" \
+    printf '%-14s %7s %7s %6s %8s %8s %8s %7s %7s %7s %8s %6s  %-16s %s\n' "$c" "${R_WALL[$c]:--}" \
         "${R_INNER[$c]:--}" "${R_PREP[$c]:--}" "${R_BARS[$c]:--}" "${R_REQ[$c]:--}" "${R_BPS[$c]:--}" \
+        "${R_CPU[$c]:--}" "${R_PGCPU[$c]:--}" \
         "${R_RSS[$c]:--}" "${R_MISS[$c]:--}" "${R_EXTRA[$c]:--}" "${R_SYMS[$c]:--}" "${R_NOTE[$c]:-}"
 done
 echo "  wall_s = the measured process (peer: node backfill.mjs; backfilld: run --until-idle), start-up and exit included"
 echo "  inner_s = the tool's own window (peer: its reported seconds; backfilld: max(finished_at) - min(started_at))"
 echo "  prep_s = backfilld migrate + enqueue before the run (not in wall_s); bars/s = bars / wall_s"
+echo "  cpu_s = user+sys CPU seconds of the measured process (GNU time, children included); pg_s = Postgres's"
+echo "          CPU seconds meanwhile (postmaster, reaped and live backends and workers, /proc)"
 echo "  rss_MB = peak RSS by $RSS_HOW"
 echo "  missing/extra = rows of the simulator's dump absent from the table / rows of the table not in the dump (all columns)"
 echo "  exact_symbols = symbols whose stored bars equal the dump exactly (symbols with any bar stored)"
@@ -239,10 +282,48 @@ ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && a != "-" && b != "-" && b > 0) printf "%.2fx", a / b; else print "n/a" }'
 }
 for p in peer-single peer-multi; do
-    for b in bf-per-symbol bf-batched; do
+    for b in bf-per-symbol bf-batched bf-wide; do
         [ -n "${R_WALL[$p]:-}" ] && [ -n "${R_WALL[$b]:-}" ] || continue
         echo "  wall $p / $b = $(ratio "${R_WALL[$p]}" "${R_WALL[$b]}"); requests $(ratio "${R_REQ[$p]}" "${R_REQ[$b]}")"
     done
 done
+# The case's summary line: the best (least wall) of each side.
+local bp="" bb="" x
+for x in peer-single peer-multi; do
+    [ -n "${R_WALL[$x]:-}" ] || continue
+    { [ -z "$bp" ] || awk -v a="${R_WALL[$x]}" -v b="${R_WALL[$bp]}" 'BEGIN { exit !(a < b) }'; } && bp=$x
+done
+for x in bf-per-symbol bf-batched bf-wide; do
+    [ -n "${R_WALL[$x]:-}" ] || continue
+    { [ -z "$bb" ] || awk -v a="${R_WALL[$x]}" -v b="${R_WALL[$bb]}" 'BEGIN { exit !(a < b) }'; } && bb=$x
+done
+if [ -n "$bp" ] && [ -n "$bb" ]; then
+    S_LINE["$N $LATENCY_MS"]=$(printf '%6s %7s  %-12s %7s %7s %7s  %-14s %7s %7s %7s  %9s %9s' "$N" "$LATENCY_MS" \
+        "${bp#peer-}" "${R_WALL[$bp]}" "${R_CPU[$bp]}" "${R_PGCPU[$bp]}" \
+        "$bb" "${R_WALL[$bb]}" "${R_CPU[$bb]}" "${R_PGCPU[$bb]}" \
+        "$(ratio "${R_WALL[$bp]}" "${R_WALL[$bb]}")" \
+        "$(ratio "$(awk -v a="${R_CPU[$bp]}" -v b="${R_PGCPU[$bp]}" 'BEGIN { print a + b }')" \
+                 "$(awk -v a="${R_CPU[$bb]}" -v b="${R_PGCPU[$bb]}" 'BEGIN { print a + b }')")")
+else
+    S_LINE["$N $LATENCY_MS"]=$(printf '%6s %7s  (a side has no result)' "$N" "$LATENCY_MS")
+fi
+
+}
+
+for n in $NS; do
+    for l in $LATENCIES; do
+        run_case "$n" "$l"
+        CASES+=("$n $l")
+    done
+done
+
+echo
+echo "summary: best SDK mode vs best backfilld mode by wall time, per case (cpu = measured process + Postgres)"
+printf '%6s %7s  %-12s %7s %7s %7s  %-14s %7s %7s %7s  %9s %9s\n' N lat_ms sdk_best wall_s cpu_s pg_s bf_best wall_s cpu_s pg_s wall_x cpu_x
+for cs in "${CASES[@]}"; do
+    echo "${S_LINE[$cs]}"
+done
+echo "  wall_x = SDK wall ÷ backfilld wall; cpu_x = SDK (node + Postgres) CPU ÷ backfilld (daemon + Postgres) CPU"
+echo "  targets (issue #11): wall_x ≥ 5, cpu_x ≥ 5"
 
 [ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a contender failed, timed out, or backfilld's data is not exact" >&2; exit 1; }
