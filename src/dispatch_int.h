@@ -68,7 +68,9 @@ struct run {
 
 /*
  * One fetch (one query, followed page by page) serving 1..N runs that share
- * timeframe, feed, adjustment and range. Lives while any run points to it.
+ * timeframe, feed and adjustment, over one span: each of its symbols' runs
+ * are adjacent and cover the span exactly (coalesce.h). Lives while any run
+ * points to it.
  */
 struct group {
     struct group *prev, *next;
