@@ -160,21 +160,9 @@ SELECT d.id, d.job_type, d.symbol, d.timeframe, d.feed, d.adjustment, c.chunk_st
 INSERT INTO job_run_claims (run_id, attempt, worker, claimed_at)
 SELECT id, 1, 'bench-history', started_at FROM job_runs WHERE status = 'succeeded';
 RESET session_replication_role;
--- The bulk insert skipped the triggers that keep coverage and counts (schema
--- 4): build them as migration 004 does for an existing queue.
-UPDATE job_runs r SET paused = true FROM job_definitions d
- WHERE d.id = r.job_def_id AND NOT d.enabled AND r.status = 'queued';
-DELETE FROM job_run_count_deltas;
-DELETE FROM job_run_counts;
-INSERT INTO job_run_counts (status, paused, n, bars) SELECT status, paused, count(*), sum(bars_written) FROM job_runs GROUP BY 1, 2;
-DELETE FROM job_coverage_log;
-INSERT INTO job_coverage (job_def_id, known, covered, recheck_at)
-SELECT d.id, coalesce(k.known, '{}'), coalesce(k.covered, '{}'), now()
-  FROM job_definitions d
-  LEFT JOIN (SELECT job_def_id, range_agg(tstzrange(range_start, range_end)) AS known,
-                    range_agg(tstzrange(range_start, range_end)) FILTER (WHERE status = 'succeeded') AS covered
-               FROM job_runs GROUP BY 1) k ON k.job_def_id = d.id
-ON CONFLICT (job_def_id) DO UPDATE SET known = EXCLUDED.known, covered = EXCLUDED.covered, recheck_at = now();
+-- The bulk insert skipped the triggers that keep the paused flags, coverage
+-- and counts (schema 4): build them as migration 004 does for an existing queue.
+SELECT backfilld_rebuild_queue_state();
 SQL
     psql_s <<<"VACUUM ANALYZE job_definitions; VACUUM ANALYZE job_runs; VACUUM ANALYZE job_run_claims; VACUUM ANALYZE job_coverage;"
 }

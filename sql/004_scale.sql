@@ -23,26 +23,6 @@
 
 -- --- runs of disabled definitions leave the claim's path ---------------------
 ALTER TABLE job_runs ADD COLUMN paused boolean NOT NULL DEFAULT false;
-UPDATE job_runs r SET paused = true
-  FROM job_definitions d
- WHERE d.id = r.job_def_id AND NOT d.enabled AND r.status = 'queued';
-
-DROP INDEX job_runs_claim;
-CREATE INDEX job_runs_claim ON job_runs (priority DESC, run_after, range_start, id)
-    WHERE status = 'queued' AND NOT paused;
--- A definition's runs by time: coverage recomputation, the tail run, status.
-DROP INDEX job_runs_def;
-CREATE INDEX job_runs_def ON job_runs (job_def_id, range_start, id);
--- Pruning reads finished runs oldest first; cancelled ones are finished too.
-DROP INDEX job_runs_finished;
-CREATE INDEX job_runs_finished ON job_runs (finished_at)
-    WHERE status IN ('succeeded', 'failed', 'cancelled');
--- Runs waiting out a retry backoff (few): the "waiting" count without a scan.
-CREATE INDEX job_runs_retry ON job_runs (run_after) WHERE status = 'queued' AND attempt > 0;
--- The oldest claimable run (progress line, status, the piling-up alert).
-CREATE INDEX job_runs_queued_age ON job_runs (created_at) WHERE status = 'queued' AND NOT paused;
--- Recent errors (status) without reading every run.
-CREATE INDEX job_runs_errors ON job_runs (updated_at) WHERE last_error IS NOT NULL;
 
 -- --- coverage ------------------------------------------------------------------
 CREATE TABLE job_coverage (
@@ -86,17 +66,59 @@ CREATE VIEW job_run_totals AS
             UNION ALL SELECT status, paused, n, bars FROM job_run_count_deltas) x
      GROUP BY status, paused;
 
-INSERT INTO job_run_counts (status, paused, n, bars)
-SELECT status, paused, count(*), sum(bars_written) FROM job_runs GROUP BY 1, 2;
+-- What the triggers below keep, built from job_runs as it is: the paused
+-- flags, the counts, and every definition's coverage (from the runs of its
+-- series). Run by this migration, and by whoever changed job_runs with the
+-- triggers off (a bulk load with session_replication_role = replica, a
+-- restore), with no daemon writing meanwhile. The coverage of pruned runs
+-- has no row to be rebuilt from: it is lost, and their chunks queued again.
+CREATE FUNCTION backfilld_rebuild_queue_state() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE job_runs r SET paused = NOT d.enabled
+      FROM job_definitions d
+     WHERE d.id = r.job_def_id AND r.status = 'queued' AND r.paused = d.enabled;
+    DELETE FROM job_run_count_deltas;
+    DELETE FROM job_run_counts;
+    INSERT INTO job_run_counts (status, paused, n, bars)
+    SELECT status, paused, count(*), sum(bars_written) FROM job_runs GROUP BY 1, 2;
+    DELETE FROM job_coverage_log;
+    INSERT INTO job_coverage (job_def_id, known, covered, recheck_at)
+    SELECT d.id, coalesce(k.known, '{}'), coalesce(k.covered, '{}'),
+           CASE WHEN d.job_type = 'fetch_historical' THEN now() END
+      FROM job_definitions d
+      LEFT JOIN (SELECT r.job_def_id, range_agg(tstzrange(r.range_start, r.range_end)) AS known,
+                        range_agg(tstzrange(r.range_start, r.range_end))
+                            FILTER (WHERE r.status = 'succeeded') AS covered
+                   FROM job_runs r JOIN job_definitions x ON x.id = r.job_def_id
+                  WHERE (r.symbol, r.timeframe, r.feed, r.adjustment)
+                        = (x.symbol, x.timeframe, x.feed, x.adjustment)
+                  GROUP BY 1) k ON k.job_def_id = d.id
+    ON CONFLICT (job_def_id) DO UPDATE
+        SET known = EXCLUDED.known, covered = EXCLUDED.covered,
+            recheck_at = EXCLUDED.recheck_at, updated_at = now();
+END
+$$;
+REVOKE EXECUTE ON FUNCTION backfilld_rebuild_queue_state() FROM PUBLIC;
+-- Before the new indexes: no index names paused yet, so setting it can be a HOT update.
+SELECT backfilld_rebuild_queue_state();
 
-INSERT INTO job_coverage (job_def_id, known, covered, recheck_at)
-SELECT d.id,
-       coalesce((SELECT range_agg(tstzrange(r.range_start, r.range_end)) FROM job_runs r
-                  WHERE r.job_def_id = d.id), '{}'),
-       coalesce((SELECT range_agg(tstzrange(r.range_start, r.range_end)) FROM job_runs r
-                  WHERE r.job_def_id = d.id AND r.status = 'succeeded'), '{}'),
-       now()
-  FROM job_definitions d;
+DROP INDEX job_runs_claim;
+CREATE INDEX job_runs_claim ON job_runs (priority DESC, run_after, range_start, id)
+    WHERE status = 'queued' AND NOT paused;
+-- A definition's runs by time: coverage recomputation, the tail run, status.
+DROP INDEX job_runs_def;
+CREATE INDEX job_runs_def ON job_runs (job_def_id, range_start, id);
+-- Pruning reads finished runs oldest first; cancelled ones are finished too.
+DROP INDEX job_runs_finished;
+CREATE INDEX job_runs_finished ON job_runs (finished_at)
+    WHERE status IN ('succeeded', 'failed', 'cancelled');
+-- Runs waiting out a retry backoff (few): the "waiting" count without a scan.
+CREATE INDEX job_runs_retry ON job_runs (run_after) WHERE status = 'queued' AND attempt > 0;
+-- The oldest claimable run (progress line, status, the piling-up alert).
+CREATE INDEX job_runs_queued_age ON job_runs (created_at) WHERE status = 'queued' AND NOT paused;
+-- Recent errors (status) without reading every run.
+CREATE INDEX job_runs_errors ON job_runs (updated_at) WHERE last_error IS NOT NULL;
+
 
 -- --- triggers on job_runs ----------------------------------------------------------
 -- SECURITY DEFINER: an operator's UPDATE of job_runs logs its change even
@@ -619,7 +641,7 @@ BEGIN
     FOREACH f IN ARRAY ARRAY[
         'backfilld_runs_inserted()', 'backfilld_runs_updated()', 'backfilld_runs_deleted()',
         'backfilld_runs_truncated()', 'backfilld_def_inserted()', 'backfilld_def_changed()',
-        'backfilld_run_requeued()', 'backfilld_fold_coverage()',
+        'backfilld_run_requeued()', 'backfilld_fold_coverage()', 'backfilld_rebuild_queue_state()',
         'enqueue_range(bigint, timestamptz, timestamptz, boolean, integer, boolean)',
         'enqueue_ranges(bigint[], timestamptz, timestamptz, boolean, integer, boolean)']
     LOOP
