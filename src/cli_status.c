@@ -542,7 +542,8 @@ static const char status_sql[] =
      * the few runs it concerns (running, recently finished, with an error,
      * waiting to retry) or per definition shown. */
     "WITH t AS MATERIALIZED (SELECT * FROM job_run_totals),"
-    " waiting AS MATERIALIZED (SELECT count(*) AS n FROM job_runs"
+    " waiting AS MATERIALIZED (SELECT count(*) AS n, count(*) FILTER (WHERE NOT paused) AS unpaused"
+    "            FROM job_runs"
     "            WHERE status = 'queued' AND attempt > 0 AND run_after > now()),"
     " recent AS MATERIALIZED (SELECT bars_written, finished_at FROM job_runs WHERE status = "
     "'succeeded'"
@@ -580,7 +581,7 @@ static const char status_sql[] =
     "  'runs', json_build_object("
     "     'queued', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued'),"
     "     'queued_ready', greatest(0, (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued'"
-    "                       AND NOT paused) - (SELECT n FROM waiting)),"
+    "                       AND NOT paused) - (SELECT unpaused FROM waiting)),"
     "     'queued_waiting_retry', (SELECT n FROM waiting),"
     "     'queued_disabled', (SELECT coalesce(sum(n), 0) FROM t WHERE status = 'queued' AND "
     "paused),"

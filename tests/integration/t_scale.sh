@@ -72,6 +72,13 @@ check_cmd "without walking the $((EXPECT / 2)) disabled runs ahead of it ($reads
 check "all of enabled definitions" "0" \
     "$(sql "SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id
              WHERE r.status = 'running' AND NOT d.enabled")"
+# Five runs of disabled definitions wait out a retry: they are neither ready nor counted twice.
+sql "UPDATE job_runs SET attempt = 1, run_after = now() + interval '1 hour'
+      WHERE id IN (SELECT id FROM job_runs WHERE status = 'queued' AND paused ORDER BY id LIMIT 5)"
+check "status counts the ready runs exactly" \
+    "$(sql "SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id
+             WHERE r.status = 'queued' AND d.enabled AND r.run_after <= now()")" \
+    "$(bf status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs"]["queued_ready"])')"
 check "status counts the disabled backlog from kept counts" \
     "$(sql "SELECT count(*) FROM job_runs r JOIN job_definitions d ON d.id = r.job_def_id
              WHERE r.status = 'queued' AND NOT d.enabled")" \
