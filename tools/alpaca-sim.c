@@ -14,11 +14,33 @@
  * responses that stop mid-body); they are set on the command line and can be
  * changed at run time through GET /__sim/set.
  *
- * The data are synthetic but deterministic: a bar is a pure function of
- * (symbol, timeframe, feed, bar start), so `alpaca-sim dump` prints exactly the
- * bars the server serves, and a test can compare what the daemon stored with
- * it. Pages are generated lazily from a cursor, so a request costs what its
- * page costs, however long the requested range is.
+ * The data are synthetic but deterministic: a final bar is a pure function
+ * of (symbol, timeframe, feed, bar start), so `alpaca-sim dump` prints exactly
+ * the bars the server serves once they are final, and a test can compare what
+ * the daemon stored with it. Pages are generated lazily from a cursor, so a
+ * request costs what its page costs, however long the requested range is.
+ *
+ * The calendar is the NYSE's (nyse_holiday, early_close), with every rule
+ * applied to every year: weekends and the full-day holidays are not trading
+ * days; on an early close (the day after Thanksgiving, and Christmas Eve and
+ * July 3 when they are trading days) the regular session ends at 13:00 ET.
+ * Intraday bars start inside the feed's session of a trading day: SIP (and
+ * otc, boats) 04:00-20:00 ET, IEX 08:00-17:00 ET; on an early close SIP
+ * ends at 17:00 and IEX at 13:00 ET. Day bars exist for
+ * trading days, Week bars for weeks with one, Month bars for every month.
+ * Symbols "ZZ…" have no bars at all; symbols "XX…" trade around the clock:
+ * a bar for every interval of every day (24 h, 7 days a week, holidays too,
+ * no missing bars, every feed) and a Day/Week/Month bar for every period, so
+ * a test can watch a moving "now" at any hour.
+ *
+ * Bars are not final right away (alpaca-more-api.md §6). Against the wall
+ * clock `now`, a bar [start, end) (a Day bar ends at the New York midnight
+ * after its day, a Week or Month bar at the start of the next one) is
+ * served (bar_settle): partial while start <= now < end (its volume, trade
+ * count and close move from the open toward the preliminary values with the
+ * elapsed fraction of the interval); preliminary while end <= now < end +
+ * settle (--settle-seconds, default 30: volume 1-5 % lower, fewer trades,
+ * another vw); final after that. dump always prints final bars.
  *
  * Only start-up and errors are logged; a line per request would drown the
  * benchmarks.
@@ -60,6 +82,9 @@
 /* The free plan may not see SIP data younger than this many seconds. */
 #define SIM_FREE_DELAY 900
 #define SIM_DAY 86400
+/* The longest settle window (--settle-seconds): 100 years, so a test can make
+ * any past bar preliminary. */
+#define SIM_SETTLE_MAX 3155760000LL
 
 /* ------------------------------------------------------------------------ */
 /* Growable buffer                                                           */
@@ -359,21 +384,88 @@ static int64_t et_local_day(int64_t t)
     return floor_div(t - (dst ? 4 : 5) * 3600, SIM_DAY);
 }
 
+/* The day (days since the epoch) of the nth weekday wd (0 = Sunday) of month
+ * m in year y; nth = -1 is the last one. */
+static int64_t nth_weekday(int64_t y, int m, int wd, int nth)
+{
+    if (nth < 0) {
+        int64_t last = days_from_civil(y, m, days_in_month(y, m));
+        return last - floor_mod(weekday(last) - wd, 7);
+    }
+    int64_t first = days_from_civil(y, m, 1);
+    return first + floor_mod(wd - weekday(first), 7) + 7 * (nth - 1);
+}
+
+/* Easter Sunday of year y (the anonymous Gregorian computus). */
+static int64_t easter_sunday(int64_t y)
+{
+    int64_t a = y % 19, b = y / 100, c = y % 100, d = b / 4, e = b % 4;
+    int64_t f = (b + 8) / 25, g = (b - f + 1) / 3, h = (19 * a + b - d - g + 15) % 30;
+    int64_t i = c / 4, k = c % 4, l = (32 + 2 * e + 2 * i - h - k) % 7;
+    int64_t m = (a + 11 * h + 22 * l) / 451;
+    int64_t month = (h + l - 7 * m + 114) / 31, day = (h + l - 7 * m + 114) % 31 + 1;
+    return days_from_civil(y, (int)month, (int)day);
+}
+
+/* A fixed-date holiday as the NYSE observes it: a Saturday one on the Friday
+ * before, a Sunday one on the Monday after. */
+static bool observed_on(int64_t day, int64_t y, int m, int d)
+{
+    int64_t f = days_from_civil(y, m, d);
+    int wd = weekday(f);
+    return day == (wd == 6 ? f - 1 : wd == 0 ? f + 1 : f);
+}
+
 /*
- * Trading days are Monday to Friday minus New Year's Day, Independence Day
- * and Christmas when they fall on a weekday. No observed-holiday shifting, no
- * half days: the point is a calendar with gaps that is easy to reason about,
- * not the NYSE's.
+ * The NYSE's full-day holidays, applied to every year with the rules of
+ * today (only MLK Day and Juneteenth have a first year): New Year's Day (a
+ * Sunday one on Monday, a Saturday one not at all), Martin Luther King Jr.
+ * Day (3rd Monday of January, from 1998), Washington's Birthday (3rd Monday
+ * of February), Good Friday, Memorial Day (last Monday of May), Juneteenth
+ * (June 19, from 2022), Independence Day, Labor Day (1st Monday of
+ * September), Thanksgiving (4th Thursday of November) and Christmas. The
+ * last three fixed-date ones move off weekends both ways (observed_on).
  */
+static bool nyse_holiday(int64_t day)
+{
+    int64_t y;
+    int m, d;
+
+    civil_from_days(day, &y, &m, &d);
+    if ((m == 1 && d == 1) || (m == 1 && d == 2 && weekday(day) == 1))
+        return true;
+    if (y >= 1998 && day == nth_weekday(y, 1, 1, 3))
+        return true;
+    if (day == nth_weekday(y, 2, 1, 3) || day == easter_sunday(y) - 2 ||
+        day == nth_weekday(y, 5, 1, -1) || day == nth_weekday(y, 9, 1, 1) ||
+        day == nth_weekday(y, 11, 4, 4))
+        return true;
+    if (y >= 2022 && observed_on(day, y, 6, 19))
+        return true;
+    return observed_on(day, y, 7, 4) || observed_on(day, y, 12, 25);
+}
+
+/* Trading days are Monday to Friday minus the NYSE holidays. */
 static bool trading_day(int64_t day)
 {
     int wd = weekday(day);
-    if (wd == 0 || wd == 6)
-        return false;
+    return wd != 0 && wd != 6 && !nyse_holiday(day);
+}
+
+/*
+ * Early closes (13:00 regular close): the day after Thanksgiving, and
+ * Christmas Eve and July 3 when they are trading days (a weekday that is not
+ * itself the observed Christmas or Independence Day).
+ */
+static bool early_close(int64_t day)
+{
     int64_t y;
     int m, d;
+
+    if (!trading_day(day))
+        return false;
     civil_from_days(day, &y, &m, &d);
-    return !((m == 1 && d == 1) || (m == 7 && d == 4) || (m == 12 && d == 25));
+    return day == nth_weekday(y, 11, 4, 4) + 1 || (m == 12 && d == 24) || (m == 7 && d == 3);
 }
 
 /* Writes "YYYY-MM-DDTHH:MM:SSZ" (20 bytes, no NUL) for years 0…9999. */
@@ -577,11 +669,13 @@ typedef struct series {
     const char *sym;
     const tf_t *tf;
     bool empty;       /* "ZZ…" symbols: well-formed but without any data */
+    bool always;      /* "XX…" symbols: a bar for every interval of every day */
     int64_t base;     /* the symbol's base price in cents, 10.00 … 500.00 */
     uint64_t h_vals;  /* seeds the values: symbol, timeframe and feed */
     uint64_t h_gap;   /* seeds the gaps: symbol and timeframe only */
     int64_t open_sod; /* the feed's session in New York seconds of day */
     int64_t close_sod;
+    int64_t early_sod; /* close_sod on an early-close day */
 } series_t;
 
 static void series_init(series_t *se, const char *sym, const tf_t *tf, int feed)
@@ -592,19 +686,23 @@ static void series_init(series_t *se, const char *sym, const tf_t *tf, int feed)
     se->sym = sym;
     se->tf = tf;
     se->empty = strncmp(sym, "ZZ", 2) == 0;
+    se->always = strncmp(sym, "XX", 2) == 0;
     se->base = 1000 + (int64_t)(mix64(hs) % 49001);
     se->h_gap = mix64(ht);
     se->h_vals = mix64(fnv1a(fnv1a(ht, "|"), feed_names[feed]));
     /* SIP (and OTC, BOATS) carry the extended session 04:00–20:00 ET; IEX
-     * its system hours 08:00–17:00 ET. */
+     * its system hours 08:00–17:00 ET. On an early close (a 13:00 regular
+     * close) SIP ends at 17:00 and IEX at 13:00 ET. */
     se->open_sod = (feed == FEED_IEX ? 8 : 4) * 3600;
     se->close_sod = (feed == FEED_IEX ? 17 : 20) * 3600;
+    se->early_sod = (feed == FEED_IEX ? 13 : 17) * 3600;
 }
 
-/* About one intraday bar in 97 is missing, as if nothing traded. */
+/* About one intraday bar in 97 is missing, as if nothing traded ("XX…"
+ * symbols miss none). */
 static bool series_gap(const series_t *se, int64_t t)
 {
-    return mix64(se->h_gap ^ mix64((uint64_t)t)) % 97 == 0;
+    return !se->always && mix64(se->h_gap ^ mix64((uint64_t)t)) % 97 == 0;
 }
 
 /* Prices in cents, vw in ten-thousandths, so the text is exact. */
@@ -727,9 +825,15 @@ static void iter_day(bar_iter_t *it, int64_t t)
     it->have_day = true;
     it->day_start = et_to_utc(d, 0);
     it->day_end = et_to_utc(d + 1, 0);
+    if (it->se->always) {
+        it->day_trading = true;
+        it->open = it->day_start;
+        it->close = it->day_end;
+        return;
+    }
     it->day_trading = trading_day(d);
     it->open = et_to_utc(d, it->se->open_sod);
-    it->close = et_to_utc(d, it->se->close_sod);
+    it->close = et_to_utc(d, early_close(d) ? it->se->early_sod : it->se->close_sod);
 }
 
 static int64_t align_down(int64_t t, int64_t len)
@@ -774,9 +878,13 @@ static int64_t period_first_day(const tf_t *tf, int64_t p)
 }
 
 /* A day bar needs a trading day, a week bar a trading day in its week; every
- * month has trading days. */
-static bool period_has_bar(const tf_t *tf, int64_t p)
+ * month has trading days. "XX…" symbols have a bar for every period. */
+static bool period_has_bar(const series_t *se, int64_t p)
 {
+    const tf_t *tf = se->tf;
+
+    if (se->always)
+        return true;
     switch (tf->kind) {
     case TF_WEEK:
         for (int i = 0; i < 5; i++)
@@ -844,7 +952,7 @@ static bool iter_next_period(bar_iter_t *it, int64_t *out)
     for (;;) {
         if (it->dir > 0 ? t > it->hi : t < it->lo)
             return false;
-        if (period_has_bar(tf, p))
+        if (period_has_bar(it->se, p))
             break;
         p += it->dir;
         t = et_to_utc(period_first_day(tf, p), 0);
@@ -861,6 +969,80 @@ static bool iter_next(bar_iter_t *it, int64_t *out)
     if (it->se->tf->kind == TF_INTRADAY)
         return iter_next_intraday(it, out);
     return iter_next_period(it, out);
+}
+
+/* Where the bar starting at t ends: t + len intraday; a Day, Week or Month
+ * period ends at the New York midnight that starts the next period. */
+static int64_t bar_end(const tf_t *tf, int64_t t)
+{
+    if (tf->kind == TF_INTRADAY)
+        return t + tf->len;
+    int64_t p = period_of_day(tf, et_local_day(t));
+    return et_to_utc(period_first_day(tf, p + 1), 0);
+}
+
+/* a * num / den rounded half up, for den > 0. */
+static int64_t scale_round(int64_t a, int64_t num, int64_t den)
+{
+    return floor_div(2 * a * num + den, 2 * den);
+}
+
+/*
+ * The preliminary values of a final bar b (what a bar read within the settle
+ * window after its end shows, before late trades are counted): volume lower
+ * by pct = 1…5 % (floor(v * pct / 100) less), n lower by max(1, floor(n *
+ * pct / 100)) but never below 1, vw one ten-thousandth up (down when it is
+ * already at the high); o, h, l and c are the final ones. pct is drawn from
+ * the series and the bar start, so the same bar is always the same.
+ */
+static void bar_prelim(const series_t *se, bar_t *b)
+{
+    int64_t pct = 1 + (int64_t)(mix64(se->h_vals ^ mix64((uint64_t)b->t ^ 0x5e771eULL)) % 5);
+    int64_t dn = b->n * pct / 100;
+
+    b->v -= b->v * pct / 100;
+    b->n = b->n > 1 ? b->n - (dn > 1 ? dn : 1) : b->n;
+    if (b->vw < b->h * 100)
+        b->vw++;
+    else if (b->vw > b->l * 100)
+        b->vw--;
+}
+
+/*
+ * Turns the final bar b into what is served at wall-clock time now (see the
+ * file comment): final once now >= end + settle; the preliminary values
+ * from the bar's end until then; and while start <= now < end a partial bar
+ * that has reached the fraction f = (now - start) / (end - start) of the
+ * preliminary one: v = max(1, round(v' * f)), n = max(1, round(n' * f)),
+ * the open unchanged, c = o + round((c' - o) * f), h and l the partial
+ * max/min of o and c widened by f of the final wicks, vw moved from o by f
+ * toward vw' and kept inside [l, h]. So the volume only grows: partial <=
+ * preliminary < final.
+ */
+static void bar_settle(const series_t *se, int64_t now, int64_t settle, bar_t *b)
+{
+    int64_t end = bar_end(se->tf, b->t);
+
+    if (now >= end + settle)
+        return;
+    bar_prelim(se, b);
+    if (now >= end)
+        return;
+    int64_t e = now - b->t, len = end - b->t;
+    int64_t fhi = b->o > b->c ? b->o : b->c, flo = b->o < b->c ? b->o : b->c;
+    b->c = b->o + scale_round(b->c - b->o, e, len);
+    int64_t hi = b->o > b->c ? b->o : b->c, lo = b->o < b->c ? b->o : b->c;
+    b->h = hi + scale_round(b->h - fhi, e, len);
+    b->l = lo - scale_round(flo - b->l, e, len);
+    b->v = scale_round(b->v, e, len);
+    b->v = b->v > 1 ? b->v : 1;
+    b->n = scale_round(b->n, e, len);
+    b->n = b->n > 1 ? b->n : 1;
+    b->vw = b->o * 100 + scale_round(b->vw - b->o * 100, e, len);
+    if (b->vw < b->l * 100)
+        b->vw = b->l * 100;
+    if (b->vw > b->h * 100)
+        b->vw = b->h * 100;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -943,6 +1125,7 @@ typedef struct knobs {
     bool free_plan;
     bool token_binds_limit; /* a token reused with another limit is invalid */
     int64_t max_bars;
+    int64_t settle_seconds; /* how long after its end a bar stays preliminary */
     char removed[SIM_REMOVED_MAX][SIM_ASSET_SYM]; /* symbols left out of /v2/assets */
     int nremoved;
     /* Fixed windows beside the bucket: at most win_limit[i] requests in each
@@ -1464,7 +1647,8 @@ static void query_free(query_t *q)
  * the cursor and stops at the first bar that does not fit, which becomes the
  * next token, so nothing past the page is generated. Returns the bar count.
  */
-static size_t page_build(const sim_t *s, const query_t *q, int64_t page_limit, sbuf_t *out)
+static size_t page_build(const sim_t *s, const query_t *q, int64_t page_limit, int64_t now,
+                         sbuf_t *out)
 {
     size_t count = 0, next_idx = 0;
     int64_t next_t = 0;
@@ -1505,6 +1689,7 @@ static size_t page_build(const sim_t *s, const query_t *q, int64_t page_limit, s
             in_group = true;
             bar_t b;
             bar_make(&se, t, &b);
+            bar_settle(&se, now, s->k.settle_seconds, &b);
             p = bar_json(p, &b);
             *p = '\0';
             out->len = (size_t)(p - out->p);
@@ -2029,7 +2214,7 @@ static void bars_handle(sim_t *s, http_req_t *r, char *path_sym, response_t *res
     resp->status = 200;
     resp->ctype = CT_JSON;
     resp->body.len = 0;
-    size_t nbars = page_build(s, &q, page_limit, &resp->body);
+    size_t nbars = page_build(s, &q, page_limit, now, &resp->body);
     if (s->k.malformed_rate > 0 && rng_unit(&s->rng) < s->k.malformed_rate) {
         malform_body(s, &resp->body);
         resp->malformed = true;
@@ -2179,6 +2364,9 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
         } else if (strcmp(k, "burst") == 0) {
             ok = parse_double(v, &nk.burst) && nk.burst >= 1 && nk.burst <= 1e9;
             burst_set = true;
+        } else if (strcmp(k, "settle_seconds") == 0) {
+            ok = parse_int(v, &iv, &why) && iv >= 0 && iv <= SIM_SETTLE_MAX;
+            nk.settle_seconds = iv;
         } else if (strcmp(k, "latency_ms") == 0) {
             ok = parse_int(v, &iv, &why) && iv >= 0 && iv <= 3600000;
             nk.latency_ms = iv;
@@ -2876,6 +3064,8 @@ static const char usage_text[] =
     "                         that produced it (default: 400 \"invalid page_token\", as\n"
     "                         for any other changed parameter)\n"
     "  --remove-asset A,B     leave these symbols out of /v2/assets (repeatable)\n"
+    "  --settle-seconds N     a bar is preliminary for N s after its end (default 30),\n"
+    "                         then final; the bar holding now is partial\n"
     "  --help                 this text\n"
     "\n"
     "control endpoints (no auth): GET /__sim/health, /__sim/counters, /__sim/reset,\n"
@@ -2883,6 +3073,7 @@ static const char usage_text[] =
     "            &latency_ms=&key=&secret=&short_pages=0|1&trailing_empty=0|1\n"
     "            &token_binds_limit=0|1&remove_asset=A,B&restore_assets=1\n"
     "            &rate_window=1s:10,60s:600 (or off; windows start empty)\n"
+    "            &settle_seconds=N (0 to 3155760000)\n"
     "  /__sim/ is never delayed, hung or stalled. /__sim/counters counts requests,\n"
     "  by_status (200_malformed apart), hung, stalled, bars_served and pages, and\n"
     "  shows held, the connections now held open by hang or stall.\n"
@@ -2899,7 +3090,20 @@ static const char usage_text[] =
     "  {\"code\":40010001,\"message\":...}; bad keys 401 {\"code\":40110000,...}.\n"
     "  remove_asset (see /__sim/set) makes symbols disappear from the list.\n"
     "\n"
-    "dump prints the bars the server would serve, as CSV lines\n"
+    "bars follow the NYSE calendar: weekends, New Year's (Sunday -> Monday, a\n"
+    "  Saturday one is not moved), MLK Day (from 1998), Presidents' Day, Good\n"
+    "  Friday, Memorial Day, Juneteenth (from 2022), Independence Day, Labor Day,\n"
+    "  Thanksgiving and Christmas (Saturday -> Friday, Sunday -> Monday) have none.\n"
+    "  Intraday sessions: SIP 04:00-20:00 ET, IEX 08:00-17:00 ET; on early closes\n"
+    "  (day after Thanksgiving, Dec 24 and Jul 3 when trading days) SIP\n"
+    "  04:00-17:00, IEX 08:00-13:00 ET.\n"
+    "  Symbols \"ZZ...\" have no bars; \"XX...\" have a bar for every interval of\n"
+    "  every day (24 h, 7 days, every feed, no gaps) and every Day/Week/Month.\n"
+    "  The bar holding now is partial (v, n, c grow with the elapsed fraction); a\n"
+    "  bar is preliminary (v 1-5% lower, n lower, vw changed) until settle\n"
+    "  seconds after its end, then final.\n"
+    "\n"
+    "dump prints the final bars the server would serve, as CSV lines\n"
     "  SYMBOL,t,o,h,l,c,v,n,vw (symbol asc, t asc; start/end default as the API's).\n";
 
 /* Splits "--name=value" or "--name value"; *val is NULL when absent. */
@@ -2935,10 +3139,10 @@ static bool opt_is_flag(const char *name)
 static bool opt_takes_value(const char *arg)
 {
     static const char *const names[] = {
-        "--host",      "--port",           "--port-file",    "--key",
-        "--secret",    "--latency-ms",     "--rate",         "--burst",
-        "--fail-rate", "--malformed-rate", "--seed",         "--max-bars",
-        "--hang-rate", "--stall-rate",     "--remove-asset", "--rate-window",
+        "--host",        "--port",           "--port-file", "--key",        "--secret",
+        "--latency-ms",  "--rate",           "--burst",     "--fail-rate",  "--malformed-rate",
+        "--seed",        "--max-bars",       "--hang-rate", "--stall-rate", "--remove-asset",
+        "--rate-window", "--settle-seconds",
     };
     size_t n = strcspn(arg, "=");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -3104,6 +3308,7 @@ static int serve_main(int argc, char **argv)
     snprintf(s->k.key, sizeof s->k.key, "%s", "test-key");
     snprintf(s->k.secret, sizeof s->k.secret, "%s", "test-secret");
     s->k.max_bars = 10000000;
+    s->k.settle_seconds = 30;
     s->k.token_binds_limit = true;
     for (int i = 1; i < argc; i++) {
         char name[64];
@@ -3147,6 +3352,8 @@ static int serve_main(int argc, char **argv)
             ok = opt_int(v, INT64_MIN, INT64_MAX, &seed);
         } else if (strcmp(name, "--max-bars") == 0) {
             ok = opt_int(v, 1, INT64_MAX, &s->k.max_bars);
+        } else if (strcmp(name, "--settle-seconds") == 0) {
+            ok = opt_int(v, 0, SIM_SETTLE_MAX, &s->k.settle_seconds);
         } else if (strcmp(name, "--rate-window") == 0) {
             /* Repeatable: each occurrence adds its windows to the earlier ones. */
             knobs_t nk = s->k;
