@@ -69,4 +69,20 @@ int bars_parse_time(const char *s, int64_t *us_out);
 /* µs since the epoch → "YYYY-MM-DDTHH:MM:SSZ" (fraction dropped). buf ≥ 21 bytes. */
 void bars_format_time(int64_t us, char *buf, size_t len);
 
+/*
+ * New York time, for trading days: the US rules since 1967 (2007 on: second
+ * Sunday of March to first Sunday of November; 1987-2006: first Sunday of
+ * April to last Sunday of October; before: last Sunday of April to last
+ * Sunday of October), changes at 02:00 local. Dates are days since
+ * 1970-01-01 (a New York calendar date, not a UTC one).
+ */
+/* The New York date of an instant. */
+int64_t bars_ny_day(int64_t us);
+/* New York midnight at the start of a New York date, as µs since the epoch. */
+int64_t bars_ny_midnight_us(int64_t day);
+/* The end of the bar of timeframe code tf that starts at us: us + its length
+ * for intraday bars; the next New York midnight, Monday or 1st of the month for
+ * d1, w1 and mn1 (stamped at New York midnight). 0 for an unknown code. */
+int64_t bars_bar_end_us(const char *tf, int64_t us);
+
 #endif

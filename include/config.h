@@ -51,8 +51,13 @@ struct config {
     int64_t shutdown_timeout_ms;
     double rate_limit; /* requests per minute */
     bool poll_only;
+    int64_t settle_seconds; /* a bar is final this long after its close */
+    bool sip_realtime;      /* else SIP younger than SIP_DELAY_SECONDS is not asked for */
     int log_level;
 };
+
+/* SIP younger than this is refused without a real-time plan (403). */
+#define SIP_DELAY_SECONDS 900
 
 enum cfg_type { CFG_STR, CFG_INT, CFG_DBL, CFG_BOOL, CFG_LEVEL };
 

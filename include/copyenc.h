@@ -3,9 +3,10 @@
  *
  * Binary COPY costs the server about half the CPU of text COPY (no float or
  * timestamp parsing) and carries the doubles bit for bit, so what Alpaca sent
- * is exactly what lands. Columns, in order: symbol text, timeframe text,
- * ts timestamptz, open, high, low, close float8, volume int8,
- * trade_count int8, vwap float8 — the staging table's column list in store.c.
+ * is exactly what lands. Columns, in order: symbol, timeframe, feed,
+ * adjustment text, ts timestamptz, open, high, low, close float8, volume
+ * int8, trade_count int8, vwap float8, final bool, fetched_at timestamptz —
+ * BAR_COLS in store.c.
  */
 #ifndef BACKFILLD_COPYENC_H
 #define BACKFILLD_COPYENC_H
@@ -13,9 +14,10 @@
 #include "bars.h"
 #include "util.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
-#define COPYENC_NCOLS 10
+#define COPYENC_NCOLS 14
 
 typedef struct copyenc {
     dynbuf_t buf; /* header, rows, and (after finish) the trailer */
@@ -24,8 +26,15 @@ typedef struct copyenc {
 
 /* Starts a stream with its 19-byte header; `cap` bounds the buffer. */
 void copyenc_init(copyenc_t *c, size_t cap);
-/* Appends one row; -1 when the cap would be exceeded. */
-int copyenc_add(copyenc_t *c, const char *symbol, const char *timeframe, const bar_t *b) MUSTCHECK;
+/* The series a row belongs to: (symbol, timeframe, feed, adjustment). */
+struct copyenc_series {
+    const char *symbol, *timeframe, *feed, *adjustment;
+};
+
+/* Appends one row of series s: bar b, final or not, fetched at fetched_us
+ * (µs since the Unix epoch). -1 when the cap would be exceeded. */
+int copyenc_add(copyenc_t *c, const struct copyenc_series *s, const bar_t *b, bool final,
+                int64_t fetched_us) MUSTCHECK;
 /* Appends the trailer; the stream is then complete in c->buf. */
 int copyenc_finish(copyenc_t *c) MUSTCHECK;
 /* Empties the stream back to just a header. */

@@ -123,8 +123,10 @@ void jobs_release_unknown(db_conn_t *db, const char *worker, const int64_t *know
                           jobs_count_cb cb, void *arg);
 /* rescue_expired_job_runs: runs of dead workers back to the queue; n = runs rescued. */
 void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, jobs_count_cb cb, void *arg);
-/* schedule_due_jobs: runs made from due definitions; n = runs created. */
-void jobs_schedule(db_conn_t *db, int max_attempts, jobs_count_cb cb, void *arg);
+/* schedule_due_jobs: runs made from due definitions; n = runs created. A bar
+ * is settled settle_s after its close, SIP also sip_delay_s old. */
+void jobs_schedule(db_conn_t *db, int max_attempts, int64_t settle_s, int64_t sip_delay_s,
+                   jobs_count_cb cb, void *arg);
 
 /* Deletes up to limit runs finished more than keep_days ago, and old claims
  * (prune_job_runs); cb gets the number of runs deleted. */

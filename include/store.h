@@ -8,7 +8,7 @@
  *   COPY bars FROM STDIN (FORMAT binary);        -- rows of spans with nothing stored
  *   COPY bars_stage FROM STDIN (FORMAT binary);  -- the other rows, then
  *   INSERT INTO bars … SELECT … FROM bars_stage
- *     ON CONFLICT (symbol, timeframe, ts) DO UPDATE … WHERE … IS DISTINCT FROM …;
+ *     ON CONFLICT (symbol, timeframe, feed, adjustment, ts) DO UPDATE … WHERE … IS DISTINCT FROM …;
  *   SELECT complete_job_runs(…)   -- the runs whose final page is in it
  *   COMMIT;
  *
@@ -71,8 +71,10 @@ struct store_page {
     void *owner; /* passed back in the callbacks */
     int64_t run_id;
     int attempt;
-    const char *symbol, *timeframe;
+    const char *symbol, *timeframe, *feed, *adjustment; /* the series */
     const bar_t *bars;
+    int64_t fetched_us; /* when the page arrived (wall clock) */
+    int64_t settled_us; /* bars that ended by then are final: fetched_us - the settling delay */
     size_t n;           /* may be 0, e.g. an empty final page */
     bool final;         /* the run's last page: its write transaction completes the run */
     int64_t total_bars; /* the run's totals so far, recorded on completion */

@@ -313,7 +313,8 @@ static void on_response(void *arg, const struct http_result *res)
     if (s == 403) {
         snprintf(cause, sizeof cause,
                  "HTTP 403: %s — feed %s needs an end at least 15 minutes old on this plan; "
-                 "use feed iex or an older range",
+                 "set BACKFILLD_SIP_REALTIME=false (the default) so the daemon never asks, "
+                 "or use feed iex",
                  msg, f->q.feed);
         fail(f, ALPACA_EPERM, cause, s);
         return;

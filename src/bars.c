@@ -15,6 +15,8 @@
  */
 #include "bars.h"
 
+#include "timeframe.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -333,6 +335,90 @@ int bars_parse_time(const char *s, int64_t *us_out)
            sign * (oh * 3600 + om * 60);
     *us_out = secs * US_PER_SEC + frac_us;
     return 0;
+}
+
+/* The n-th (1-based; 0 = last) Sunday of a month, as days since the epoch. */
+static int64_t nth_sunday(int64_t y, int m, int n)
+{
+    int64_t first = days_from_civil(y, m, 1);
+    /* 1970-01-01 was a Thursday: weekday 0 = Sunday is (days + 4) mod 7. */
+    int64_t wd = ((first + 4) % 7 + 7) % 7;
+    int64_t sun = first + (7 - wd) % 7;
+    if (n > 0)
+        return sun + 7 * (n - 1);
+    int64_t last = sun;
+    while (last + 7 < first + days_in_month((int)y, m))
+        last += 7;
+    return last;
+}
+
+/* The local dates whose 02:00 starts and ends daylight saving time in year y;
+ * false for a year without it. */
+static bool ny_dst_days(int64_t y, int64_t *start, int64_t *end)
+{
+    if (y >= 2007) {
+        *start = nth_sunday(y, 3, 2);
+        *end = nth_sunday(y, 11, 1);
+    } else if (y >= 1987) {
+        *start = nth_sunday(y, 4, 1);
+        *end = nth_sunday(y, 10, 0);
+    } else if (y >= 1967) {
+        *start = nth_sunday(y, 4, 0);
+        *end = nth_sunday(y, 10, 0);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+#define NY_EST_S (5 * 3600)
+#define NY_EDT_S (4 * 3600)
+
+int64_t bars_ny_midnight_us(int64_t day)
+{
+    int64_t y, start, end;
+    int m, d;
+    civil_from_days(day, &y, &m, &d);
+    /* At 00:00 the change of that day (02:00) has not happened yet. */
+    bool dst = ny_dst_days(y, &start, &end) && day > start && day <= end;
+    return (day * SEC_PER_DAY + (dst ? NY_EDT_S : NY_EST_S)) * INT64_C(1000000);
+}
+
+static int64_t floor_div64(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+int64_t bars_ny_day(int64_t us)
+{
+    int64_t s = floor_div64(us, INT64_C(1000000));
+    int64_t y, start, end;
+    int m, d;
+    civil_from_days(floor_div64(s - NY_EST_S, SEC_PER_DAY), &y, &m, &d);
+    bool dst = false;
+    if (ny_dst_days(y, &start, &end))
+        /* 02:00 EST on the start day is 07:00Z; 02:00 EDT on the end day is 06:00Z. */
+        dst = s >= start * SEC_PER_DAY + 7 * 3600 && s < end * SEC_PER_DAY + 6 * 3600;
+    return floor_div64(s - (dst ? NY_EDT_S : NY_EST_S), SEC_PER_DAY);
+}
+
+int64_t bars_bar_end_us(const char *tf, int64_t us)
+{
+    int64_t secs = tf_seconds(tf);
+    if (secs == 0)
+        return 0;
+    if (strcmp(tf, "d1") == 0)
+        return bars_ny_midnight_us(bars_ny_day(us) + 1);
+    if (strcmp(tf, "w1") == 0)
+        return bars_ny_midnight_us(bars_ny_day(us) + 7);
+    if (strcmp(tf, "mn1") == 0) {
+        int64_t y;
+        int m, d;
+        civil_from_days(bars_ny_day(us), &y, &m, &d);
+        return bars_ny_midnight_us(m == 12 ? days_from_civil(y + 1, 1, 1)
+                                           : days_from_civil(y, m + 1, 1));
+    }
+    return us + secs * INT64_C(1000000);
 }
 
 void bars_format_time(int64_t us, char *buf, size_t len)

@@ -83,8 +83,9 @@ bool parse_when(const char *s, bool is_to, int64_t *us)
 {
     if (bars_parse_time(s, us) < 0)
         return false;
-    if (is_to && strlen(s) == 10)
-        *us += INT64_C(86400000000);
+    /* A bare date is the New York trading day: from its midnight, to the next one. */
+    if (strlen(s) == 10)
+        *us = bars_ny_midnight_us(*us / INT64_C(86400000000) + (is_to ? 1 : 0));
     return true;
 }
 

@@ -325,8 +325,15 @@ static const char enqueue_help[] =
     "any failed, was cancelled or deleted (they are listed); 128+N when signal N\n"
     "(Ctrl-C: 130) stopped the wait, which leaves the runs going.\n\n"
     "  TF      m1 m5 m15 m30 h1 h4 d1 w1 mn1\n"
-    "  DATE    YYYY-MM-DD (a --to date includes that whole day) or RFC 3339\n"
-    "          (an instant; --to is then exclusive). --to defaults to now.\n";
+    "  DATE    YYYY-MM-DD: the New York trading day (from its midnight in\n"
+    "          America/New_York, so the whole 04:00-20:00 extended session, in EST\n"
+    "          or EDT; a --to date includes that whole day), or RFC 3339 (that\n"
+    "          instant; --to is then exclusive).\n"
+    "          No --to, or one in the future: up to now, and kept complete. Only\n"
+    "          settled bars count (closed BACKFILLD_SETTLE_SECONDS ago; SIP also 15\n"
+    "          minutes old unless BACKFILLD_SIP_REALTIME=true); the definition stays\n"
+    "          open and the daemon fetches its tail as it settles, every\n"
+    "          refresh_interval of the definition (1 hour if NULL).\n";
 
 /* A symbol Alpaca could plausibly accept; Alpaca itself judges the rest (400). */
 bool cli_symbol_ok(const char *s, char *why, size_t whylen)
@@ -405,7 +412,10 @@ struct enqueue_plan {
     size_t nsym;
     int64_t from_us, to_us;
     int64_t interval_ms; /* --wait's redraw interval */
+    bool open_end;       /* no --to, or one in the future: up to now, and kept complete */
     char from[40], to[40], max_attempts[16];
+    char settle[32], sip_delay[32]; /* intervals for backfilld_settled_until */
+    char horizon[40];               /* filled in by enqueue_txn: where the runs end */
 };
 
 /* Reads the options. EXIT_OK, EXIT_USAGE (said why), or -1 after --help. */
@@ -530,8 +540,10 @@ static int enqueue_validate(const struct config *c, const struct enqueue_args *a
                 a->to);
         return EXIT_DATAERR;
     }
+    int64_t now_us = wall_us() / 1000000 * 1000000;
     if (!a->to)
-        p->to_us = wall_us() / 1000000 * 1000000;
+        p->to_us = now_us;
+    p->open_end = p->to_us >= now_us;
     if (p->to_us <= p->from_us) {
         fprintf(stderr,
                 "backfilld enqueue: the range is empty or inverted (--to must be after --from)\n");
@@ -563,6 +575,9 @@ static int enqueue_validate(const struct config *c, const struct enqueue_args *a
         return EXIT_DATAERR;
     bars_format_time(p->from_us, p->from, sizeof p->from);
     bars_format_time(p->to_us, p->to, sizeof p->to);
+    snprintf(p->settle, sizeof p->settle, "%lld seconds", (long long)c->settle_seconds);
+    snprintf(p->sip_delay, sizeof p->sip_delay, "%d seconds",
+             c->sip_realtime ? 0 : SIP_DELAY_SECONDS);
     snprintf(p->max_attempts, sizeof p->max_attempts, "%lld", (long long)attempts);
     if (a->all_active)
         return EXIT_OK; /* the symbols come from the asset list */
@@ -618,7 +633,7 @@ static int64_t *result_ids(PGresult *r, size_t *n)
  * run_ids non-NULL (--wait), *run_ids receives the ids of the runs queued
  * (*nrun_ids of them; caller frees).
  */
-static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct enqueue_plan *p,
+static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, struct enqueue_plan *p,
                        int64_t *queued, int64_t *chunks, int64_t **run_ids, size_t *nrun_ids)
 {
     dynbuf_t ids, before;
@@ -631,7 +646,9 @@ static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct 
     if (!r)
         goto fail;
     PQclear(r);
-    const char *p1[] = {p->symbols.data, a->tf, a->feed, a->adj, a->prio, p->from, p->to};
+    /* No --to: an open end (NULL), kept complete as bars settle. */
+    const char *p1[] = {p->symbols.data,     a->tf, a->feed, a->adj, a->prio, p->from,
+                        a->to ? p->to : NULL};
     r = q(
         conn,
         "INSERT INTO job_definitions AS d (symbol, timeframe, job_type, feed, adjustment, priority,"
@@ -642,7 +659,8 @@ static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct 
         " feed = coalesce($3, d.feed), adjustment = coalesce($4, d.adjustment),"
         " priority = coalesce($5::int, d.priority),"
         " backfill_from = least(d.backfill_from, EXCLUDED.backfill_from),"
-        " backfill_to = CASE WHEN d.backfill_to IS NULL AND d.backfill_from IS NOT NULL THEN NULL"
+        " backfill_to = CASE WHEN (d.backfill_to IS NULL AND d.backfill_from IS NOT NULL)"
+        "                      OR EXCLUDED.backfill_to IS NULL THEN NULL"
         "                    ELSE greatest(d.backfill_to, EXCLUDED.backfill_to) END"
         " RETURNING d.id",
         7, p1);
@@ -665,17 +683,26 @@ static int enqueue_txn(PGconn *conn, const struct enqueue_args *a, const struct 
         if (ids_literal(&before, pre, npre) < 0)
             goto fail;
     }
-    const char *p2[] = {ids.data,        p->from, p->to, a->force ? "true" : "false",
-                        p->max_attempts, a->tf};
+    /* Runs end at the settled horizon of the definitions' series (the
+     * earliest, if their feeds differ): bars not final yet are never
+     * counted as covered; the scheduler extends open ends as they settle. */
+    const char *p2[] = {ids.data,        p->from, p->to,     a->force ? "true" : "false",
+                        p->max_attempts, a->tf,   p->settle, p->sip_delay};
     r = q(conn,
-          "SELECT enqueue_ranges($1::bigint[], $2::timestamptz, $3::timestamptz, $4::boolean,"
-          " $5::int), (SELECT count(*) FROM backfill_chunks($6, $2::timestamptz,"
-          " $3::timestamptz)) * cardinality($1::bigint[])",
-          6, p2);
+          "WITH h AS (SELECT least($3::timestamptz, (SELECT min(backfilld_settled_until(timeframe,"
+          " feed, now(), $7::interval, $8::interval)) FROM job_definitions"
+          " WHERE id = ANY ($1::bigint[]))) AS t)"
+          " SELECT CASE WHEN h.t > $2::timestamptz THEN enqueue_ranges($1::bigint[],"
+          " $2::timestamptz, h.t, $4::boolean, $5::int) ELSE 0 END,"
+          " (SELECT count(*) FROM backfill_chunks($6, $2::timestamptz, h.t))"
+          " * cardinality($1::bigint[]),"
+          " to_char(h.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM h",
+          8, p2);
     if (!r)
         goto fail;
     (void)parse_i64(PQgetvalue(r, 0, 0), 0, INT64_MAX, queued);
     (void)parse_i64(PQgetvalue(r, 0, 1), 0, INT64_MAX, chunks);
+    snprintf(p->horizon, sizeof p->horizon, "%s", PQgetvalue(r, 0, 2));
     PQclear(r);
     if (run_ids) {
         const char *p3[] = {ids.data, before.data};
@@ -758,10 +785,12 @@ int cli_enqueue(const struct config *c, int argc, char **argv)
     ret = EXIT_SOFTWARE;
     if (enqueue_txn(conn, &a, &p, &queued, &chunks, a.wait ? &run_ids : NULL, &nrun) < 0)
         goto out;
-    printf("queued %lld run%s for %zu symbol%s (%s, %s to %s); %lld chunk%s already covered or "
+    printf("queued %lld run%s for %zu symbol%s (%s, %s to %s%s); %lld chunk%s already covered or "
            "queued%s\n",
            (long long)queued, queued == 1 ? "" : "s", p.nsym, p.nsym == 1 ? "" : "s", a.tf, p.from,
-           p.to, (long long)(chunks - queued), chunks - queued == 1 ? "" : "s",
+           p.horizon,
+           p.open_end ? ", the last settled bar: later bars are fetched as they settle" : "",
+           (long long)(chunks - queued), chunks - queued == 1 ? "" : "s",
            chunks - queued > 0 && !a.force ? " (--force re-fetches covered ones)" : "");
     fflush(stdout);
     ret = EXIT_OK;

@@ -81,6 +81,12 @@ const struct cfg_key cfg_keys[] = {
      "Alpaca requests per minute for this account"},
     {"BACKFILLD_RATE_LIMIT_NAME", CFG_STR, "alpaca", 0, 0, false, false, OFF(rate_limit_name),
      "rate_limits row shared by every host on this account; empty = a per-host budget"},
+    {"BACKFILLD_SETTLE_SECONDS", CFG_INT, "60", 0, 86400, true, false, OFF(settle_seconds),
+     "a bar counts as final this long after it closes (Alpaca recalculates minute bars ~30 s "
+     "after their close); younger bars are fetched again"},
+    {"BACKFILLD_SIP_REALTIME", CFG_BOOL, "false", 0, 0, true, false, OFF(sip_realtime),
+     "the Alpaca plan has real-time SIP (Algo Trader Plus); false: SIP younger than 15 minutes "
+     "is never asked for (the free plan refuses it with 403)"},
     {"BACKFILLD_POLL_ONLY", CFG_BOOL, "false", 0, 0, false, false, OFF(poll_only),
      "no LISTEN/NOTIFY (for transaction-mode poolers such as PgBouncer)"},
     {"BACKFILLD_LOG_LEVEL", CFG_LEVEL, "info", 0, 0, true, false, OFF(log_level),

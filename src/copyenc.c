@@ -49,21 +49,26 @@ void copyenc_reset(copyenc_t *c)
         c->buf.len = 0;
 }
 
-int copyenc_add(copyenc_t *c, const char *symbol, const char *timeframe, const bar_t *b)
+int copyenc_add(copyenc_t *c, const struct copyenc_series *s, const bar_t *b, bool final,
+                int64_t fetched_us)
 {
-    size_t ls = strlen(symbol), lt = strlen(timeframe);
-    size_t need = 2 + (4 + ls) + (4 + lt) + 8 * (4 + 8);
-    unsigned char fixed[2 + 4];
-    size_t start = c->buf.len;
-    put16(fixed, COPYENC_NCOLS);
-    put32(fixed + 2, (uint32_t)ls);
+    const char *text[4] = {s->symbol, s->timeframe, s->feed, s->adjustment};
+    size_t lt[4], need = 2 + 8 * (4 + 8) + (4 + 1) + (4 + 8);
+    for (int i = 0; i < 4; i++) {
+        lt[i] = strlen(text[i]);
+        need += 4 + lt[i];
+    }
     if (c->buf.len + need + 2 > c->buf.cap) /* keep room for the trailer */
         return -1;
-    int rc = dynbuf_append(&c->buf, fixed, 6);
-    rc |= dynbuf_append(&c->buf, symbol, ls);
-    put32(fixed, (uint32_t)lt);
-    rc |= dynbuf_append(&c->buf, fixed, 4);
-    rc |= dynbuf_append(&c->buf, timeframe, lt);
+    size_t start = c->buf.len;
+    unsigned char f[13];
+    put16(f, COPYENC_NCOLS);
+    int rc = dynbuf_append(&c->buf, f, 2);
+    for (int i = 0; i < 4; i++) {
+        put32(f, (uint32_t)lt[i]);
+        rc |= dynbuf_append(&c->buf, f, 4);
+        rc |= dynbuf_append(&c->buf, text[i], lt[i]);
+    }
     uint64_t vals[8] = {
         (uint64_t)(b->ts_us - PG_EPOCH_OFFSET_US),
         dbits(b->open),
@@ -75,11 +80,16 @@ int copyenc_add(copyenc_t *c, const char *symbol, const char *timeframe, const b
         dbits(b->vwap),
     };
     for (int i = 0; i < 8; i++) {
-        unsigned char f[12];
         put32(f, 8);
         put64(f + 4, vals[i]);
         rc |= dynbuf_append(&c->buf, f, 12);
     }
+    put32(f, 1);
+    f[4] = final ? 1 : 0;
+    rc |= dynbuf_append(&c->buf, f, 5);
+    put32(f, 8);
+    put64(f + 4, (uint64_t)(fetched_us - PG_EPOCH_OFFSET_US));
+    rc |= dynbuf_append(&c->buf, f, 12);
     if (rc != 0) {
         c->buf.len = start;
         return -1;

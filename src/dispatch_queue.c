@@ -199,7 +199,8 @@ static void on_scheduled(void *arg, const struct jobs_status *st, int64_t n, con
 void queue_schedule(dispatch_t *d)
 {
     d->want_schedule = false;
-    jobs_schedule(d->db, (int)d->cfg->max_attempts, on_scheduled, d);
+    jobs_schedule(d->db, (int)d->cfg->max_attempts, d->cfg->settle_seconds,
+                  d->cfg->sip_realtime ? 0 : SIP_DELAY_SECONDS, on_scheduled, d);
 }
 
 /* History is pruned a batch at a time, so a backlog of old runs (the first

@@ -458,7 +458,8 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
     const char *boundary = page->nseries ? page->series[page->nseries - 1].symbol : NULL;
     if (boundary)
         strlcpy_trunc(g->last_symbol, sizeof g->last_symbol, boundary);
-    size_t k = 0; /* walks page->series alongside the sorted runs */
+    size_t k = 0;                   /* walks page->series alongside the sorted runs */
+    int64_t fetched_us = wall_us(); /* the page is here now: what "final" is judged by */
     for (size_t i = 0; i < g->n; i++) {
         struct run *r = g->runs[i];
         if (!r)
@@ -483,6 +484,10 @@ static bool on_page(void *arg, bars_page_t *page, bool last)
                                 .attempt = r->j.attempt,
                                 .symbol = r->j.symbol,
                                 .timeframe = r->j.timeframe,
+                                .feed = r->j.feed,
+                                .adjustment = r->j.adjustment,
+                                .fetched_us = fetched_us,
+                                .settled_us = fetched_us - d->cfg->settle_seconds * 1000000,
                                 .bars = n ? s->bars + off : NULL,
                                 .n = n,
                                 .final = final_now,

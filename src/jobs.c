@@ -328,13 +328,16 @@ void jobs_rescue(db_conn_t *db, int64_t base_ms, int64_t cap_ms, jobs_count_cb c
     db_submit(db, r);
 }
 
-void jobs_schedule(db_conn_t *db, int max_attempts, jobs_count_cb cb, void *arg)
+void jobs_schedule(db_conn_t *db, int max_attempts, int64_t settle_s, int64_t sip_delay_s,
+                   jobs_count_cb cb, void *arg)
 {
-    char ms[16];
+    char ms[16], st[32], sd[32];
     snprintf(ms, sizeof ms, "%d", max_attempts);
-    const char *p[] = {ms};
+    snprintf(st, sizeof st, "%lld seconds", (long long)settle_s);
+    snprintf(sd, sizeof sd, "%lld seconds", (long long)sip_delay_s);
+    const char *p[] = {ms, st, sd};
     db_req_t *r = call_req(decode_count, (struct call){.cb.count = cb, .arg = arg});
-    db_req_sql(r, "SELECT schedule_due_jobs($1::int)", 1, p);
+    db_req_sql(r, "SELECT schedule_due_jobs($1::int, $2::interval, $3::interval)", 3, p);
     db_req_keep(r);
     db_submit(db, r);
 }

@@ -47,9 +47,9 @@ struct item {
     size_t series;        /* index into txn.series; unused when nbars is 0 */
 };
 
-/* One (symbol, timeframe) of a write transaction: the span of its bars. */
+/* One series (symbol, timeframe, feed, adjustment) of a write transaction: the span of its bars. */
 struct series {
-    char symbol[32], timeframe[8];
+    char symbol[32], timeframe[8], feed[8], adjustment[64];
     int64_t lo_us, hi_us;
 };
 
@@ -89,22 +89,27 @@ struct store {
     bool closing;
 };
 
-#define BAR_COLS "symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap"
+#define BAR_COLS                                                                                   \
+    "symbol, timeframe, feed, adjustment, ts, open, high, low, close, volume, trade_count, vwap, " \
+    "final, fetched_at"
+#define BAR_KEY "symbol, timeframe, feed, adjustment, ts"
 
+/* fetched_at says when the values stored were fetched: an unchanged re-fetch
+ * leaves the row (and its fetched_at) alone; a bar turning final is a change. */
 #define UPSERT_SET                                                                                 \
-    "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, high = "              \
-    "EXCLUDED.high, "                                                                              \
+    "ON CONFLICT (" BAR_KEY ") DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, "         \
     "low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume, "                       \
-    "trade_count = EXCLUDED.trade_count, vwap = EXCLUDED.vwap "                                    \
-    "WHERE (b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap) IS DISTINCT FROM "    \
-    "(EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, "               \
-    "EXCLUDED.trade_count, EXCLUDED.vwap)"
+    "trade_count = EXCLUDED.trade_count, vwap = EXCLUDED.vwap, final = EXCLUDED.final, "           \
+    "fetched_at = EXCLUDED.fetched_at "                                                            \
+    "WHERE (b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap, b.final) "            \
+    "IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, "               \
+    "EXCLUDED.volume, EXCLUDED.trade_count, EXCLUDED.vwap, EXCLUDED.final)"
 
 /* The upsert when the stage may hold a key twice (ON CONFLICT may touch a row only once). */
 static const char upsert_distinct_sql[] =
     "INSERT INTO bars AS b (" BAR_COLS ") "
-    "SELECT DISTINCT ON (symbol, timeframe, ts) " BAR_COLS " FROM bars_stage "
-    "ORDER BY symbol, timeframe, ts " UPSERT_SET;
+    "SELECT DISTINCT ON (" BAR_KEY ") " BAR_COLS " FROM bars_stage "
+    "ORDER BY " BAR_KEY " " UPSERT_SET;
 
 /* The upsert when every key in the stage is unique (checked in C): no sort. */
 static const char upsert_sql[] =
@@ -112,10 +117,10 @@ static const char upsert_sql[] =
 
 /* Which pages' spans hold stored bars: a row per such page, its 1-based index, in order. */
 static const char probe_sql[] =
-    "SELECT r.i FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) "
-    "WITH ORDINALITY AS r(s, t, lo, hi, i) "
+    "SELECT r.i FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], "
+    "$6::timestamptz[]) WITH ORDINALITY AS r(s, t, f, a, lo, hi, i) "
     "WHERE EXISTS (SELECT 1 FROM bars b WHERE b.symbol = r.s AND b.timeframe = r.t "
-    "AND b.ts >= r.lo AND b.ts <= r.hi) ORDER BY r.i";
+    "AND b.feed = r.f AND b.adjustment = r.a AND b.ts >= r.lo AND b.ts <= r.hi) ORDER BY r.i";
 
 static void txn_init(struct txn *b)
 {
@@ -157,7 +162,7 @@ static void array_lit(dynbuf_t *d, const struct txn *b, int which)
 }
 
 /* Appends the probe's arrays over the items with bars: which 0 symbols, 1
- * timeframes, 2 span starts, 3 span ends. */
+ * timeframes, 2 feeds, 3 adjustments, 4 span starts, 5 span ends. */
 static void span_lit(dynbuf_t *d, const struct txn *b, int which)
 {
     bool first = true;
@@ -172,12 +177,16 @@ static void span_lit(dynbuf_t *d, const struct txn *b, int which)
         if (which == 1)
             v = se->timeframe;
         else if (which == 2)
-            bars_format_time(it->lo_us, t, sizeof t); /* whole seconds, rounded down */
+            v = se->feed;
         else if (which == 3)
+            v = se->adjustment;
+        else if (which == 4)
+            bars_format_time(it->lo_us, t, sizeof t); /* whole seconds, rounded down */
+        else if (which == 5)
             bars_format_time(it->hi_us + 999999, t, sizeof t); /* and up */
-        if (which >= 2)
+        if (which >= 4)
             v = t;
-        /* Symbols and timeframes are validated names ([A-Z0-9._]): quoting is enough. */
+        /* Validated names ([A-Za-z0-9._,-], checked by the schema): quoting is enough. */
         rc |= dynbuf_printf(d, first ? "\"%s\"" : ",\"%s\"", v);
         first = false;
     }
@@ -199,16 +208,20 @@ static bool id_in(PGresult *r, int64_t id)
 
 /* --- building transactions --------------------------------------------------------- */
 
-/* The transaction's series for (symbol, timeframe), added if new. */
-static size_t series_of(struct txn *b, const char *symbol, const char *timeframe)
+static bool series_is(const struct series *se, const struct copyenc_series *k)
+{
+    return strcmp(se->symbol, k->symbol) == 0 && strcmp(se->timeframe, k->timeframe) == 0 &&
+           strcmp(se->feed, k->feed) == 0 && strcmp(se->adjustment, k->adjustment) == 0;
+}
+
+/* The transaction's entry for series k, added if new. */
+static size_t series_of(struct txn *b, const struct copyenc_series *k)
 {
     size_t i = b->last_series;
-    if (i < b->nseries && strcmp(b->series[i].symbol, symbol) == 0 &&
-        strcmp(b->series[i].timeframe, timeframe) == 0)
+    if (i < b->nseries && series_is(&b->series[i], k))
         return i;
     for (i = 0; i < b->nseries; i++)
-        if (strcmp(b->series[i].symbol, symbol) == 0 &&
-            strcmp(b->series[i].timeframe, timeframe) == 0)
+        if (series_is(&b->series[i], k))
             break;
     if (i == b->nseries) {
         if (b->nseries == b->capseries) {
@@ -217,13 +230,17 @@ static size_t series_of(struct txn *b, const char *symbol, const char *timeframe
         }
         struct series *se = &b->series[b->nseries++];
         memset(se, 0, sizeof *se);
-        if (strlen(symbol) >= sizeof se->symbol || strlen(timeframe) >= sizeof se->timeframe) {
+        if (strlen(k->symbol) >= sizeof se->symbol ||
+            strlen(k->timeframe) >= sizeof se->timeframe || strlen(k->feed) >= sizeof se->feed ||
+            strlen(k->adjustment) >= sizeof se->adjustment) {
             /* Not a name this table can tell apart: no shortcut for this transaction. */
             b->all_staged = true;
             b->unique = false;
         }
-        strlcpy_trunc(se->symbol, sizeof se->symbol, symbol);
-        strlcpy_trunc(se->timeframe, sizeof se->timeframe, timeframe);
+        strlcpy_trunc(se->symbol, sizeof se->symbol, k->symbol);
+        strlcpy_trunc(se->timeframe, sizeof se->timeframe, k->timeframe);
+        strlcpy_trunc(se->feed, sizeof se->feed, k->feed);
+        strlcpy_trunc(se->adjustment, sizeof se->adjustment, k->adjustment);
         se->lo_us = INT64_MAX;
         se->hi_us = INT64_MIN;
     }
@@ -232,10 +249,9 @@ static size_t series_of(struct txn *b, const char *symbol, const char *timeframe
 }
 
 /* Adds an item's span to its series; clears b->unique when a key may repeat. */
-static size_t note_span(struct txn *b, const char *symbol, const char *timeframe,
-                        const struct item *it)
+static size_t note_span(struct txn *b, const struct copyenc_series *key, const struct item *it)
 {
-    size_t k = series_of(b, symbol, timeframe);
+    size_t k = series_of(b, key);
     struct series *se = &b->series[k];
     if (!it->ascending || (it->lo_us <= se->hi_us && it->hi_us >= se->lo_us))
         b->unique = false; /* a key twice in the page, or a page overlapping another */
@@ -269,7 +285,8 @@ static void item_move(struct txn *dst, const struct txn *src, const struct item 
     dst->enc.rows += (size_t)it->nbars;
     if (it->nbars > 0) {
         const struct series *se = &src->series[it->series];
-        n->series = note_span(dst, se->symbol, se->timeframe, it);
+        const struct copyenc_series key = {se->symbol, se->timeframe, se->feed, se->adjustment};
+        n->series = note_span(dst, &key, it);
     }
 }
 
@@ -627,16 +644,16 @@ static void probe(struct writer *w)
 {
     struct txn *b = w->inflight;
     db_req_t *r = db_req_new(on_probed, w, false);
-    dynbuf_t a[4];
-    const char *params[4];
-    for (int k = 0; k < 4; k++) {
+    dynbuf_t a[6];
+    const char *params[6];
+    for (int k = 0; k < 6; k++) {
         dynbuf_init(&a[k], (size_t)1 << 26);
         span_lit(&a[k], b, k);
         params[k] = a[k].data;
     }
-    db_req_sql(r, probe_sql, 4, params);
+    db_req_sql(r, probe_sql, 6, params);
     db_req_keep(r);
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 6; k++)
         dynbuf_free(&a[k]);
     db_submit(w->db, r);
 }
@@ -684,8 +701,11 @@ int store_add(store_t *s, const struct store_page *pg)
 {
     struct txn *b = &s->filling;
     size_t rows_before = b->enc.rows, len_before = b->enc.buf.len;
+    const struct copyenc_series key = {pg->symbol, pg->timeframe, pg->feed, pg->adjustment};
     for (size_t i = 0; i < pg->n; i++) {
-        if (copyenc_add(&b->enc, pg->symbol, pg->timeframe, &pg->bars[i]) < 0) {
+        /* Final once it closed the settling delay before the fetch. */
+        bool final = bars_bar_end_us(pg->timeframe, pg->bars[i].ts_us) <= pg->settled_us;
+        if (copyenc_add(&b->enc, &key, &pg->bars[i], final, pg->fetched_us) < 0) {
             /* Roll the partial page back: a page is written whole or not at all. */
             b->enc.rows = rows_before;
             b->enc.buf.len = len_before;
@@ -715,7 +735,7 @@ int store_add(store_t *s, const struct store_page *pg)
             if (t > it.hi_us)
                 it.hi_us = t;
         }
-        it.series = note_span(b, pg->symbol, pg->timeframe, &it);
+        it.series = note_span(b, &key, &it);
     }
     *item_push(b) = it;
     /* Group commit: write at once when a session is free; whatever arrives

@@ -224,11 +224,13 @@ pg_start_tcp() {
 # (counted by a sequence, which the sleeping call's rollback does not undo).
 slow_scheduler() {
     sql "CREATE SEQUENCE slow_scheduler_calls;
-         ALTER FUNCTION schedule_due_jobs(integer) RENAME TO schedule_due_jobs_real;
-         CREATE FUNCTION schedule_due_jobs(p integer DEFAULT 5) RETURNS integer LANGUAGE plpgsql AS \$\$
+         ALTER FUNCTION schedule_due_jobs(integer, interval, interval) RENAME TO schedule_due_jobs_real;
+         CREATE FUNCTION schedule_due_jobs(p integer DEFAULT 5, s interval DEFAULT '60 s',
+                                           l interval DEFAULT '15 min')
+         RETURNS integer LANGUAGE plpgsql AS \$\$
          BEGIN
              IF nextval('slow_scheduler_calls') = $1 THEN PERFORM pg_sleep($2); END IF;
-             RETURN schedule_due_jobs_real(p);
+             RETURN schedule_due_jobs_real(p, s, l);
          END \$\$"
 }
 
@@ -324,6 +326,18 @@ metrics_port() {
 
 # Loads `alpaca-sim dump` output for the given args into table expected_bars
 # (TIMEFRAME_CODE is ours, e.g. h1) and compares it with bars, both ways.
+# ny DATE: New York midnight at the start of DATE, as RFC 3339 UTC; ny_end DATE: the
+# last second of that New York day. A bare date given to backfilld is that New York
+# trading day, so a simulator dump of the same bars spans [ny FROM, ny_end TO].
+ny() {
+    date -u -d "@$(TZ=America/New_York date -d "$1 00:00" +%s)" +%Y-%m-%dT%H:%M:%SZ
+}
+ny_end() {
+    local next
+    next=$(date -u -d "$1 +1 day" +%Y-%m-%d)
+    date -u -d "@$(($(TZ=America/New_York date -d "$next 00:00" +%s) - 1))" +%Y-%m-%dT%H:%M:%SZ
+}
+
 load_expected() {
     local tf_code=$1
     shift

@@ -68,7 +68,7 @@ daemon_wait "$DAEMON_PID" 120
 check "the daemon exits 0" "0" "$DAEMON_RC"
 check "runs for the enabled definitions only, all succeeded" "AAPL BRK.B MSFT|0" \
     "$(sql "SELECT string_agg(DISTINCT symbol, ' ' ORDER BY symbol), count(*) FILTER (WHERE status <> 'succeeded') FROM job_runs")"
-load_expected d1 --symbols AAPL,BRK.B,MSFT --timeframe 1Day --start 2024-01-01T00:00:00Z \
+load_expected d1 --symbols AAPL,BRK.B,MSFT --timeframe 1Day --start "$(ny 2024-01-01)" \
     --end "$(sql "SELECT to_char(max(range_end) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM job_runs")"
 sql "DELETE FROM expected_bars WHERE ts >= (SELECT max(range_end) FROM job_runs)"
 check_bars_exact

@@ -22,7 +22,7 @@ daemon_wait "$DAEMON_PID" 180
 check "daemon exits 0 when idle" "0" "$DAEMON_RC"
 check "every run succeeded" "600|0" "$(sql "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded') FROM job_runs")"
 
-load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 expected=$(sql "SELECT count(*) FROM expected_bars")
 [ "$expected" -gt 150000 ] || fail "simulator dump is implausibly small: $expected"
 check_bars_exact

@@ -24,7 +24,7 @@ batched_requests=$(sim_counter 'c["requests"]')
 check "every run succeeded" "612" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
 check "the symbol without data succeeded with 0 bars" "12|0" "$(sql "SELECT count(*), sum(bars_written) FROM job_runs WHERE symbol = 'ZZNODATA' AND status = 'succeeded'")"
 check_cmd "runs really were batched" grep -q '"request_symbols":[1-9][0-9]' "$T/batched.log"
-load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact batched
 sql "CREATE TABLE batched_bars AS SELECT * FROM bars"
 

@@ -257,9 +257,9 @@ check "and they add up to the table" "$(sql "SELECT count(*) FROM bars")" \
     "$(sql "SELECT sum(bars_written) FROM job_runs")"
 
 # The data: exactly the simulator's, both timeframes.
-load_expected d1 --symbols "$D1_SYMS" --timeframe 1Day --start 1995-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected d1 --symbols "$D1_SYMS" --timeframe 1Day --start "$(ny 1995-01-01)" --end "$(ny_end 2024-12-31)"
 sql "CREATE TABLE expected_d1 AS TABLE expected_bars"
-load_expected h1 --symbols "$H1_SYMS" --timeframe 1Hour --start 2023-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$H1_SYMS" --timeframe 1Hour --start "$(ny 2023-01-01)" --end "$(ny_end 2024-12-31)"
 sql "INSERT INTO expected_bars TABLE expected_d1"
 check_bars_exact
 

@@ -64,7 +64,7 @@ sim_get "/__sim/set?stall_rate=0" >/dev/null
 daemon_wait "$D" 120
 check "the daemon exits 0 once Alpaca is back" "0" "$DAEMON_RC"
 check "every run succeeded" "$TOTAL" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-03-31T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-03-31)"
 check_bars_exact
 held_none() { [ "$(sim_counter 'c["held"]')" = 0 ]; }
 wait_for "the simulator holds no connection once the daemon is gone" 10 held_none

@@ -66,7 +66,7 @@ check_cmd "the new primary was found and named (port $P2)" \
     grep -q "\"msg\":\"db connected\",\"conn\":\"main\",\"host\":\"127.0.0.1\",\"port\":\"$P2\"" "$T/d1.log"
 check "every run succeeded on the new primary" "$TOTAL|$TOTAL" \
     "$(sql "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM job_runs")"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact
 check "each run's bars_written equals the bars stored in its range" "0" "$(sql "
     SELECT count(*) FROM job_runs r

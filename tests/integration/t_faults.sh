@@ -19,7 +19,7 @@ daemon_wait "$DAEMON_PID" 240
 check "daemon exits 0" "0" "$DAEMON_RC"
 check "every run succeeded" "60" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
 
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-06-30T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-06-30)"
 check_bars_exact
 
 fivexx=$(sim_counter 'sum(v for k, v in c["by_status"].items() if k.startswith("5"))')

@@ -170,7 +170,7 @@ check "a's and b's succeeded runs add up to the total" "$TOTAL" \
     "$(python3 -c 'import sys; print(int(float(sys.argv[1]) + float(sys.argv[2])))' "$SA" "$SB")"
 check "a's /healthz" "ok" "$(health "$PORT_A")"
 check "b's /healthz" "ok" "$(health "$PORT_B")"
-load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start 2024-07-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start "$(ny 2024-07-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact
 
 # A third instance on b's port cannot serve metrics: it exits rather than run unobserved.

@@ -26,7 +26,7 @@ check "the daemon exits 0 as bf_daemon" "0" "$DAEMON_RC"
 check "every run succeeded" "9|9" "$(sql "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM job_runs")"
 check "the runs were claimed in the daemon's name" "0" \
     "$(sql "SELECT count(*) FROM job_run_claims WHERE worker IS NULL OR worker = ''")"
-load_expected h1 --symbols AAPL,MSFT,NVDA --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-03-31T23:59:59Z
+load_expected h1 --symbols AAPL,MSFT,NVDA --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-03-31)"
 check_bars_exact
 check "no error while it ran as bf_daemon" "0" "$(grep -c '"level":"\(error\|crit\)"' "$T/d1.log" || true)"
 

@@ -37,6 +37,6 @@ check "no run lost its lease" "0" "$(grep -c 'lease lost' "$T/d1.log" || true)"
 check "every run succeeded on its first attempt" "$TOTAL|$TOTAL" \
     "$(sql "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded' AND attempt = 1) FROM job_runs")"
 check "each run fetched once ($TOTAL requests)" "$TOTAL" "$(sim_counter 'c["requests"]')"
-load_expected h1 --symbols "AAPL,MSFT,NVDA,AMZN" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "AAPL,MSFT,NVDA,AMZN" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact
 finish

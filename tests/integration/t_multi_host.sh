@@ -25,6 +25,6 @@ check "one claim per run and attempt" "500|500" "$(sql "SELECT count(*), count(D
 check "each run completed by the host that claimed it" "0" "$(sql "SELECT count(*) FROM job_runs r JOIN job_run_claims c ON c.run_id = r.id AND c.attempt = r.attempt WHERE r.locked_by IS NOT NULL")"
 check "all three hosts took a share" "3" "$(sql "SELECT count(DISTINCT worker) FROM job_run_claims")"
 log "claims per host: $(sql "SELECT string_agg(worker || '=' || n, ' ') FROM (SELECT worker, count(*) n FROM job_run_claims GROUP BY 1 ORDER BY 1) x")"
-load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start 2024-03-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start "$(ny 2024-03-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact
 finish

@@ -85,7 +85,7 @@ check_cmd "it ran poll-only" grep -q '"msg":"starting".*"poll_only":true' "$T/po
 check "every run succeeded" "0" "$(sql "SELECT count(*) FROM job_runs WHERE status <> 'succeeded'")"
 check "every chunk done" "600" "$(sql "SELECT count(DISTINCT (symbol, range_start)) FROM job_runs WHERE status = 'succeeded'")"
 check "no error logged" "0" "$(grep -c '"level":"\(error\|crit\)"' "$T/pooled.log" || true)"
-load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMBOLS50" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact
 check "bars_written adds up" "$(sql "SELECT count(*) FROM bars")" "$(sql "SELECT sum(bars_written) FROM job_runs")"
 # Every claim and every completing write was its own transaction (claims have

@@ -29,7 +29,7 @@ log "5/s: $(sim_counter 'c["requests"]') requests, $r429 answered 429, at most $
 # A stall of the simulator lets a few paced requests arrive together: a handful, not a stream.
 check_cmd "at most a handful of 429s ($r429)" test "$r429" -le 8
 check_cmd "never above the limit for long: $w3 requests in the busiest 3 s (limit 15 + burst 5)" test "$w3" -le 20
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 check "data exact" "0" "$(bars_diff)"
 
 # Three hosts, one budget of 10/s (600/min) shared through rate_limits.

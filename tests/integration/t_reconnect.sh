@@ -31,9 +31,9 @@ check_cmd "the unanswered claim was given back, naming ORPHAN's run $ORPHAN_ID" 
     grep -Eq "\"msg\":\"runs of an unanswered claim released\",\"runs\":[1-9][0-9]*,\"job_ids\":\"([0-9]+,)*$ORPHAN_ID(,[0-9]+)*\"" "$T/d1.log"
 check "ORPHAN done on attempt 1 (no attempt spent on it)" "succeeded|1" "$(sql "SELECT status, attempt FROM job_runs WHERE symbol = 'ORPHAN'")"
 check "every run succeeded" "37|37" "$(sql "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM job_runs")"
-load_expected d1 --symbols ORPHAN --timeframe 1Day --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected d1 --symbols ORPHAN --timeframe 1Day --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 sql "CREATE TABLE expected_d1 AS TABLE expected_bars"
-load_expected h1 --symbols "AAPL,MSFT,NVDA" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "AAPL,MSFT,NVDA" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 sql "INSERT INTO expected_bars TABLE expected_d1"
 check "data exact" "0" "$(bars_diff)"
 finish

@@ -49,6 +49,6 @@ check "the next fetch asks with limit=5 ($BARS2 bars)" "succeeded|$(((BARS2 + 4)
 kill -TERM "$D"
 daemon_wait "$D" 30
 check "SIGTERM exits 0" "0" "$DAEMON_RC"
-load_expected h1 --symbols AAPL,MSFT --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-01-31T23:59:59Z
+load_expected h1 --symbols AAPL,MSFT --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-01-31)"
 check_bars_exact
 finish

@@ -22,7 +22,7 @@ daemon_start floor --until-idle
 daemon_wait "$DAEMON_PID" 120
 check "daemon exits 0" "0" "$DAEMON_RC"
 check "every run succeeded" "200" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
-load_expected d1 --symbols "$SYMS" --timeframe 1Day --start 2016-01-01T00:00:00Z --end 2020-12-31T23:59:59Z
+load_expected d1 --symbols "$SYMS" --timeframe 1Day --start "$(ny 2016-01-01)" --end "$(ny_end 2020-12-31)"
 check_bars_exact floor
 check "each run wrote exactly its own year's bars" "0" "$(sql "SELECT count(*) FROM job_runs r
     WHERE r.bars_written <> (SELECT count(*) FROM expected_bars e WHERE e.symbol = r.symbol
@@ -41,7 +41,7 @@ daemon_wait "$DAEMON_PID" 60
 check "split: daemon exits 0" "0" "$DAEMON_RC"
 check "split: BAD\$'s five runs failed at once" "5|1" "$(sql "SELECT count(*), max(attempt) FROM job_runs WHERE status = 'failed' AND symbol = 'BAD\$'")"
 check "split: the others succeeded" "15" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
-load_expected d1 --symbols S000A,S001A,S002A --timeframe 1Day --start 2016-01-01T00:00:00Z --end 2020-12-31T23:59:59Z
+load_expected d1 --symbols S000A,S001A,S002A --timeframe 1Day --start "$(ny 2016-01-01)" --end "$(ny_end 2020-12-31)"
 check_bars_exact split
 
 # Short pages and a trailing empty page: symbols and runs straddle pages anywhere.
@@ -53,7 +53,7 @@ daemon_start short --until-idle
 daemon_wait "$DAEMON_PID" 120
 check "short pages: daemon exits 0" "0" "$DAEMON_RC"
 check "short pages: every run succeeded" "200" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
-load_expected d1 --symbols "$SYMS" --timeframe 1Day --start 2016-01-01T00:00:00Z --end 2020-12-31T23:59:59Z
+load_expected d1 --symbols "$SYMS" --timeframe 1Day --start "$(ny 2016-01-01)" --end "$(ny_end 2020-12-31)"
 check_bars_exact short
 check "short pages: each run wrote exactly its own year's bars" "0" "$(sql "SELECT count(*) FROM job_runs r
     WHERE r.bars_written <> (SELECT count(*) FROM expected_bars e WHERE e.symbol = r.symbol

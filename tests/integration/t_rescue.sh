@@ -41,6 +41,6 @@ check "and finished on their second attempt" "$orphans" \
 check "no other run was rescued" "$orphans" \
     "$(sql "SELECT count(*) FROM job_runs WHERE errors @> '[{\"rescued\": true}]'")"
 grep -q '"msg":"expired leases rescued"' "$T/d2.log" || fail "no rescue logged"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2023-05-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2023-05-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact
 finish

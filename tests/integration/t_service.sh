@@ -213,7 +213,7 @@ BACKFILLD_LEASE_SECONDS=3 BACKFILLD_RESCUE_INTERVAL_MS=300 BACKFILLD_RUN_RETRY_B
 daemon_wait "$DAEMON_PID" 60
 check "restarted daemon exit code" "0" "$DAEMON_RC"
 check "every run succeeded" "$TOTAL" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
 check_bars_exact
 log "graceful stop left $queued runs queued; $released released"
 finish

@@ -45,6 +45,6 @@ check "every run succeeded on its first attempt" "$TOTAL|$TOTAL" \
     "$(sql "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded' AND attempt = 1) FROM job_runs")"
 check "no run was rescued" "0" "$(sql "SELECT count(*) FROM job_runs WHERE errors::text LIKE '%rescued%'")"
 check "no run lost its lease" "0" "$(grep -c 'lease lost\|run abandoned' "$T/d1.log" || true)"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-04-30T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-04-30)"
 check_bars_exact
 finish

@@ -111,7 +111,7 @@ PIDS+=($DAEMON_PID)
 daemon_wait "$DAEMON_PID" 40
 check "the re-enabled backfill exits 0" "0" "$DAEMON_RC"
 check "B all succeeded after re-enabling" "20|0" "$(sql "SELECT count(DISTINCT range_start) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded') FROM job_runs WHERE symbol = 'B'")"
-load_expected h1 --symbols A,B --timeframe 1Hour --start 2023-01-01T00:00:00Z --end 2024-08-31T23:59:59Z
+load_expected h1 --symbols A,B --timeframe 1Hour --start "$(ny 2023-01-01)" --end "$(ny_end 2024-08-31)"
 check "A and B data exact" "0" "$(sql "SELECT count(*) FROM (
     SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap FROM expected_bars
     EXCEPT SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap FROM bars WHERE symbol IN ('A', 'B')) x")"

@@ -64,7 +64,7 @@ BACKFILLD_DATABASE_URL=$GOOD_DB daemon_start d1 --until-idle
 daemon_wait "$DAEMON_PID" 120
 check "the daemon exits 0 over TLS" "0" "$DAEMON_RC"
 check "every run succeeded" "9|9" "$(sql "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM job_runs")"
-load_expected h1 --symbols AAPL,MSFT,NVDA --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-03-31T23:59:59Z
+load_expected h1 --symbols AAPL,MSFT,NVDA --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-03-31)"
 check_bars_exact
 
 # The daemon with the wrong CA for the database: it says so, and keeps trying.

@@ -77,7 +77,7 @@ daemon_start backfill --until-idle
 daemon_wait "$DAEMON_PID" 300
 check "the daemon drains the universe" "0|$n_active" \
     "$DAEMON_RC|$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")"
-load_expected d1 --symbols "$dots" --timeframe 1Day --feed iex --start 2024-01-02T00:00:00Z --end 2024-01-03T23:59:59Z
+load_expected d1 --symbols "$dots" --timeframe 1Day --feed iex --start "$(ny 2024-01-02)" --end "$(ny_end 2024-01-03)"
 sql "DELETE FROM bars WHERE symbol NOT LIKE '%.%'"
 check_cmd "the '.' symbols have bars" test "$(sql "SELECT count(*) FROM bars")" -gt 0
 check_bars_exact "'.' symbols"

@@ -26,7 +26,7 @@ daemon_wait "$DAEMON_PID" 120
 check "fresh: daemon exits 0" "0" "$DAEMON_RC"
 check "fresh: every run succeeded" "24|0" \
     "$(sql "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded') FROM job_runs")"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-06-30T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-06-30)"
 check_bars_exact fresh
 fresh=$(sql "SELECT count(*) FROM bars")
 check "fresh: every bar was written by the direct COPY" "$fresh" "$(sum_field "$T/fresh.log" direct)"
@@ -44,7 +44,7 @@ daemon_wait "$DAEMON_PID" 120
 check "mixed: daemon exits 0" "0" "$DAEMON_RC"
 check "mixed: every run succeeded" "60|0" \
     "$(sql "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded') FROM job_runs")"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-09-30T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-09-30)"
 check_bars_exact mixed
 after=$(sql "SELECT md5(string_agg(ctid::text || ':' || xmin::text, ',' ORDER BY symbol, ts)) FROM bars
               WHERE ts < '2024-07-01' AND NOT (symbol = 'MSFT' AND ts = '2024-03-12 15:00Z')")
@@ -75,6 +75,6 @@ check_cmd "race: the direct write was redone through the upsert" \
     grep -q '"msg":"direct write met stored bars; written through the upsert"' "$T/race.log"
 check "race: every run succeeded, each at its first attempt" "64|0|1" \
     "$(sql "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded'), max(attempt) FROM job_runs")"
-load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start 2024-01-01T00:00:00Z --end 2024-10-31T23:59:59Z
+load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-10-31)"
 check_bars_exact race
 finish
