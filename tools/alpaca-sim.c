@@ -42,6 +42,17 @@
  * settle (--settle-seconds, default 30: volume 1-5 % lower, fewer trades,
  * another vw); final after that. dump always prints final bars.
  *
+ * Two more symbol rules: "HOLE…" symbols miss their intraday bars that start
+ * from 10:00 to 11:00 ET on trading days whose day of month is 15, until
+ * /__sim/set?fill_holes=1 serves them (a hole that is filled later; dump
+ * prints them filled unless --with-holes); "IPO…" symbols have no bar stamped
+ * before 2024-06-03 00:00 ET (a listing mid-range).
+ *
+ * Beside the bars the simulator serves GET /v2/calendar (calendar_handle) and
+ * GET /v1/corporate-actions (ca_handle) with a static list of records plus
+ * the splits a test adds through /__sim/set?split=; split- (and all-)adjusted
+ * bars follow the added splits (bar_adjust).
+ *
  * Only start-up and errors are logged; a line per request would drown the
  * benchmarks.
  */
@@ -85,6 +96,8 @@
 /* The longest settle window (--settle-seconds): 100 years, so a test can make
  * any past bar preliminary. */
 #define SIM_SETTLE_MAX 3155760000LL
+/* Corporate actions the simulator holds at most, static and added. */
+#define SIM_ACTIONS_MAX 4096
 
 /* ------------------------------------------------------------------------ */
 /* Growable buffer                                                           */
@@ -670,6 +683,8 @@ typedef struct series {
     const tf_t *tf;
     bool empty;       /* "ZZ…" symbols: well-formed but without any data */
     bool always;      /* "XX…" symbols: a bar for every interval of every day */
+    bool holes;       /* "HOLE…" symbols whose holes are not filled (iter_day) */
+    int64_t listed;   /* no bar starts before this ("IPO…" symbols), else INT64_MIN */
     int64_t base;     /* the symbol's base price in cents, 10.00 … 500.00 */
     uint64_t h_vals;  /* seeds the values: symbol, timeframe and feed */
     uint64_t h_gap;   /* seeds the gaps: symbol and timeframe only */
@@ -687,6 +702,9 @@ static void series_init(series_t *se, const char *sym, const tf_t *tf, int feed)
     se->tf = tf;
     se->empty = strncmp(sym, "ZZ", 2) == 0;
     se->always = strncmp(sym, "XX", 2) == 0;
+    se->holes = strncmp(sym, "HOLE", 4) == 0;
+    se->listed =
+        strncmp(sym, "IPO", 3) == 0 ? et_to_utc(days_from_civil(2024, 6, 3), 0) : INT64_MIN;
     se->base = 1000 + (int64_t)(mix64(hs) % 49001);
     se->h_gap = mix64(ht);
     se->h_vals = mix64(fnv1a(fnv1a(ht, "|"), feed_names[feed]));
@@ -801,6 +819,7 @@ typedef struct bar_iter {
     int dir;        /* +1 ascending, -1 descending */
     bool have_day, day_trading;
     int64_t day_start, day_end, open, close;
+    int64_t hole_lo, hole_hi; /* the day's hole [lo, hi), empty when lo == hi */
 } bar_iter_t;
 
 static void iter_init(bar_iter_t *it, const series_t *se, int64_t lo, int64_t hi, int dir,
@@ -808,11 +827,11 @@ static void iter_init(bar_iter_t *it, const series_t *se, int64_t lo, int64_t hi
 {
     memset(it, 0, sizeof *it);
     it->se = se;
-    it->lo = lo;
+    it->lo = lo > se->listed ? lo : se->listed;
     it->hi = hi;
     it->dir = dir;
     if (dir > 0)
-        it->cur = cur > lo ? cur : lo;
+        it->cur = cur > it->lo ? cur : it->lo;
     else
         it->cur = cur < hi ? cur : hi;
 }
@@ -832,6 +851,16 @@ static void iter_day(bar_iter_t *it, int64_t t)
         return;
     }
     it->day_trading = trading_day(d);
+    it->hole_lo = it->hole_hi = 0;
+    if (it->se->holes) {
+        int64_t y;
+        int m, dom;
+        civil_from_days(d, &y, &m, &dom);
+        if (dom == 15) {
+            it->hole_lo = et_to_utc(d, 10 * 3600);
+            it->hole_hi = et_to_utc(d, 11 * 3600);
+        }
+    }
     it->open = et_to_utc(d, it->se->open_sod);
     it->close = et_to_utc(d, early_close(d) ? it->se->early_sod : it->se->close_sod);
 }
@@ -913,7 +942,7 @@ static bool iter_next_intraday(bar_iter_t *it, int64_t *out)
                 t = align_up(it->day_end, len);
             else if (t < it->open)
                 t = align_up(it->open, len);
-            else if (series_gap(it->se, t))
+            else if (series_gap(it->se, t) || (t >= it->hole_lo && t < it->hole_hi))
                 t += len;
             else
                 break;
@@ -929,7 +958,7 @@ static bool iter_next_intraday(bar_iter_t *it, int64_t *out)
                 t = align_down(it->day_start - 1, len);
             else if (t >= it->close)
                 t = align_down(it->close - 1, len);
-            else if (series_gap(it->se, t))
+            else if (series_gap(it->se, t) || (t >= it->hole_lo && t < it->hole_hi))
                 t -= len;
             else
                 break;
@@ -1126,6 +1155,7 @@ typedef struct knobs {
     bool token_binds_limit; /* a token reused with another limit is invalid */
     int64_t max_bars;
     int64_t settle_seconds; /* how long after its end a bar stays preliminary */
+    bool fill_holes;        /* serve the bars of the "HOLE…" symbols' holes */
     char removed[SIM_REMOVED_MAX][SIM_ASSET_SYM]; /* symbols left out of /v2/assets */
     int nremoved;
     /* Fixed windows beside the bucket: at most win_limit[i] requests in each
@@ -1146,7 +1176,9 @@ typedef struct counters {
     uint64_t stalled; /* responses sent up to half their body, then nothing */
     uint64_t bars_served;
     uint64_t pages;
-    uint64_t assets_requests; /* GET /v2/assets (also in requests and by_status) */
+    uint64_t assets_requests;            /* GET /v2/assets (also in requests and by_status) */
+    uint64_t calendar_requests;          /* GET /v2/calendar (likewise) */
+    uint64_t corporate_actions_requests; /* GET /v1/corporate-actions (likewise) */
     uint64_t by_status[600];
     /* A ring of per-second bars-request counts; slot i holds second sec[i]. */
     int64_t sec[SIM_WINDOW];
@@ -1170,7 +1202,10 @@ typedef struct sim {
     counters_t ctr;
     struct asset *assets; /* the /v2/assets universe, sorted by symbol */
     size_t nassets;
-    uint64_t held; /* connections now held open by hang or stall (not reset) */
+    struct action *actions; /* SIM_ACTIONS_MAX: the static ones, then the added ones */
+    int nactions, nstatic;
+    uint64_t action_seq; /* numbers added actions, so each one has its own id */
+    uint64_t held;       /* connections now held open by hang or stall (not reset) */
     bool stopping;
 } sim_t;
 
@@ -1432,6 +1467,310 @@ static bool range_resolve(const char *start, const char *end, bool free_plan, in
 }
 
 /* ------------------------------------------------------------------------ */
+/* Corporate actions and split adjustment                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The corporate actions the simulator knows (GET /v1/corporate-actions,
+ * alpaca-more-api.md §4): a static list (the FB -> META name change
+ * processed 2022-06-09, and the 2024 cash dividends of AAPL and MSFT), plus
+ * the splits a test adds with /__sim/set?split=. There is no static split, so
+ * split-adjusted bars equal the raw ones until a test adds one; an added
+ * split is processed the moment it is added (whatever its process_date) and
+ * from then on changes the split-adjusted bars before its ex-date.
+ * Dividends never change bars: the simulator adjusts for splits only.
+ */
+enum { CA_FORWARD_SPLIT, CA_REVERSE_SPLIT, CA_CASH_DIVIDEND, CA_NAME_CHANGE, CA_KINDS };
+static const char *const ca_group_names[CA_KINDS] = {"forward_splits", "reverse_splits",
+                                                     "cash_dividends", "name_changes"};
+/* Every type the API accepts in types=; only the first four have records. */
+static const char *const ca_type_names[] = {
+    "forward_split",       "reverse_split",         "cash_dividend",  "name_change",
+    "unit_split",          "stock_dividend",        "spin_off",       "cash_merger",
+    "stock_merger",        "stock_and_cash_merger", "redemption",     "worthless_removal",
+    "rights_distribution", "partial_call",          "reorganization",
+};
+#define CA_TYPE_COUNT (sizeof ca_type_names / sizeof ca_type_names[0])
+
+typedef struct action {
+    int kind;
+    char sym[SIM_ASSET_SYM];     /* the symbol; the old one of a name change */
+    char new_sym[SIM_ASSET_SYM]; /* name changes only */
+    int64_t new_rate, old_rate;  /* splits */
+    int64_t rate;                /* cash dividends, in ten-thousandths of a dollar */
+    int64_t process_date, ex_date, record_date, payable_date; /* days since the epoch */
+    char id[40];
+} action_t;
+
+/* Processed splits in effect for one symbol (SIM_SPLITS_PER_SYMBOL at most:
+ * further ones are ignored, so the exact arithmetic cannot overflow). */
+#define SIM_SPLITS_PER_SYMBOL 8
+typedef struct splits {
+    int n;
+    int64_t ex[SIM_SPLITS_PER_SYMBOL]; /* New York midnight of the ex-date, Unix time */
+    int64_t new_rate[SIM_SPLITS_PER_SYMBOL], old_rate[SIM_SPLITS_PER_SYMBOL];
+} splits_t;
+
+static void action_id(action_t *a, uint64_t seq)
+{
+    uint64_t h = fnv1a(FNV_BASIS, ca_group_names[a->kind]);
+    h = mix64(fnv1a(fnv1a(h, a->sym), a->new_sym) ^ mix64((uint64_t)a->ex_date) ^
+              mix64((uint64_t)a->process_date + 7) ^ mix64(seq + 0x1234567ULL));
+    snprintf(a->id, sizeof a->id, "%08x-%04x-4%03x-b%03x-%012" PRIx64, (unsigned)(h >> 32),
+             (unsigned)((h >> 16) & 0xffff), (unsigned)(h & 0xfff), (unsigned)((h >> 40) & 0xfff),
+             (uint64_t)(mix64(h) & 0xffffffffffffULL));
+}
+
+/* A CUSIP-shaped 9-character code drawn from the symbol and salt. */
+static void cusip_of(const char *sym, const char *salt, char out[10])
+{
+    static const char alnum[] = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ";
+    uint64_t h = mix64(fnv1a(fnv1a(FNV_BASIS, sym), salt));
+    for (int i = 0; i < 9; i++) {
+        out[i] = i < 6 ? alnum[h % (sizeof alnum - 1)] : (char)('0' + h % 10);
+        h = mix64(h + (uint64_t)i);
+    }
+    out[9] = '\0';
+}
+
+/* The trading day n trading days before (n < 0) or after (n > 0) day. */
+static int64_t trading_day_step(int64_t day, int n)
+{
+    while (n != 0) {
+        day += n > 0 ? 1 : -1;
+        if (trading_day(day))
+            n += n > 0 ? -1 : 1;
+    }
+    return day;
+}
+
+/* Fills a split: forward when new_rate > old_rate, reverse otherwise. The
+ * record date is two trading days and the payable date one trading day
+ * before the ex-date (as for NVDA's 2024 split). */
+static void action_split(action_t *a, const char *sym, int64_t ex, int64_t new_rate,
+                         int64_t old_rate, int64_t process, uint64_t seq)
+{
+    memset(a, 0, sizeof *a);
+    a->kind = new_rate > old_rate ? CA_FORWARD_SPLIT : CA_REVERSE_SPLIT;
+    snprintf(a->sym, sizeof a->sym, "%s", sym);
+    a->new_rate = new_rate;
+    a->old_rate = old_rate;
+    a->ex_date = ex;
+    a->process_date = process;
+    a->record_date = trading_day_step(ex, -2);
+    a->payable_date = trading_day_step(ex, -1);
+    action_id(a, seq);
+}
+
+/* The static records, in a[] (room for at least 16); returns how many. */
+static int actions_static(action_t *a)
+{
+    static const struct {
+        const char *sym;
+        int y, m, d, rm, rd, pm, pd;
+        int64_t rate;
+    } dividends[] = {
+        {"AAPL", 2024, 2, 9, 2, 12, 2, 15, 2400},  {"AAPL", 2024, 5, 10, 5, 13, 5, 16, 2500},
+        {"AAPL", 2024, 8, 12, 8, 12, 8, 15, 2500}, {"AAPL", 2024, 11, 8, 11, 11, 11, 14, 2500},
+        {"MSFT", 2024, 2, 14, 2, 15, 3, 14, 7500}, {"MSFT", 2024, 5, 15, 5, 16, 6, 13, 7500},
+        {"MSFT", 2024, 8, 15, 8, 15, 9, 12, 7500}, {"MSFT", 2024, 11, 21, 11, 21, 12, 12, 8300},
+    };
+    int n = 0;
+
+    memset(&a[n], 0, sizeof a[n]);
+    a[n].kind = CA_NAME_CHANGE;
+    snprintf(a[n].sym, sizeof a[n].sym, "FB");
+    snprintf(a[n].new_sym, sizeof a[n].new_sym, "META");
+    a[n].process_date = a[n].ex_date = days_from_civil(2022, 6, 9);
+    action_id(&a[n], (uint64_t)n);
+    n++;
+    for (size_t i = 0; i < sizeof dividends / sizeof dividends[0]; i++, n++) {
+        memset(&a[n], 0, sizeof a[n]);
+        a[n].kind = CA_CASH_DIVIDEND;
+        snprintf(a[n].sym, sizeof a[n].sym, "%s", dividends[i].sym);
+        a[n].rate = dividends[i].rate;
+        a[n].ex_date = days_from_civil(dividends[i].y, dividends[i].m, dividends[i].d);
+        a[n].record_date = days_from_civil(dividends[i].y, dividends[i].rm, dividends[i].rd);
+        a[n].payable_date = days_from_civil(dividends[i].y, dividends[i].pm, dividends[i].pd);
+        a[n].process_date = a[n].ex_date;
+        action_id(&a[n], (uint64_t)n);
+    }
+    return n;
+}
+
+/* The splits of sym among actions[0..n), ordered by ex-date. */
+static void splits_of(const action_t *actions, int n, const char *sym, splits_t *out)
+{
+    out->n = 0;
+    for (int i = 0; i < n && out->n < SIM_SPLITS_PER_SYMBOL; i++) {
+        const action_t *a = &actions[i];
+        if ((a->kind != CA_FORWARD_SPLIT && a->kind != CA_REVERSE_SPLIT) || strcmp(a->sym, sym))
+            continue;
+        int j = out->n++;
+        int64_t ex = et_to_utc(a->ex_date, 0);
+        for (; j > 0 && out->ex[j - 1] > ex; j--) {
+            out->ex[j] = out->ex[j - 1];
+            out->new_rate[j] = out->new_rate[j - 1];
+            out->old_rate[j] = out->old_rate[j - 1];
+        }
+        out->ex[j] = ex;
+        out->new_rate[j] = a->new_rate;
+        out->old_rate[j] = a->old_rate;
+    }
+}
+
+__extension__ typedef __int128 i128;
+
+/* x * num / den rounded half up, for x >= 0 and num, den > 0. */
+static int64_t ratio_round(int64_t x, i128 num, i128 den)
+{
+    return (int64_t)((2 * (i128)x * num + den) / (2 * den));
+}
+
+/*
+ * Split adjustment of a bar: every split whose ex-date (New York midnight)
+ * is after the bar's start divides its prices by new/old and multiplies its
+ * volume by new/old. The ratios of all such splits are multiplied first and
+ * applied once, each value rounded half up (prices to the cent, at least
+ * 0.01; vw to 4 places, kept inside [l, h]; volume to a whole share, at
+ * least 1); n is unchanged.
+ */
+static void bar_adjust(const splits_t *sp, bar_t *b)
+{
+    i128 num = 1, den = 1; /* the volume factor new/old */
+
+    for (int i = 0; i < sp->n; i++) {
+        if (b->t < sp->ex[i]) {
+            num *= sp->new_rate[i];
+            den *= sp->old_rate[i];
+        }
+    }
+    if (num == den)
+        return;
+    int64_t *price[] = {&b->o, &b->h, &b->l, &b->c};
+    for (size_t i = 0; i < sizeof price / sizeof price[0]; i++) {
+        *price[i] = ratio_round(*price[i], den, num);
+        if (*price[i] < 1)
+            *price[i] = 1;
+    }
+    b->vw = ratio_round(b->vw, den, num);
+    if (b->vw < b->l * 100)
+        b->vw = b->l * 100;
+    if (b->vw > b->h * 100)
+        b->vw = b->h * 100;
+    b->v = ratio_round(b->v, num, den);
+    if (b->v < 1)
+        b->v = 1;
+}
+
+/* Does the adjustment list (validated) ask for split adjustment? */
+static bool adjustment_splits(const char *adj)
+{
+    for (const char *p = adj; p && *p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        if ((n == 5 && strncmp(p, "split", 5) == 0) || (n == 3 && strncmp(p, "all", 3) == 0))
+            return true;
+        p = comma ? comma + 1 : NULL;
+    }
+    return false;
+}
+
+/* Strict YYYY-MM-DD into days since the epoch. */
+static bool parse_date(const char *s, int64_t *day)
+{
+    ts_t t;
+    if (strlen(s) != 10 || !parse_time(s, &t))
+        return false;
+    *day = floor_div(t.sec, SIM_DAY);
+    return true;
+}
+
+/*
+ * Parses SYM:YYYY-MM-DD:NEW:OLD (the split knob and dump's --split); NEW and
+ * OLD are whole numbers 1…1000 and differ.
+ */
+static bool split_parse(const char *v, char *sym, size_t cap, int64_t *ex, int64_t *new_rate,
+                        int64_t *old_rate)
+{
+    char buf[SIM_STR_MAX];
+    const char *why;
+
+    if (strlen(v) >= sizeof buf)
+        return false;
+    memcpy(buf, v, strlen(v) + 1);
+    char *c1 = strchr(buf, ':');
+    char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    char *c3 = c2 ? strchr(c2 + 1, ':') : NULL;
+    if (!c3 || strchr(c3 + 1, ':'))
+        return false;
+    *c1 = *c2 = *c3 = '\0';
+    if (!symbol_valid(buf) || strlen(buf) >= cap || !parse_date(c1 + 1, ex) ||
+        !parse_int(c2 + 1, new_rate, &why) || !parse_int(c3 + 1, old_rate, &why) || *new_rate < 1 ||
+        *new_rate > 1000 || *old_rate < 1 || *old_rate > 1000 || *new_rate == *old_rate)
+        return false;
+    memcpy(sym, buf, strlen(buf) + 1);
+    return true;
+}
+
+/* Writes day as "YYYY-MM-DD" (with the quotes when quoted). */
+static void sb_date(sbuf_t *b, int64_t day, bool quoted)
+{
+    int64_t y;
+    int m, d;
+    civil_from_days(day, &y, &m, &d);
+    sb_printf(b, quoted ? "\"%04" PRId64 "-%02d-%02d\"" : "%04" PRId64 "-%02d-%02d", y, m, d);
+}
+
+/* A record as §4 shows it, keys in that order. */
+static void action_json(const action_t *a, sbuf_t *out)
+{
+    char cusip[10], cusip2[10];
+
+    sb_printf(out, "{\"id\":\"%s\",", a->id);
+    if (a->kind == CA_NAME_CHANGE) {
+        sb_puts(out, "\"old_symbol\":");
+        sb_json_str(out, a->sym);
+        sb_puts(out, ",\"new_symbol\":");
+        sb_json_str(out, a->new_sym);
+        sb_puts(out, ",\"process_date\":");
+        sb_date(out, a->process_date, true);
+        sb_putc(out, '}');
+        return;
+    }
+    sb_puts(out, "\"symbol\":");
+    sb_json_str(out, a->sym);
+    cusip_of(a->sym, "", cusip);
+    if (a->kind == CA_REVERSE_SPLIT) {
+        cusip_of(a->sym, a->id, cusip2);
+        sb_printf(out, ",\"old_cusip\":\"%s\",\"new_cusip\":\"%s\"", cusip, cusip2);
+    } else {
+        sb_printf(out, ",\"cusip\":\"%s\"", cusip);
+    }
+    if (a->kind == CA_CASH_DIVIDEND) {
+        char rate[32];
+        snprintf(rate, sizeof rate, "%" PRId64 ".%04" PRId64, a->rate / 10000, a->rate % 10000);
+        size_t n = strlen(rate);
+        while (rate[n - 1] == '0' && rate[n - 2] != '.')
+            rate[--n] = '\0';
+        sb_printf(out, ",\"rate\":%s,\"special\":false,\"foreign\":false", rate);
+    } else {
+        sb_printf(out, ",\"new_rate\":%" PRId64 ",\"old_rate\":%" PRId64, a->new_rate, a->old_rate);
+    }
+    sb_puts(out, ",\"process_date\":");
+    sb_date(out, a->process_date, true);
+    sb_puts(out, ",\"ex_date\":");
+    sb_date(out, a->ex_date, true);
+    if (a->kind != CA_REVERSE_SPLIT) {
+        sb_puts(out, ",\"record_date\":");
+        sb_date(out, a->record_date, true);
+        sb_puts(out, ",\"payable_date\":");
+        sb_date(out, a->payable_date, true);
+    }
+    sb_putc(out, '}');
+}
+
+/* ------------------------------------------------------------------------ */
 /* Bars requests                                                             */
 /* ------------------------------------------------------------------------ */
 
@@ -1446,6 +1785,7 @@ typedef struct query {
     int64_t lo, hi;
     ts_t end_ts;
     int64_t limit;    /* as asked for (default 1000), before short pages or --max-bars */
+    bool split_adj;   /* adjustment is or lists split or all */
     uint64_t phash;   /* binds page tokens to the parameters other than limit */
     size_t start_idx; /* where the page starts: from the token, or the beginning */
     int64_t start_t;
@@ -1618,6 +1958,7 @@ static bool query_parse(sim_t *s, char *qs, char *path_sym, int64_t now, query_t
         sb_printf(msg, "invalid adjustment: %s", adjustment);
         return false;
     }
+    q->split_adj = adjustment && adjustment_splits(adjustment);
     if ((v = query_get(kv, n, "sort"))) {
         if (strcmp(v, "asc") != 0 && strcmp(v, "desc") != 0) {
             sb_printf(msg, "invalid sort: %s", v);
@@ -1662,7 +2003,12 @@ static size_t page_build(const sim_t *s, const query_t *q, int64_t page_limit, i
         bar_iter_t it;
         int64_t t;
 
+        splits_t sp = {0};
+
         series_init(&se, q->syms[i], &q->tf, q->feed);
+        se.holes = se.holes && !s->k.fill_holes;
+        if (q->split_adj)
+            splits_of(s->actions, s->nactions, se.sym, &sp);
         iter_init(&it, &se, q->lo, q->hi, q->dir, from);
         while (iter_next(&it, &t)) {
             if ((int64_t)count == page_limit) {
@@ -1690,6 +2036,7 @@ static size_t page_build(const sim_t *s, const query_t *q, int64_t page_limit, i
             bar_t b;
             bar_make(&se, t, &b);
             bar_settle(&se, now, s->k.settle_seconds, &b);
+            bar_adjust(&sp, &b);
             p = bar_json(p, &b);
             *p = '\0';
             out->len = (size_t)(p - out->p);
@@ -1944,8 +2291,10 @@ static void counters_json(const counters_t *c, uint64_t held, int64_t now, sbuf_
     sb_printf(out,
               "},\"hung\":%" PRIu64 ",\"stalled\":%" PRIu64 ",\"held\":%" PRIu64
               ",\"bars_served\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"assets_requests\":%" PRIu64
+              ",\"calendar_requests\":%" PRIu64 ",\"corporate_actions_requests\":%" PRIu64
               ",\"per_second\":[",
-              c->hung, c->stalled, held, c->bars_served, c->pages, c->assets_requests);
+              c->hung, c->stalled, held, c->bars_served, c->pages, c->assets_requests,
+              c->calendar_requests, c->corporate_actions_requests);
     bool first = true;
     for (int64_t sec = now - SIM_WINDOW + 1; sec <= now; sec++) {
         size_t slot = (size_t)floor_mod(sec, SIM_WINDOW);
@@ -2300,6 +2649,320 @@ out:
     sb_free(&msg);
 }
 
+/*
+ * GET /v2/calendar?start=YYYY-MM-DD&end=YYYY-MM-DD (trading API): a plain
+ * JSON array with one element per trading day in [start, end], both
+ * inclusive and clipped to 1970-01-01…2029-12-31, each {date, open, close,
+ * session_open, session_close, settlement_date}: open 09:30, close 16:00 (13:00
+ * on an early close), the SIP session 0400-2000 (0400-1700), and settlement
+ * T+2 trading days, T+1 for trades from 2024-05-28. An absent start or end is
+ * today (New York); start after end gives []. Authenticated like /v2/assets,
+ * no bars rate-limit token; a malformed date is 400.
+ */
+static void calendar_handle(sim_t *s, http_req_t *r, response_t *resp)
+{
+    kv_t kv[SIM_MAX_PARAMS];
+    sbuf_t msg = {0};
+    int n;
+    int64_t today = et_local_day(wall_now()), from = today, to = today;
+
+    s->ctr.calendar_requests++;
+    if (!auth_ok(s, r)) {
+        trading_error(resp, 401, 40110000, "request is not authorized");
+        goto out;
+    }
+    if ((n = query_split(r->query, kv, SIM_MAX_PARAMS, &msg)) < 0) {
+        trading_error(resp, 400, 40010001, msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    const char *names[2] = {"start", "end"};
+    int64_t *days[2] = {&from, &to};
+    for (int i = 0; i < 2; i++) {
+        const char *v = query_get(kv, n, names[i]);
+        if (v && !parse_date(v, days[i])) {
+            sb_printf(&msg,
+                      "Invalid format for parameter %s: error parsing '%s' as 2006-01-02 time",
+                      names[i], v);
+            trading_error(resp, 400, 40010001, msg.oom ? "out of memory" : msg.p);
+            goto out;
+        }
+    }
+    int64_t first = days_from_civil(1970, 1, 1), last = days_from_civil(2029, 12, 31);
+    int64_t t1 = days_from_civil(2024, 5, 28);
+    from = from > first ? from : first;
+    to = to < last ? to : last;
+    resp->status = 200;
+    resp->ctype = CT_JSON;
+    resp->body.len = 0;
+    sb_putc(&resp->body, '[');
+    for (int64_t d = from; d <= to; d++) {
+        if (!trading_day(d))
+            continue;
+        bool early = early_close(d);
+        if (resp->body.len > 1)
+            sb_putc(&resp->body, ',');
+        sb_puts(&resp->body, "{\"date\":");
+        sb_date(&resp->body, d, true);
+        sb_printf(&resp->body,
+                  ",\"open\":\"09:30\",\"close\":\"%s\",\"session_open\":\"0400\","
+                  "\"session_close\":\"%s\",\"settlement_date\":",
+                  early ? "13:00" : "16:00", early ? "1700" : "2000");
+        sb_date(&resp->body, trading_day_step(d, d >= t1 ? 1 : 2), true);
+        sb_putc(&resp->body, '}');
+    }
+    sb_putc(&resp->body, ']');
+out:
+    sb_free(&msg);
+}
+
+/* A validated corporate-actions request. */
+typedef struct ca_query {
+    char **syms; /* owned array, sorted and unique (NULL: every symbol) */
+    size_t nsyms;
+    bool type[CA_KINDS]; /* which record kinds are asked for */
+    int64_t from, to;    /* process_date bounds, inclusive */
+    int64_t limit;
+    int dir;
+    uint64_t hash;    /* binds page tokens to every parameter but page_token */
+    bool have_cursor; /* from a page token: start at this key */
+    int64_t cur_date; /* process_date of the next record */
+    char cur_id[40];  /* and its id */
+} ca_query_t;
+
+static bool ca_wants(const ca_query_t *q, const action_t *a)
+{
+    if (!q->type[a->kind] || a->process_date < q->from || a->process_date > q->to)
+        return false;
+    if (!q->syms)
+        return true;
+    const char *sym = a->sym;
+    if (bsearch(&sym, q->syms, q->nsyms, sizeof *q->syms, sym_cmp))
+        return true;
+    sym = a->new_sym;
+    return a->kind == CA_NAME_CHANGE &&
+           bsearch(&sym, q->syms, q->nsyms, sizeof *q->syms, sym_cmp) != NULL;
+}
+
+/* The page order: process_date, then id; desc reverses both. */
+static int ca_key_cmp(int64_t da, const char *ia, int64_t db, const char *ib)
+{
+    if (da != db)
+        return da < db ? -1 : 1;
+    return strcmp(ia, ib);
+}
+
+static int ca_cmp(const void *a, const void *b)
+{
+    const action_t *x = *(const action_t *const *)a, *y = *(const action_t *const *)b;
+    return ca_key_cmp(x->process_date, x->id, y->process_date, y->id);
+}
+
+/* "ca1|<hash>|<process_date>|<id>" of the next record, in base64. */
+static bool ca_token_decode(const char *tok, ca_query_t *q)
+{
+    char plain[160];
+    const char *why;
+    if (!b64_decode(tok, plain, sizeof plain) || strncmp(plain, "ca1|", 4) != 0)
+        return false;
+    char *p = plain + 4, *b1 = strchr(p, '|'), *b2 = b1 ? strchr(b1 + 1, '|') : NULL;
+    if (!b2 || b1 - p != 16)
+        return false;
+    *b1 = *b2 = '\0';
+    char *end = NULL;
+    if (strtoull(p, &end, 16) != q->hash || *end)
+        return false;
+    if (!parse_int(b1 + 1, &q->cur_date, &why) || strlen(b2 + 1) >= sizeof q->cur_id || !b2[1])
+        return false;
+    snprintf(q->cur_id, sizeof q->cur_id, "%s", b2 + 1);
+    q->have_cursor = true;
+    return true;
+}
+
+/* Validates a corporate-actions request; false with the 400 message. */
+static bool ca_parse(char *qs, int64_t today, ca_query_t *q, sbuf_t *msg)
+{
+    kv_t kv[SIM_MAX_PARAMS];
+    int n = query_split(qs, kv, SIM_MAX_PARAMS, msg);
+    const char *v, *why, *bad = NULL;
+
+    if (n < 0)
+        return false;
+    q->dir = 1;
+    q->limit = 100;
+    q->from = q->to = today;
+    uint64_t h = fnv1a(FNV_BASIS, "ca|");
+    char *list = (char *)query_get(kv, n, "symbols");
+    if (list && *list) {
+        int rc = symbols_split(list, &q->syms, &q->nsyms, &bad);
+        if (rc == -1)
+            sb_printf(msg, "invalid symbol: %s", bad);
+        else if (rc < 0)
+            msg->oom = true;
+        if (rc < 0)
+            return false;
+        for (size_t i = 0; i < q->nsyms; i++)
+            h = fnv1a(fnv1a(h, q->syms[i]), ",");
+    }
+    const char *types = query_get(kv, n, "types");
+    bool any_type = !types || !*types;
+    for (int k = 0; k < CA_KINDS; k++)
+        q->type[k] = any_type;
+    for (const char *p = any_type ? NULL : types; p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        size_t i = 0;
+        while (i < CA_TYPE_COUNT &&
+               !(strlen(ca_type_names[i]) == len && strncmp(p, ca_type_names[i], len) == 0))
+            i++;
+        if (i == CA_TYPE_COUNT) {
+            sb_printf(msg, "invalid types: %.*s", (int)len, p);
+            return false;
+        }
+        if (i < CA_KINDS)
+            q->type[i] = true;
+        p = comma ? comma + 1 : NULL;
+    }
+    for (int k = 0; k < CA_KINDS; k++)
+        h = fnv1a(h, q->type[k] ? "1" : "0");
+    const char *names[2] = {"start", "end"};
+    int64_t *days[2] = {&q->from, &q->to};
+    for (int i = 0; i < 2; i++) {
+        if ((v = query_get(kv, n, names[i])) && !parse_date(v, days[i])) {
+            sb_printf(msg, "Invalid format for parameter %s: error parsing '%s' as 2006-01-02 time",
+                      names[i], v);
+            return false;
+        }
+    }
+    if (q->to < q->from) {
+        sb_puts(msg, "end should not be before start");
+        return false;
+    }
+    if ((v = query_get(kv, n, "limit"))) {
+        if (!parse_int(v, &q->limit, &why)) {
+            sb_printf(msg,
+                      "Invalid format for parameter limit: error binding string parameter: "
+                      "strconv.ParseInt: parsing \"%s\": %s",
+                      v, why);
+            return false;
+        }
+        if (q->limit < 1) {
+            sb_puts(msg, "invalid limit: must be positive");
+            return false;
+        }
+        if (q->limit > 1000) {
+            sb_puts(msg, "invalid limit: exceeds maximum of 1000");
+            return false;
+        }
+    }
+    if ((v = query_get(kv, n, "sort"))) {
+        if (strcmp(v, "asc") != 0 && strcmp(v, "desc") != 0) {
+            sb_printf(msg, "invalid sort: %s", v);
+            return false;
+        }
+        q->dir = strcmp(v, "asc") == 0 ? 1 : -1;
+    }
+    char tail[96];
+    snprintf(tail, sizeof tail, "|%" PRId64 "|%" PRId64 "|%" PRId64 "|%d", q->from, q->to, q->limit,
+             q->dir);
+    q->hash = mix64(fnv1a(h, tail));
+    if ((v = query_get(kv, n, "page_token")) && !ca_token_decode(v, q)) {
+        sb_puts(msg, "invalid page_token");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * GET /v1/corporate-actions?symbols=&types=&start=&end=&limit=&sort=&page_token=
+ * (data API): authenticated and rate-limited like the bars endpoints. The
+ * records whose process_date is in [start, end] (default today, New York)
+ * are ordered by (process_date, id), ascending or descending; a page holds
+ * the next limit of them (1…1000, default 100, counted across types) grouped
+ * under their type's key (absent when it has none), and next_page_token
+ * resumes at the first record left out (null when none is). Tokens are bound
+ * to every other parameter; a record that appears later (an added split with
+ * an older split_process_date) shows up in any query that reaches it.
+ */
+static void ca_handle(sim_t *s, http_req_t *r, response_t *resp)
+{
+    int64_t now_ms = wall_now_ms(), now = floor_div(now_ms, 1000);
+    ca_query_t q = {0};
+    sbuf_t msg = {0};
+    const action_t **hits = NULL;
+
+    s->ctr.corporate_actions_requests++;
+    if (!auth_ok(s, r)) {
+        resp_set(resp, 401, CT_HTML, html_401);
+        goto out;
+    }
+    if (!windows_room(s, now_ms) || !bucket_take(s)) {
+        resp_set(resp, 429, CT_JSON, "{\"message\": \"too many requests.\"}");
+        goto out;
+    }
+    windows_spend(s);
+    if (!ca_parse(r->query, et_local_day(now), &q, &msg)) {
+        resp_message(resp, 400, msg.oom ? "out of memory" : msg.p);
+        goto out;
+    }
+    size_t nhits = 0;
+    hits = calloc((size_t)s->nactions + 1, sizeof *hits);
+    if (!hits) {
+        resp_message(resp, 500, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < s->nactions; i++)
+        if (ca_wants(&q, &s->actions[i]))
+            hits[nhits++] = &s->actions[i];
+    qsort(hits, nhits, sizeof *hits, ca_cmp);
+    for (size_t i = 0; q.dir < 0 && i < nhits / 2; i++) {
+        const action_t *tmp = hits[i];
+        hits[i] = hits[nhits - 1 - i];
+        hits[nhits - 1 - i] = tmp;
+    }
+    size_t from = 0;
+    while (q.have_cursor && from < nhits &&
+           q.dir * ca_key_cmp(hits[from]->process_date, hits[from]->id, q.cur_date, q.cur_id) < 0)
+        from++;
+    size_t to = from + (size_t)q.limit < nhits ? from + (size_t)q.limit : nhits;
+    resp->status = 200;
+    resp->ctype = CT_JSON;
+    resp->body.len = 0;
+    sb_puts(&resp->body, "{\"corporate_actions\":{");
+    bool first_group = true;
+    for (int k = 0; k < CA_KINDS; k++) {
+        bool first = true;
+        for (size_t i = from; i < to; i++) {
+            if (hits[i]->kind != k)
+                continue;
+            if (first)
+                sb_printf(&resp->body, "%s\"%s\":[", first_group ? "" : ",", ca_group_names[k]);
+            else
+                sb_putc(&resp->body, ',');
+            first = first_group = false;
+            action_json(hits[i], &resp->body);
+        }
+        if (!first)
+            sb_putc(&resp->body, ']');
+    }
+    sb_puts(&resp->body, "},\"next_page_token\":");
+    if (to < nhits) {
+        char plain[160];
+        int len = snprintf(plain, sizeof plain, "ca1|%016" PRIx64 "|%" PRId64 "|%s", q.hash,
+                           hits[to]->process_date, hits[to]->id);
+        sb_putc(&resp->body, '"');
+        b64_encode(plain, (size_t)len, &resp->body);
+        sb_putc(&resp->body, '"');
+    } else {
+        sb_puts(&resp->body, "null");
+    }
+    sb_putc(&resp->body, '}');
+    rate_headers(s, now, now_ms, resp);
+out:
+    free(hits);
+    free(q.syms);
+    sb_free(&msg);
+}
+
 /* Adds the comma-separated symbols in list to k's removed assets; false when
  * one is malformed or too many are removed. */
 static bool asset_remove_list(knobs_t *k, const char *list)
@@ -2339,6 +3002,10 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
     sbuf_t msg = {0};
     knobs_t nk = s->k;
     bool rate_set = false, burst_set = false, window_set = false;
+    bool clear_actions = false, have_split = false, have_process = false;
+    char split_sym[SIM_ASSET_SYM];
+    int64_t split_ex = 0, split_new = 0, split_old = 0, today = et_local_day(wall_now());
+    int64_t split_process = today;
     int n = query_split(qs, kv, SIM_MAX_PARAMS, &msg);
 
     if (n < 0) {
@@ -2364,6 +3031,17 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
         } else if (strcmp(k, "burst") == 0) {
             ok = parse_double(v, &nk.burst) && nk.burst >= 1 && nk.burst <= 1e9;
             burst_set = true;
+        } else if (strcmp(k, "fill_holes") == 0) {
+            ok = parse_bool01(v, &nk.fill_holes);
+        } else if (strcmp(k, "clear_actions") == 0) {
+            ok = parse_bool01(v, &clear_actions);
+        } else if (strcmp(k, "split") == 0) {
+            ok = !have_split &&
+                 split_parse(v, split_sym, sizeof split_sym, &split_ex, &split_new, &split_old);
+            have_split = true;
+        } else if (strcmp(k, "split_process_date") == 0) {
+            ok = parse_date(v, &split_process) && split_process <= today;
+            have_process = true;
         } else if (strcmp(k, "settle_seconds") == 0) {
             ok = parse_int(v, &iv, &why) && iv >= 0 && iv <= SIM_SETTLE_MAX;
             nk.settle_seconds = iv;
@@ -2401,9 +3079,23 @@ static void control_set(sim_t *s, char *qs, response_t *resp)
             goto out;
         }
     }
+    if (have_process && !have_split) {
+        resp_message(resp, 400, "split_process_date needs split");
+        goto out;
+    }
+    if (have_split && !clear_actions && s->nactions == SIM_ACTIONS_MAX) {
+        resp_message(resp, 400, "too many corporate actions");
+        goto out;
+    }
     if (rate_set && !burst_set)
         nk.burst = nk.rate > 1 ? nk.rate : 1;
     s->k = nk;
+    /* Cleared first, so that clear_actions=1&split=… leaves just the new split. */
+    if (clear_actions)
+        s->nactions = s->nstatic;
+    if (have_split)
+        action_split(&s->actions[s->nactions++], split_sym, split_ex, split_new, split_old,
+                     split_process, s->action_seq++);
     if (rate_set || burst_set)
         bucket_reset(s);
     if (window_set)
@@ -2571,6 +3263,14 @@ static void sim_handle(sim_t *s, char *head, size_t len, response_t *resp)
     }
     if (strcmp(r.path, "/v2/assets") == 0) {
         assets_handle(s, &r, resp);
+        return;
+    }
+    if (strcmp(r.path, "/v2/calendar") == 0) {
+        calendar_handle(s, &r, resp);
+        return;
+    }
+    if (strcmp(r.path, "/v1/corporate-actions") == 0) {
+        ca_handle(s, &r, resp);
         return;
     }
     if (strncmp(r.path, prefix, sizeof prefix - 1) == 0) {
@@ -3021,9 +3721,11 @@ static void sim_on_signal(uv_signal_t *h, int signum)
 static const char usage_text[] =
     "usage: alpaca-sim [options]\n"
     "       alpaca-sim dump --symbols A,B --timeframe TF [--start T] [--end T] [--feed F]\n"
+    "                       [--adjustment A] [--split SYM:DATE:NEW:OLD ...] [--with-holes]\n"
     "\n"
     "A loopback fake of the Alpaca market-data v2 bars API with deterministic data,\n"
-    "and of the trading API's asset list (point APCA_API_BASE_URL at it too).\n"
+    "its corporate actions, and of the trading API's asset list and calendar\n"
+    "(point APCA_API_BASE_URL at it too).\n"
     "\n"
     "server options:\n"
     "  --host ADDR            address to listen on (default 127.0.0.1)\n"
@@ -3066,6 +3768,7 @@ static const char usage_text[] =
     "  --remove-asset A,B     leave these symbols out of /v2/assets (repeatable)\n"
     "  --settle-seconds N     a bar is preliminary for N s after its end (default 30),\n"
     "                         then final; the bar holding now is partial\n"
+    "  --fill-holes           serve the HOLE symbols' holes from the start\n"
     "  --help                 this text\n"
     "\n"
     "control endpoints (no auth): GET /__sim/health, /__sim/counters, /__sim/reset,\n"
@@ -3073,7 +3776,14 @@ static const char usage_text[] =
     "            &latency_ms=&key=&secret=&short_pages=0|1&trailing_empty=0|1\n"
     "            &token_binds_limit=0|1&remove_asset=A,B&restore_assets=1\n"
     "            &rate_window=1s:10,60s:600 (or off; windows start empty)\n"
-    "            &settle_seconds=N (0 to 3155760000)\n"
+    "            &settle_seconds=N (0 to 3155760000)&fill_holes=0|1\n"
+    "            &split=SYM:YYYY-MM-DD:NEW:OLD[&split_process_date=YYYY-MM-DD]\n"
+    "            &clear_actions=1\n"
+    "  split= adds a split with that ex-date and rates (NEW, OLD 1..1000, NEW < OLD\n"
+    "  is a reverse split) and processes it at once: split-adjusted bars before the\n"
+    "  ex-date change from then on. Its process_date is today (New York) or\n"
+    "  split_process_date (not in the future; a record that appears late).\n"
+    "  clear_actions=1 removes every added action (before a split= in the same call).\n"
     "  /__sim/ is never delayed, hung or stalled. /__sim/counters counts requests,\n"
     "  by_status (200_malformed apart), hung, stalled, bars_served and pages, and\n"
     "  shows held, the connections now held open by hang or stall.\n"
@@ -3090,6 +3800,26 @@ static const char usage_text[] =
     "  {\"code\":40010001,\"message\":...}; bad keys 401 {\"code\":40110000,...}.\n"
     "  remove_asset (see /__sim/set) makes symbols disappear from the list.\n"
     "\n"
+    "GET /v2/calendar?start=YYYY-MM-DD&end=YYYY-MM-DD (trading API, keys as\n"
+    "  /v2/assets, no bars token) returns a plain array, one element per trading\n"
+    "  day in [start, end] (absent: today, New York; clipped to 1970..2029):\n"
+    "  {date, open \"09:30\", close \"16:00\" or \"13:00\", session_open \"0400\",\n"
+    "  session_close \"2000\" or \"1700\", settlement_date (T+2 trading days, T+1\n"
+    "  from 2024-05-28)}; a malformed date is 400 {\"code\":40010001,\"message\":...}.\n"
+    "\n"
+    "GET /v1/corporate-actions?symbols=A,B&types=t1,t2&start=&end=&limit=&sort=\n"
+    "  &page_token= (data API: keys, rate limit and 400s as the bars endpoints)\n"
+    "  returns {\"corporate_actions\":{\"forward_splits\":[...],\"reverse_splits\":\n"
+    "  [...],\"cash_dividends\":[...],\"name_changes\":[...]},\"next_page_token\":..}\n"
+    "  for the records with process_date in [start, end] (default today, New\n"
+    "  York), ordered by (process_date, id) asc or desc, limit 1..1000 (default\n"
+    "  100) across types; keys without records are absent. Static records: FB ->\n"
+    "  META (2022-06-09), the 2024 cash dividends of AAPL and MSFT; splits only\n"
+    "  as added by split=. adjustment=split or all (alone or in a list) divides\n"
+    "  the prices of bars before an added split's ex-date by NEW/OLD (half up to\n"
+    "  the cent, vw to 4 places) and multiplies their volume; raw and dividend\n"
+    "  bars never change.\n"
+    "\n"
     "bars follow the NYSE calendar: weekends, New Year's (Sunday -> Monday, a\n"
     "  Saturday one is not moved), MLK Day (from 1998), Presidents' Day, Good\n"
     "  Friday, Memorial Day, Juneteenth (from 2022), Independence Day, Labor Day,\n"
@@ -3099,12 +3829,18 @@ static const char usage_text[] =
     "  04:00-17:00, IEX 08:00-13:00 ET.\n"
     "  Symbols \"ZZ...\" have no bars; \"XX...\" have a bar for every interval of\n"
     "  every day (24 h, 7 days, every feed, no gaps) and every Day/Week/Month.\n"
+    "  Symbols \"HOLE...\" miss their intraday bars starting 10:00-11:00 ET on\n"
+    "  trading days whose day of month is 15, until fill_holes=1. Symbols\n"
+    "  \"IPO...\" have no bar stamped before 2024-06-03 00:00 ET.\n"
     "  The bar holding now is partial (v, n, c grow with the elapsed fraction); a\n"
     "  bar is preliminary (v 1-5% lower, n lower, vw changed) until settle\n"
     "  seconds after its end, then final.\n"
     "\n"
     "dump prints the final bars the server would serve, as CSV lines\n"
-    "  SYMBOL,t,o,h,l,c,v,n,vw (symbol asc, t asc; start/end default as the API's).\n";
+    "  SYMBOL,t,o,h,l,c,v,n,vw (symbol asc, t asc; start/end default as the API's),\n"
+    "  the HOLE symbols' holes filled unless --with-holes. --adjustment A adjusts\n"
+    "  them as the server would for the splits given with --split\n"
+    "  SYM:YYYY-MM-DD:NEW:OLD (repeatable; dump knows no other split).\n";
 
 /* Splits "--name=value" or "--name value"; *val is NULL when absent. */
 static const char *opt_take(int argc, char **argv, int *i, char *name, size_t cap, bool needs_value,
@@ -3131,7 +3867,8 @@ static bool opt_is_flag(const char *name)
 {
     return strcmp(name, "--short-pages") == 0 || strcmp(name, "--trailing-empty") == 0 ||
            strcmp(name, "--gzip") == 0 || strcmp(name, "--free-plan") == 0 ||
-           strcmp(name, "--token-ignores-limit") == 0 || strcmp(name, "--help") == 0;
+           strcmp(name, "--token-ignores-limit") == 0 || strcmp(name, "--fill-holes") == 0 ||
+           strcmp(name, "--help") == 0;
 }
 
 /* Whether argv[i] names a server option that takes a value, so that an
@@ -3154,6 +3891,10 @@ static bool opt_takes_value(const char *arg)
 static int dump_main(int argc, char **argv)
 {
     const char *symbols = NULL, *timeframe = NULL, *start = NULL, *end = NULL, *feed = "sip";
+    const char *adjustment = "raw";
+    bool with_holes = false;
+    action_t splits[SIM_SPLITS_PER_SYMBOL * 4];
+    int nsplits = 0;
     char *list = NULL, **syms = NULL;
     size_t nsyms = 0;
     sbuf_t msg = {0}, out = {0};
@@ -3166,8 +3907,8 @@ static int dump_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         char name[64];
         bool missing;
-        const char *v =
-            opt_take(argc, argv, &i, name, sizeof name, strcmp(argv[i], "--help") != 0, &missing);
+        bool flag = strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "--with-holes") == 0;
+        const char *v = opt_take(argc, argv, &i, name, sizeof name, !flag, &missing);
         if (strcmp(name, "--help") == 0) {
             fputs(usage_text, stdout);
             rc = 0;
@@ -3187,7 +3928,22 @@ static int dump_main(int argc, char **argv)
             end = v;
         else if (strcmp(name, "--feed") == 0)
             feed = v;
-        else {
+        else if (strcmp(name, "--adjustment") == 0)
+            adjustment = v;
+        else if (strcmp(name, "--with-holes") == 0 && !v)
+            with_holes = true;
+        else if (strcmp(name, "--split") == 0) {
+            char sym[SIM_ASSET_SYM];
+            int64_t ex, nr, orate;
+            if (nsplits == (int)(sizeof splits / sizeof splits[0]) ||
+                !split_parse(v, sym, sizeof sym, &ex, &nr, &orate)) {
+                fprintf(stderr, "alpaca-sim dump: invalid --split %s (SYM:YYYY-MM-DD:NEW:OLD)\n",
+                        v);
+                goto out;
+            }
+            action_split(&splits[nsplits], sym, ex, nr, orate, ex, (uint64_t)nsplits);
+            nsplits++;
+        } else {
             fprintf(stderr, "alpaca-sim dump: unknown option %s (see --help)\n", argv[i]);
             goto out;
         }
@@ -3220,6 +3976,10 @@ static int dump_main(int argc, char **argv)
         fprintf(stderr, "alpaca-sim dump: invalid feed: %s\n", feed);
         goto out;
     }
+    if (!adjustment_valid(adjustment)) {
+        fprintf(stderr, "alpaca-sim dump: invalid adjustment: %s\n", adjustment);
+        goto out;
+    }
     if (!range_resolve(start, end, false, now, &lo, &hi, &end_ts, &msg)) {
         fprintf(stderr, "alpaca-sim dump: %s\n", msg.oom ? "out of memory" : msg.p);
         goto out;
@@ -3229,13 +3989,18 @@ static int dump_main(int argc, char **argv)
         series_t se;
         bar_iter_t it;
         int64_t t;
+        splits_t sp = {0};
         series_init(&se, syms[i], &tf, feed_id);
+        se.holes = se.holes && with_holes;
+        if (adjustment_splits(adjustment))
+            splits_of(splits, nsplits, se.sym, &sp);
         iter_init(&it, &se, lo, hi, 1, lo);
         while (iter_next(&it, &t)) {
             bar_t b;
             if (!sb_reserve(&out, SIM_BAR_MAX))
                 goto oom;
             bar_make(&se, t, &b);
+            bar_adjust(&sp, &b);
             out.len = (size_t)(bar_csv(out.p + out.len, se.sym, &b) - out.p);
             if (out.len > (1u << 20)) {
                 if (fwrite(out.p, 1, out.len, stdout) != out.len)
@@ -3376,6 +4141,8 @@ static int serve_main(int argc, char **argv)
                 s->k.gzip = true;
             else if (strcmp(name, "--token-ignores-limit") == 0)
                 s->k.token_binds_limit = false;
+            else if (strcmp(name, "--fill-holes") == 0)
+                s->k.fill_holes = true;
             else
                 s->k.free_plan = true;
         } else {
@@ -3393,10 +4160,12 @@ static int serve_main(int argc, char **argv)
     bucket_reset(s);
     windows_reset(s);
     rc = 1;
-    if (!assets_build(&s->assets, &s->nassets)) {
+    if (!assets_build(&s->assets, &s->nassets) ||
+        !(s->actions = calloc(SIM_ACTIONS_MAX, sizeof *s->actions))) {
         fprintf(stderr, "alpaca-sim: out of memory\n");
         goto out;
     }
+    s->nactions = s->nstatic = actions_static(s->actions);
 
     /* A client hanging up mid-write must cost an EPIPE, not the process. */
     signal(SIGPIPE, SIG_IGN);
@@ -3459,6 +4228,7 @@ out:
         }
     }
     free(s->assets);
+    free(s->actions);
     free(s);
     return rc;
 }
