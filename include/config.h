@@ -54,6 +54,9 @@ struct config {
     int64_t settle_seconds; /* a bar is final this long after its close */
     bool sip_realtime;      /* else SIP younger than SIP_DELAY_SECONDS is not asked for */
     int log_level;
+    int64_t upkeep_interval_ms;      /* calendar, corporate actions, ledger pass; 0 = off */
+    int64_t corpactions_window_days; /* trailing re-read window of corporate actions */
+    int64_t verify_sessions;         /* the ledger pass re-checks the last N sessions; 0 = off */
 };
 
 /* SIP younger than this is refused without a real-time plan (403). */

@@ -70,6 +70,14 @@ metrics_server_t *metrics_server_start(uv_loop_t *loop, const char *listen,
                                        metrics_render_fn render, metrics_health_fn health,
                                        void *arg, char *err, size_t errlen);
 
+/*
+ * Adds a renderer whose families follow the server's own in every /metrics
+ * answer (one for the process; NULL removes it). Used by modules that start
+ * after the server and are not the dispatcher's (the upkeep job). arg is
+ * borrowed until it is removed. Loop thread only.
+ */
+void metrics_set_extra(metrics_render_fn render, void *arg);
+
 /* The bound port (useful with port 0). */
 int metrics_server_port(const metrics_server_t *s);
 

@@ -93,6 +93,17 @@ const struct cfg_key cfg_keys[] = {
      "debug, info, notice, warn, error"},
     {"BACKFILLD_LOG_FORMAT", CFG_STR, "auto", 0, 0, false, false, OFF(log_format),
      "json, text, or auto: text when stderr is a terminal (not the journal), else json"},
+    {"BACKFILLD_UPKEEP_INTERVAL_MS", CFG_INT, "86400000", 0, 604800000, false, false,
+     OFF(upkeep_interval_ms),
+     "how often the daemon reads the trading calendar and corporate actions and re-checks the "
+     "last sessions (one host at a time); 0 turns it off"},
+    {"BACKFILLD_CORPACTIONS_WINDOW_DAYS", CFG_INT, "30", 1, 3650, true, false,
+     OFF(corpactions_window_days),
+     "corporate actions processed this many days back are read again at every sync (records "
+     "appear late)"},
+    {"BACKFILLD_VERIFY_SESSIONS", CFG_INT, "5", 0, 1000, true, false, OFF(verify_sessions),
+     "the daily ledger pass re-checks this many last sessions of every series and queues its "
+     "holes again; 0 turns it off"},
     {NULL, CFG_STR, NULL, 0, 0, false, false, 0, NULL},
 };
 

@@ -4,7 +4,9 @@
  * notification around the dispatcher; the other commands live in cli.c.
  */
 #include "cli.h"
+#include "cli_verify.h"
 #include "config.h"
+#include "corpactions.h"
 #include "dispatch.h"
 #include "log.h"
 #include "sdnotify.h"
@@ -34,7 +36,8 @@ static const char usage[] =
     "                       --wait shows their progress until they are done\n"
     "  status [--json]      queue depth, throughput, failures, coverage\n"
     "  status --watch       live, redrawn in place: progress bars, rates and ETAs\n"
-    "  check-config         validate the settings, the database and (--alpaca) the credentials\n\n"
+    "  check-config         validate the settings, the database and (--alpaca) the credentials\n"
+    "  verify [--refetch]   prove the table complete per series and trading day (verify --help)\n\n"
     "options:\n"
     "  --config FILE        KEY=VALUE settings (systemd EnvironmentFile= format);\n"
     "                       the environment overrides the file\n"
@@ -57,6 +60,7 @@ struct daemon {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
     dispatch_t *d;
+    corpactions_daemon_t *upkeep; /* calendar, corporate actions, ledger pass; may be NULL */
     struct config *cfg;
     const char *config_file;
     int exit_code;
@@ -67,6 +71,8 @@ static void on_exited(void *arg, int code)
 {
     struct daemon *dm = arg;
     dm->exit_code = code;
+    corpactions_daemon_close(dm->upkeep);
+    dm->upkeep = NULL;
     uv_close((uv_handle_t *)&dm->sigterm, NULL);
     uv_close((uv_handle_t *)&dm->sigint, NULL);
     uv_close((uv_handle_t *)&dm->sighup, NULL);
@@ -214,6 +220,8 @@ static int cmd_run(struct config *cfg, const char *config_file, int argc, char *
     dm.d = dispatch_new(&dm.loop, cfg, worker, until_idle, &hooks);
     if (dispatch_start(dm.d) < 0)
         dispatch_abort(dm.d, EXIT_UNAVAILABLE);
+    else if (!until_idle)
+        dm.upkeep = corpactions_daemon_new(&dm.loop, cfg);
     uv_run(&dm.loop, UV_RUN_DEFAULT);
     /* One more pass so close callbacks that were queued last get to run. */
     uv_run(&dm.loop, UV_RUN_NOWAIT);
@@ -350,6 +358,8 @@ int main(int argc, char **argv)
         rc = cli_enqueue(&cfg, sub_argc, sub_argv);
     else if (strcmp(cmd, "status") == 0)
         rc = cli_status(&cfg, sub_argc, sub_argv);
+    else if (strcmp(cmd, "verify") == 0)
+        rc = cli_verify(&cfg, sub_argc, sub_argv);
     else if (strcmp(cmd, "check-config") == 0)
         rc = cli_check_config(&cfg, sub_argc, sub_argv);
     else {

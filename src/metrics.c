@@ -34,6 +34,10 @@
 #define LINGER_MS 2000
 #define WHY_MAX 256
 
+/* A second renderer, appended after the server's own (metrics_set_extra). */
+static metrics_render_fn extra_render;
+static void *extra_arg;
+
 enum conn_state { ST_HEAD, ST_WRITING, ST_DRAINING };
 
 struct mconn {
@@ -367,6 +371,8 @@ static void serve_metrics(struct mconn *c, bool send_body)
     dynbuf_init(&c->resp_body, RENDER_CAP);
     if (s->render)
         s->render(s->arg, &c->resp_body);
+    if (extra_render)
+        extra_render(extra_arg, &c->resp_body);
     respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", "", c->resp_body.data,
             c->resp_body.len, send_body);
 }
@@ -662,6 +668,12 @@ static bool parse_listen(const char *listen, struct sockaddr_storage *addr, char
     /* Resolving a name would block the loop (getaddrinfo), and numbers are unambiguous. */
     strlcpy_trunc(why, whylen, "host must be a numeric IPv4 or IPv6 address");
     return false;
+}
+
+void metrics_set_extra(metrics_render_fn render, void *arg)
+{
+    extra_render = render;
+    extra_arg = arg;
 }
 
 metrics_server_t *metrics_server_start(uv_loop_t *loop, const char *listen,
