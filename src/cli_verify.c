@@ -534,7 +534,8 @@ int verify_status_totals(PGconn *conn, bool json, dynbuf_t *out, char *err, size
 
 static const char verify_usage[] =
     "usage: backfilld [--config FILE] verify [--symbols A,B] [--timeframe TF] [--from DATE]\n"
-    "                 [--to DATE] [--json] [--refetch] [--no-check]\n\n"
+    "                 [--to DATE] [--json] [--refetch] [--no-check]\n"
+    "       backfilld [--config FILE] verify --summary [--json]\n\n"
     "Proves the table complete: for every fetch_historical definition (a series: symbol,\n"
     "timeframe, feed, adjustment) and every trading day of Alpaca's calendar in the range\n"
     "(DATEs are New York trading days; default: each definition's whole range, whole\n"
@@ -552,6 +553,8 @@ static const char verify_usage[] =
     "uses the counts of the last re-check instead and asks Alpaca nothing.\n"
     "--refetch queues the holes and the empty days after the first bar again\n"
     "(forced), for the daemon to fetch. m1..h4 and d1 are checked; w1 and mn1 are not.\n"
+    "--summary prints what status shows of the ledger (the last pass's totals, the\n"
+    "calendar, the corporate-action sync) and asks Alpaca nothing.\n"
     "Exit 0 when nothing is wrong, 1 when a day is a hole or not fetched, or a series\n"
     "has no bar at all; 64 usage, 69 database or Alpaca unavailable, 78 configuration.\n";
 
@@ -721,7 +724,7 @@ static bool is_date(const char *s)
 int cli_verify(const struct config *c, int argc, char **argv)
 {
     struct verify_opts o = {.check = true, .source = "verify"};
-    bool json = false;
+    bool json = false, summary = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **val = NULL;
@@ -730,6 +733,8 @@ int cli_verify(const struct config *c, int argc, char **argv)
             return EXIT_OK;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
+        } else if (strcmp(a, "--summary") == 0) {
+            summary = true;
         } else if (strcmp(a, "--refetch") == 0) {
             o.refetch = true;
         } else if (strcmp(a, "--no-check") == 0) {
@@ -795,6 +800,22 @@ int cli_verify(const struct config *c, int argc, char **argv)
         return EXIT_UNAVAILABLE;
     int ret = check_schema(conn);
     if (ret != EXIT_OK) {
+        PQfinish(conn);
+        return ret;
+    }
+    if (summary) {
+        /* What status shows of the ledger, without a pass. */
+        dynbuf_t b;
+        dynbuf_init(&b, (size_t)1 << 20);
+        if (verify_status_totals(conn, json, &b, err, sizeof err) < 0) {
+            fprintf(stderr, "backfilld verify: %s\n", err);
+            ret = EXIT_UNAVAILABLE;
+        } else {
+            fwrite(b.data, 1, b.len, stdout);
+            if (json)
+                fputc('\n', stdout);
+        }
+        dynbuf_free(&b);
         PQfinish(conn);
         return ret;
     }
