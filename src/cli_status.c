@@ -558,7 +558,11 @@ static const char status_sql[] =
     "            AND (e->>'at')::timestamptz > now() - interval '24 hours'"
     "          GROUP BY 1 ORDER BY 2 DESC, 3 DESC LIMIT 10),"
     /* what is left of each definition's range: its target minus what succeeded */
-    " cov AS (SELECT d.id, d.symbol, d.timeframe, d.job_type, d.enabled, d.priority, c.covered,"
+    " cov AS (SELECT d.id, d.symbol, d.timeframe, d.feed, d.adjustment, d.job_type, d.enabled,"
+    "            d.priority, c.covered,"
+    "            d.job_type = 'fetch_historical' AND (d.backfill_to IS NULL OR d.backfill_to > "
+    "now())"
+    "              AS open_end,"
     "            CASE WHEN d.job_type = 'fetch_historical' AND d.backfill_from IS NOT NULL"
     "                  AND d.backfill_from < coalesce(d.backfill_to, now())"
     "                 THEN tstzmultirange(tstzrange(d.backfill_from, coalesce(d.backfill_to, "
@@ -568,9 +572,15 @@ static const char status_sql[] =
     " top AS (SELECT cov.*, coalesce((SELECT sum(extract(epoch FROM upper(m) - lower(m)))"
     "                                  FROM unnest(cov.missing) m), 0) AS missing_s"
     "          FROM cov ORDER BY missing_s DESC, symbol, timeframe LIMIT $1::int),"
+    /* the series' last bar, and its bars not final yet (a partial index) */
     " defs AS (SELECT top.*, x.runs_left, x.runs_succeeded, x.runs_failed,"
-    "            (SELECT max(b.ts) FROM bars b WHERE b.symbol = top.symbol AND b.timeframe = "
-    "top.timeframe) AS last_bar"
+    "            (SELECT max(b.ts) FROM bars b WHERE (b.symbol, b.timeframe, b.feed, b.adjustment)"
+    "               = (top.symbol, top.timeframe, top.feed, top.adjustment)) AS last_bar,"
+    "            (SELECT count(*) FROM bars b WHERE (b.symbol, b.timeframe, b.feed, b.adjustment)"
+    "               = (top.symbol, top.timeframe, top.feed, top.adjustment) AND NOT b.final)"
+    "              AS bars_not_final,"
+    "            (SELECT upper(u) FROM unnest(top.covered) u ORDER BY lower(u) LIMIT 1)"
+    "              AS covered_until"
     "          FROM top, LATERAL (SELECT"
     "              count(*) FILTER (WHERE r.status IN ('queued','running')) AS runs_left,"
     "              count(*) FILTER (WHERE r.status = 'succeeded') AS runs_succeeded,"
@@ -608,13 +618,17 @@ static const char status_sql[] =
     "  'recent_errors', (SELECT coalesce(json_agg(json_build_object('error', error, 'count', n,"
     "                     'last_at', last_at)), '[]') FROM errs),"
     "  'definitions', (SELECT coalesce(json_agg(json_build_object('id', id, 'symbol', symbol,"
-    "                   'timeframe', timeframe, 'job_type', job_type, 'enabled', enabled,"
+    "                   'timeframe', timeframe, 'feed', feed, 'adjustment', adjustment,"
+    "                   'job_type', job_type, 'enabled', enabled, 'open_end', open_end,"
     "                   'priority', priority, 'runs_left', runs_left,"
     "                   'runs_succeeded', runs_succeeded, 'runs_failed', runs_failed,"
     "                   'covered_from', lower(covered), 'covered_to', upper(covered),"
-    "                   'covered_until', (SELECT upper(u) FROM unnest(covered) u ORDER BY "
-    "lower(u) LIMIT 1),"
+    "                   'covered_until', covered_until,"
     "                   'uncovered_s', missing_s::bigint,"
+    "                   'unsettled_tail_s', CASE WHEN open_end AND covered_until IS NOT NULL"
+    "                       THEN greatest(0, extract(epoch FROM now() - covered_until))::bigint "
+    "END,"
+    "                   'bars_not_final', bars_not_final,"
     "                   'last_bar', last_bar) ORDER BY missing_s DESC, symbol, timeframe), '[]') "
     "FROM defs),"
     "  'definitions_total', (SELECT count(*) FROM job_definitions))";
@@ -624,7 +638,11 @@ static const char status_help[] =
     "       backfilld [--config FILE] status --watch [--interval S] [--limit N]\n\n"
     "Shows runs by status, throughput over the last 5 minutes, the most common\n"
     "errors of the last 24 hours, and per-definition coverage (the N definitions\n"
-    "with the most time left to cover, default 20). --json prints the same as one\n"
+    "with the most time left to cover, default 20): the series (symbol, timeframe,\n"
+    "feed, adjustment), where its settled coverage starts and runs unbroken until,\n"
+    "for an open end the tail not covered yet (TAIL: bars not settled, or settled\n"
+    "but not fetched yet), the bars stored not final (UNFIN, fetched again until\n"
+    "they are) and the last bar stored. --json prints the same as one\n"
     "document. Counts and coverage are kept by the database as runs change, so it\n"
     "answers at once however many runs there are.\n\n"
     "--watch shows the backlog live, redrawn in place every S seconds (default 2):\n"
@@ -755,18 +773,30 @@ int cli_status(const struct config *c, int argc, char **argv)
         PQclear(h);
     }
     h = q(conn,
-          "SELECT rpad(d->>'symbol', 10) || rpad(d->>'timeframe', 5) ||"
-          " rpad(CASE WHEN (d->>'enabled')::boolean THEN 'on' ELSE 'OFF' END, 5) ||"
+          "SELECT rpad(d->>'symbol', 10) || rpad(d->>'timeframe', 5) || rpad(d->>'feed', 6) ||"
+          " rpad(d->>'adjustment', 5) ||"
+          " rpad(CASE WHEN (d->>'enabled')::boolean THEN 'on' ELSE 'OFF' END, 4) ||"
           " lpad(d->>'runs_left', 6) || lpad(d->>'runs_succeeded', 6) || lpad(d->>'runs_failed', "
           "6) || '  ' ||"
-          " coalesce(to_char((d->>'covered_from')::timestamptz, 'YYYY-MM-DD'), '-') || ' .. ' ||"
-          " coalesce(to_char((d->>'covered_to')::timestamptz, 'YYYY-MM-DD'), '-') || '  ' ||"
-          " coalesce(to_char((d->>'last_bar')::timestamptz, 'YYYY-MM-DD\"T\"HH24:MI\"Z\"'), '-')"
+          " rpad(coalesce(to_char((d->>'covered_from')::timestamptz AT TIME ZONE 'UTC',"
+          " 'YYYY-MM-DD'), '-') || ' .. ' || coalesce(to_char((d->>'covered_until')::timestamptz"
+          " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), '-'), 31) ||"
+          /* the open end's tail not covered yet: still settling, or not fetched yet */
+          " lpad(CASE WHEN d->>'unsettled_tail_s' IS NULL THEN '-'"
+          "      WHEN (d->>'unsettled_tail_s')::bigint < 5400"
+          "        THEN ((d->>'unsettled_tail_s')::bigint / 60) || 'm'"
+          "      WHEN (d->>'unsettled_tail_s')::bigint < 172800"
+          "        THEN ((d->>'unsettled_tail_s')::bigint / 3600) || 'h'"
+          "      ELSE ((d->>'unsettled_tail_s')::bigint / 86400) || 'd' END, 6) ||"
+          " lpad(d->>'bars_not_final', 6) || '  ' ||"
+          " coalesce(to_char((d->>'last_bar')::timestamptz AT TIME ZONE 'UTC',"
+          " 'YYYY-MM-DD\"T\"HH24:MI\"Z\"'), '-')"
           " FROM json_array_elements($1::json->'definitions') d",
           1, (const char *const[]){PQgetvalue(js, 0, 0)});
     if (h) {
         printf("\ndefinitions (%lld with the most time left to cover)\n", (long long)limit);
-        printf("  SYMBOL    TF   ON     LEFT    OK  FAIL  COVERED                 LAST BAR\n");
+        printf("  SYMBOL    TF   FEED  ADJ  ON    LEFT    OK  FAIL  COVERED FROM .. UNTIL (UTC)    "
+               "  TAIL  UNFIN  LAST BAR\n");
         for (int i = 0; i < PQntuples(h); i++)
             print_row(h, i);
         PQclear(h);

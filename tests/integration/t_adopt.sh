@@ -51,11 +51,11 @@ check "the old rows are all kept" "8|25|$before" \
 check "the old index went with its table" "legacy_job_runs" \
     "$(sql "SELECT tablename FROM pg_indexes WHERE indexname = 'legacy_job_runs_status_idx'")"
 check "the definitions, as imported" \
-    "AAPL|d1|fetch_historical|t|2024-01-01 00:00:00+00
-BRK.B|d1|fetch_historical|t|2024-01-01 00:00:00+00
-MSFT|d1|fetch_historical|t|2024-01-01 00:00:00+00
-NVDA|d1|fetch_historical|f|2024-01-01 00:00:00+00
-US_BATCH_1|d1|fetch_historical|f|2024-01-01 00:00:00+00
+    "AAPL|d1|fetch_historical|t|2024-01-01 05:00:00+00
+BRK.B|d1|fetch_historical|t|2024-01-01 05:00:00+00
+MSFT|d1|fetch_historical|t|2024-01-01 05:00:00+00
+NVDA|d1|fetch_historical|f|2024-01-01 05:00:00+00
+US_BATCH_1|d1|fetch_historical|f|2024-01-01 05:00:00+00
 US_BATCH_2|m1|fetch_intraday|f|" \
     "$(sql "SET TimeZone = 'UTC'; SELECT symbol, timeframe, job_type, enabled, backfill_from FROM job_definitions ORDER BY symbol")"
 check "no run imported" "0" "$(sql "SELECT count(*) FROM job_runs")"

@@ -22,22 +22,26 @@ echo "$line" | grep -q '"symbol":"BAD\$"' || fail "no 'run failed' line naming B
 echo "$line" | grep -q '"job_id":' || fail "the failure line must name the job"
 echo "$line" | grep -q 'invalid symbol: BAD\$' || fail "the failure line must carry Alpaca's message"
 
-# The free plan refuses recent SIP data with 403: the run fails at once with a
-# message naming the feed and the way out; the same range on iex succeeds.
+# The free plan refuses recent SIP data with 403. backfilld never asks for it
+# unless told the plan has real-time SIP (BACKFILLD_SIP_REALTIME, t_free_plan);
+# told so wrongly, the run fails at once with a message naming the feed, the
+# setting and the way out; the same range on iex succeeds.
 sim_stop
 sim_start --free-plan
 sql "TRUNCATE bars, job_runs, job_run_claims, job_definitions RESTART IDENTITY CASCADE"
-# Ten minutes: every run (two when a month starts in between) ends inside the
-# plan's 15-minute window, whatever the date.
+# Ten minutes of m1: every run (two when a week starts in between) ends
+# inside the plan's 15-minute window, whatever the date.
+export BACKFILLD_SIP_REALTIME=true
 from=$(date -u -d '-10 minutes' +%Y-%m-%dT%H:%M:00Z)
 to=$(date -u +%Y-%m-%dT%H:%M:00Z)
-bf enqueue --symbols AAPL --timeframe h1 --from "$from" --to "$to" --feed sip >/dev/null
-bf enqueue --symbols MSFT --timeframe h1 --from "$from" --to "$to" --feed iex >/dev/null
+bf enqueue --symbols AAPL --timeframe m1 --from "$from" --to "$to" --feed sip >/dev/null
+bf enqueue --symbols MSFT --timeframe m1 --from "$from" --to "$to" --feed iex >/dev/null
+check "runs were queued for both" "2" "$(sql "SELECT count(DISTINCT symbol) FROM job_runs")"
 daemon_start d2 --until-idle
 daemon_wait "$DAEMON_PID" 60
 check "daemon exits 0" "0" "$DAEMON_RC"
 check "recent SIP failed at once, without retries" "failed|1" "$(sql "SELECT DISTINCT status || '|' || attempt FROM job_runs WHERE symbol = 'AAPL'")"
-grep -q "subscription does not permit querying recent SIP data.*feed sip.*use feed iex" \
+grep -q "subscription does not permit querying recent SIP data.*feed sip.*BACKFILLD_SIP_REALTIME=false.*use feed iex" \
     <<<"$(sql "SELECT last_error FROM job_runs WHERE symbol = 'AAPL' LIMIT 1")" \
     || fail "the 403 message does not name the feed and the way out: $(sql "SELECT last_error FROM job_runs WHERE symbol = 'AAPL' LIMIT 1")"
 check "the iex runs succeeded" "0" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'MSFT' AND status <> 'succeeded'")"

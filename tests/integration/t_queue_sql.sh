@@ -5,6 +5,9 @@
 
 pg_start
 bf migrate >/dev/null
+# Operators' sessions here run on New York time, so a bare date literal is a
+# trading day's start, as for backfilld's own --from/--to.
+export PGTZ=America/New_York
 
 # --- the fence: a stale worker can change nothing ----------------------------
 sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from, backfill_to)
@@ -83,14 +86,14 @@ check "monthly chunks, edge to edge" "2024-01-01 2024-02-01|2024-12-01 2025-01-0
 check "scheduling twice adds nothing" "0" "$(sql "SELECT schedule_due_jobs()")"
 sql "UPDATE job_runs SET status = 'succeeded'"
 check "covered ranges are not queued again" "0" "$(sql "SELECT schedule_due_jobs()")"
-sql "UPDATE job_runs SET status = 'failed' WHERE range_start = '2024-02-01T00:00:00Z'"
+sql "UPDATE job_runs SET status = 'failed' WHERE range_start = '2024-02-01'"
 check "a finally failed chunk is not retried by the scheduler" "0" "$(sql "SELECT schedule_due_jobs()")"
 check "an operator's enqueue does retry it" "1" "$(sql "SELECT enqueue_range(1, '2024-02-01', '2024-03-01')")"
 sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"
-sql "UPDATE job_runs SET status = 'cancelled' WHERE range_start = '2024-04-01T00:00:00Z'"
+sql "UPDATE job_runs SET status = 'cancelled' WHERE range_start = '2024-04-01'"
 check "a cancelled chunk stays cancelled" "0" "$(sql "SELECT schedule_due_jobs()")"
 # An operator deletes March's bars and marks its run for a redo by deleting it.
-sql "DELETE FROM bars WHERE ts >= '2024-03-01' AND ts < '2024-04-01'; DELETE FROM job_runs WHERE range_start = '2024-03-01T00:00:00Z'"
+sql "DELETE FROM bars WHERE ts >= '2024-03-01' AND ts < '2024-04-01'; DELETE FROM job_runs WHERE range_start = '2024-03-01'"
 check "only March is queued again" "1|2024-03-01 2024-04-01" "$(sql "SELECT schedule_due_jobs(); SET TimeZone = 'UTC';
     SELECT count(*) || '|' || string_agg(to_char(range_start, 'YYYY-MM-DD') || ' ' || to_char(range_end, 'YYYY-MM-DD'), ',') FROM job_runs WHERE status = 'queued'" | tail -1)"
 sql "UPDATE job_runs SET status = 'succeeded' WHERE status = 'queued'"
@@ -104,7 +107,7 @@ check "a disabled definition is not scheduled" "0" "$(sql "UPDATE job_definition
 sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from, backfill_to)
      VALUES ('COV', 'h1', 'fetch_historical', '2024-01-01', '2024-04-01')"
 check "three monthly chunks" "3" "$(sql "SELECT schedule_due_jobs()")"
-sql "UPDATE job_runs SET status = 'failed', finished_at = now() WHERE symbol = 'COV' AND range_start = '2024-01-01T00:00:00Z';
+sql "UPDATE job_runs SET status = 'failed', finished_at = now() WHERE symbol = 'COV' AND range_start = '2024-01-01';
      UPDATE job_runs SET status = 'succeeded', finished_at = now() WHERE symbol = 'COV' AND status = 'queued'"
 check "an operator retries the failed month" "1" \
     "$(sql "SELECT enqueue_range(id, '2024-01-01', '2024-02-01') FROM job_definitions WHERE symbol = 'COV'")"
@@ -131,14 +134,21 @@ sql "DELETE FROM job_definitions WHERE symbol = 'COV'"
 # Intraday: one run per refresh interval, never two at once, from the last bar.
 sql "INSERT INTO job_definitions (symbol, timeframe, job_type, refresh_interval, feed)
      VALUES ('MSFT', 'm1', 'fetch_intraday', '1 minute', 'iex')"
-sql "INSERT INTO bars VALUES ('MSFT', 'm1', now() - interval '10 minutes', 1, 1, 1, 1, 1, 1, 1)"
+sql "INSERT INTO bars (symbol, timeframe, feed, ts, open, high, low, close, volume, trade_count, vwap)
+     VALUES ('MSFT', 'm1', 'iex', now() - interval '10 minutes', 1, 1, 1, 1, 1, 1, 1),
+            ('MSFT', 'm1', 'sip', now() - interval '1 minute', 1, 1, 1, 1, 1, 1, 1)"
 check "an intraday definition gets one run" "1" "$(sql "SELECT schedule_due_jobs()")"
-check "it starts at the last stored bar" "t" "$(sql "SELECT range_start = (SELECT max(ts) FROM bars WHERE symbol = 'MSFT') FROM job_runs WHERE symbol = 'MSFT'")"
+check "it starts at the last stored bar of its own series (iex, not sip)" "t" \
+    "$(sql "SELECT range_start = (SELECT max(ts) FROM bars WHERE symbol = 'MSFT' AND feed = 'iex') FROM job_runs WHERE symbol = 'MSFT'")"
 check "never two at once" "0" "$(sql "SELECT schedule_due_jobs()")"
 sql "UPDATE job_runs SET status = 'succeeded' WHERE symbol = 'MSFT'"
 check "not again within the interval" "0" "$(sql "SELECT schedule_due_jobs()")"
-sql "UPDATE job_runs SET created_at = now() - interval '2 minutes' WHERE symbol = 'MSFT'"
+sql "UPDATE job_runs SET created_at = now() - interval '2 minutes' WHERE symbol = 'MSFT';
+     INSERT INTO bars (symbol, timeframe, feed, ts, open, high, low, close, volume, trade_count, vwap, final)
+     VALUES ('MSFT', 'm1', 'iex', now() - interval '30 minutes', 1, 1, 1, 1, 1, 1, 1, false)"
 check "again once the interval has passed" "1" "$(sql "SELECT schedule_due_jobs()")"
+check "from the first bar not final yet, to fetch it again" "t" \
+    "$(sql "SELECT range_start = (SELECT ts FROM bars WHERE symbol = 'MSFT' AND NOT final) FROM job_runs WHERE symbol = 'MSFT' AND status = 'queued'")"
 
 # Only one scheduler at a time: while another session holds the lock, the call returns 0 at once.
 # The holder keeps the lock until it is cancelled below (its rollback releases it).

@@ -102,14 +102,14 @@ sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from)
 sql "SELECT schedule_due_jobs()" >/dev/null
 sql "UPDATE job_runs SET status = 'succeeded', finished_at = now() WHERE symbol = 'OPEN'"
 runs_open=$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'OPEN'")
-# An hour passes: the last run's end falls an hour behind the current hour.
+# An hour passes: the last run's end falls an hour behind the settled horizon.
 sql "UPDATE job_runs SET range_end = range_end - interval '1 hour'
       WHERE id = (SELECT id FROM job_runs WHERE symbol = 'OPEN' ORDER BY range_end DESC LIMIT 1)"
 sql "SELECT schedule_due_jobs()" >/dev/null
 check "the open end moved: no run added" "$runs_open" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'OPEN'")"
-check "the last run is queued again up to the current hour" "1|t" \
-    "$(sql "SELECT count(*), bool_and(range_end >= date_trunc('hour', now()) - interval '1 hour'
-                                      AND range_end <= date_trunc('hour', now()))
+check "the last run is queued again up to the settled horizon (SIP: 15 min + 60 s ago)" "1|t" \
+    "$(sql "SELECT count(*), bool_and(range_end > now() - interval '18 minutes'
+                                      AND range_end <= now() - interval '16 minutes')
               FROM job_runs WHERE symbol = 'OPEN' AND status = 'queued'")"
 
 # --- pruning ------------------------------------------------------------------------

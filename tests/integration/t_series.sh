@@ -86,7 +86,8 @@ load_expected m1 --symbols XXC --timeframe 1Min --feed sip --start "$FROM" --end
 check "XXC sip: exactly the simulator's sip bars" "0" "$(feed_diff sip)"
 check "XXC sip: all of them" "$(sql "SELECT count(*) FROM expected_bars")" "$(sql "SELECT count(*) FROM bars WHERE symbol = 'XXC' AND feed = 'sip'")"
 IEX_END=$(sql "SELECT to_char(max(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM bars WHERE symbol = 'XXC' AND feed = 'iex' AND final")
-load_expected m1 --symbols XXC --timeframe 1Min --feed iex --start "$FROM" --end "$IEX_END"
+IEX_START=$(sql "SELECT to_char(min(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM bars WHERE symbol = 'XXC' AND feed = 'iex'")
+load_expected m1 --symbols XXC --timeframe 1Min --feed iex --start "$IEX_START" --end "$IEX_END"
 check "XXC iex: every final bar is the simulator's iex bar" "0" "$(feed_diff iex "final AND ts <= '$IEX_END'")"
 check "the two overlap for most of the half hour, each its own" "t" \
     "$(sql "SELECT count(*) >= 10 FROM bars i JOIN bars s USING (symbol, timeframe, ts)

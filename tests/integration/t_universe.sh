@@ -57,7 +57,7 @@ check "one definition per active symbol" "$n_active|0" \
 check "with the options given, as --symbols makes them" "$n_active" \
     "$(sql "SELECT count(*) FROM job_definitions WHERE job_type = 'fetch_historical' AND feed = 'iex'
             AND adjustment = 'raw' AND priority = 3 AND enabled
-            AND backfill_from = '2024-01-02T00:00:00Z' AND backfill_to = '2024-01-04T00:00:00Z'")"
+            AND backfill_from = backfilld_ny_day('2024-01-02') AND backfill_to = backfilld_ny_day('2024-01-04')")"
 check "one run (a d1 chunk is a year) each" "$n_active" "$(sql "SELECT count(*) FROM job_runs WHERE status = 'queued'")"
 check "the summary says so" "1" "$(grep -c "^queued $n_active runs for $n_active symbols" "$T/first.out")"
 check "nothing reported missing on the first run" "0" "$(grep -c "not in Alpaca's active list" "$T/first.out")"

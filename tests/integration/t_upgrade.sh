@@ -48,7 +48,9 @@ check "coverage: what has a run, per definition (a feed changed since is another
                               || replace(replace(c.covered::text, ' 00:00:00+00', ''), chr(34), ''), ',' ORDER BY d.symbol)
               FROM job_coverage c JOIN job_definitions d ON d.id = c.job_def_id
              WHERE d.symbol IN ('ON', 'OFF', 'FEED')" | tail -1)"
-check "the scheduler queues only the definition whose feed changed: its year again, on iex" "12|12" \
+# Its year of UTC-cut months again, now cut at New York midnights (schema 6): the
+# 12 months, and the five hours of Jan 1 before New York's midnight.
+check "the scheduler queues only the definition whose feed changed: its year again, on iex" "13|13" \
     "$(sql "SELECT schedule_due_jobs()")|$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'FEED' AND feed = 'iex' AND status = 'queued'")"
 check "a claim takes no paused run" "0" \
     "$(sql "SELECT count(*) FROM claim_queued_job('w', 100, 30) WHERE symbol = 'OFF'")"
