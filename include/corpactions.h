@@ -12,14 +12,15 @@
  * the definitions of the old or new symbol. Every effect is a log line
  * naming the action, its type and the definition.
  *
- * The upkeep job (corpactions_daemon_*) runs on a libuv timer every
- * BACKFILLD_UPKEEP_INTERVAL_MS: on a worker thread (uv_queue_work), with a
- * database session and a curl handle of its own, it reads the calendar (when
- * a day old), syncs corporate actions, and runs the ledger's pass over the
- * last BACKFILLD_VERIFY_SESSIONS sessions (re-check, and re-fetch holes).
- * One host at a time does it (an advisory lock), and only when the last
- * success is older than the interval. Its requests spend the shared budget
- * at low priority.
+ * The upkeep job (corpactions_daemon_*) looks every BACKFILLD_UPKEEP_INTERVAL_MS
+ * (every five minutes when that is longer) from a libuv timer. On a worker
+ * thread (uv_queue_work), with a database session and a curl handle of its
+ * own, it reads the calendar (when a day old), syncs corporate actions, and
+ * runs the ledger's pass over the last BACKFILLD_VERIFY_SESSIONS sessions
+ * (re-check, and re-fetch holes); each job only when its last success is an
+ * interval old, so a failed one is tried again at the next look. One host at
+ * a time does it (an advisory lock). Its requests spend the shared budget at
+ * low priority.
  */
 #ifndef BACKFILLD_CORPACTIONS_H
 #define BACKFILLD_CORPACTIONS_H

@@ -345,8 +345,10 @@ static void work_cb(uv_work_t *w)
     if (!locked)
         return; /* another host is at it */
     int64_t interval = c->upkeep_interval_ms;
-    /* The calendar: read again once a day, or when the definitions reach past it. */
-    if (calendar_sync(&ctx, NULL, NULL, 86400, err, sizeof err) < 0)
+    /* The calendar: read again once a day, or when the definitions reach past it. Without
+     * it the ledger has no sessions to look at: that pass waits for the next look. */
+    bool have_calendar = calendar_sync(&ctx, NULL, NULL, 86400, err, sizeof err) >= 0;
+    if (!have_calendar)
         u->rc = -1;
     if (!atomic_load(&u->stop) && due(&ctx, "corporate_actions", interval)) {
         u->ran = true;
@@ -355,7 +357,8 @@ static void work_cb(uv_work_t *w)
         else
             u->rep_ok = true;
     }
-    if (!atomic_load(&u->stop) && c->verify_sessions > 0 && due(&ctx, "ledger_pass", interval)) {
+    if (!atomic_load(&u->stop) && have_calendar && c->verify_sessions > 0 &&
+        due(&ctx, "ledger_pass", interval)) {
         u->ran = true;
         struct verify_opts o = {.last_sessions = c->verify_sessions,
                                 .check = true,
@@ -445,9 +448,13 @@ corpactions_daemon_t *corpactions_daemon_new(uv_loop_t *loop, const struct confi
     atomic_init(&u->stop, false);
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
-    /* The first pass a second after the start (the database has answered by
-     * then, or the pass says why not), then every interval. */
+    /* The first look a second after the start (the database has answered by
+     * then, or the pass says why not), then every interval, but at least every
+     * five minutes: each job runs only when its last success is an interval old
+     * (due), so a failed sync is tried again within minutes, not a day later. */
     uint64_t every = (uint64_t)cfg->upkeep_interval_ms;
+    if (every > 300000)
+        every = 300000;
     uv_timer_start(&u->timer, on_tick, 1000, every < 1000 ? 1000 : every);
     metrics_set_extra(corpactions_daemon_metrics, u);
     LOG(LL_INFO, "upkeep started", F_I64("interval_ms", cfg->upkeep_interval_ms),
