@@ -18,7 +18,8 @@
  * Days after the first bar with fewer bars than the session allows are
  * re-checked (their bars fetched again now, counted, and the counts recorded
  * in ledger_checks) unless --no-check, which uses the last counts recorded;
- * --refetch queues the holes and the empty days after the listing again.
+ * --refetch queues the holes' days again, and the whole range of a series
+ * with no bar at all (forced, through ledger_refetch).
  */
 #ifndef BACKFILLD_CLI_VERIFY_H
 #define BACKFILLD_CLI_VERIFY_H

@@ -245,12 +245,23 @@ RETURNS integer LANGUAGE sql AS $$
     SELECT count(*)::integer FROM u
 $$;
 
--- Queues each (definition, day) again, forced: the day's New York midnights.
+-- Queues the (definition, day) pairs again, forced: each run of consecutive
+-- trading days of a definition as one range, from the first day's New York
+-- midnight to the one after the last day (enqueue_ranges cuts it into
+-- chunks). Returns the number of runs queued.
 CREATE FUNCTION ledger_refetch(p_def_ids bigint[], p_days date[]) RETURNS integer
 LANGUAGE sql AS $$
-    SELECT coalesce(sum(enqueue_ranges(ARRAY[u.def_id], backfilld_ny_day(u.day),
-                                       backfilld_ny_day(u.day + 1), p_force => true)), 0)::integer
-      FROM unnest(p_def_ids, p_days) AS u(def_id, day)
+    WITH u AS (SELECT DISTINCT def_id, day FROM unnest(p_def_ids, p_days) AS u(def_id, day)),
+    k AS (SELECT u.def_id, u.day,
+                 c.k - row_number() OVER (PARTITION BY u.def_id ORDER BY u.day) AS island
+            FROM u JOIN (SELECT day, row_number() OVER (ORDER BY day) AS k
+                           FROM trading_calendar
+                          WHERE day BETWEEN (SELECT min(day) FROM u) AND (SELECT max(day) FROM u)) c
+              ON c.day = u.day),
+    q AS (SELECT enqueue_ranges(ARRAY[def_id], backfilld_ny_day(min(day)),
+                                backfilld_ny_day(max(day) + 1), p_force => true) AS n
+            FROM k GROUP BY def_id, island)
+    SELECT coalesce(sum(n), 0)::integer FROM q
 $$;
 
 CREATE FUNCTION ledger_save_summary(p_source text, p_from date, p_to date, p_series integer,

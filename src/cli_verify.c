@@ -274,6 +274,17 @@ out:
 
 /* --- the pass ------------------------------------------------------------------- */
 
+/* Whether the series whose rows start at row i has fetched days and no bar at all. */
+static bool series_empty(const PGresult *r, int i)
+{
+    const char *def = PQgetvalue(r, i, COL_DEF);
+    for (; i < PQntuples(r) && strcmp(PQgetvalue(r, i, COL_DEF), def) == 0; i++)
+        if (class_of(PQgetvalue(r, i, COL_CLASS)) != VC_NO_DATA ||
+            PQgetvalue(r, i, COL_LISTED)[0] == 't' || num(PQgetvalue(r, i, COL_STORED)) > 0)
+            return false;
+    return true;
+}
+
 static void count_rows(const PGresult *r, struct verify_totals *t)
 {
     int64_t checked = t->checked, requests = t->requests, queued = t->queued;
@@ -385,10 +396,15 @@ int verify_pass(struct upkeep_ctx *ctx, const struct verify_opts *o, struct veri
         dynbuf_init(&days, (size_t)64 << 20);
         int rc = dynbuf_append(&defs, "{", 1) | dynbuf_append(&days, "{", 1);
         bool first = true;
+        /* The holes, and every day of a series with no bar at all (suspicious: asked again
+         * whole). A day that is empty after the first bar was re-checked just now and Alpaca
+         * still has nothing for it: fetching it again would change nothing. */
+        bool empty = false;
         for (int i = 0; i < PQntuples(r); i++) {
             int cls = class_of(PQgetvalue(r, i, COL_CLASS));
-            bool listed = PQgetvalue(r, i, COL_LISTED)[0] == 't';
-            if (cls != VC_HOLE && !(cls == VC_NO_DATA && listed))
+            if (i == 0 || strcmp(PQgetvalue(r, i, COL_DEF), PQgetvalue(r, i - 1, COL_DEF)) != 0)
+                empty = series_empty(r, i);
+            if (cls != VC_HOLE && !(cls == VC_NO_DATA && empty))
                 continue;
             rc |= array_elem(&defs, PQgetvalue(r, i, COL_DEF), first);
             rc |= array_elem(&days, PQgetvalue(r, i, COL_DAY), first);
@@ -551,8 +567,9 @@ static const char verify_usage[] =
     "Days short of their session or empty after the first bar are re-checked: their bars\n"
     "are fetched again now (through the shared request budget) and counted; --no-check\n"
     "uses the counts of the last re-check instead and asks Alpaca nothing.\n"
-    "--refetch queues the holes and the empty days after the first bar again\n"
-    "(forced), for the daemon to fetch. m1..h4 and d1 are checked; w1 and mn1 are not.\n"
+    "--refetch queues the holes' days again (forced), and the whole range of a series\n"
+    "with no bar at all, for the daemon to fetch. m1..h4 and d1 are checked; w1 and mn1\n"
+    "are not.\n"
     "--summary prints what status shows of the ledger (the last pass's totals, the\n"
     "calendar, the corporate-action sync) and asks Alpaca nothing.\n"
     "Exit 0 when nothing is wrong, 1 when a day is a hole or not fetched, or a series\n"

@@ -135,6 +135,15 @@ load_expected h1 --symbols HOLEA --timeframe 1Hour --start "$(ny 2024-05-01)" --
 check "HOLEA after the repair equals the simulator's bars" "$(sql "SELECT count(*) FROM expected_bars")|0" \
     "$(sql "SELECT count(*) FROM bars WHERE symbol = 'HOLEA'")|$(series_diff HOLEA h1 raw)"
 
+max_run=$(sql "SELECT max(id) FROM job_runs")
+bf verify --symbols ZZNONE --refetch >"$T/v6z.out" 2>&1 || true
+check "--refetch asks again for the whole range of a series with no bar: its three h1 chunks" \
+    "$(sql "SELECT '$(ny 2024-05-01)'::timestamptz || ' ' || '$(ny 2024-06-01)'::timestamptz || ','
+                   || '$(ny 2024-06-01)'::timestamptz || ' ' || '$(ny 2024-07-01)'::timestamptz || ','
+                   || '$(ny 2024-07-01)'::timestamptz || ' ' || '$(ny 2024-08-01)'::timestamptz")" \
+    "$(sql "SELECT string_agg(range_start || ' ' || range_end, ',' ORDER BY range_start)
+              FROM job_runs WHERE id > $max_run AND symbol = 'ZZNONE'")"
+
 # --- the daemon's daily pass does it by itself for the last sessions ------------------------------
 # The latest 15th that was a session, and how many sessions it is from the last one that ended.
 cal "$(date -u -d '-75 days' +%Y-%m-%d)" "$(date -u +%Y-%m-%d)" >"$T/recent.txt"
