@@ -85,6 +85,19 @@ check "the calendar was read into trading_calendar (one request)" "63|1" \
 check "an early close allows fewer bars: July 3 (SIP 04:00-17:00) allows 13" "13" \
     "$(sql "SELECT allowed FROM ledger_days(ARRAY['HOLEA']) WHERE day = '2024-07-03'")"
 
+check "bars a session allows, per timeframe (a summer day; IEX 08:00-17:00; an early close)" \
+    "960|192|64|32|16|4|1|9|13" \
+    "$(sql "SELECT string_agg(a::text, '|' ORDER BY k) FROM (VALUES
+              (1, ledger_allowed('m1', 'sip', '2024-07-01', '04:00', '20:00')),
+              (2, ledger_allowed('m5', 'sip', '2024-07-01', '04:00', '20:00')),
+              (3, ledger_allowed('m15', 'sip', '2024-07-01', '04:00', '20:00')),
+              (4, ledger_allowed('m30', 'sip', '2024-07-01', '04:00', '20:00')),
+              (5, ledger_allowed('h1', 'sip', '2024-07-01', '04:00', '20:00')),
+              (6, ledger_allowed('h4', 'sip', '2024-07-01', '04:00', '20:00')),
+              (7, ledger_allowed('d1', 'sip', '2024-07-01', '04:00', '20:00')),
+              (8, ledger_allowed('h1', 'iex', '2024-07-01', '04:00', '20:00')),
+              (9, ledger_allowed('h1', 'sip', '2024-07-03', '04:00', '17:00'))) v(k, a)")"
+
 rc=0
 bf verify >"$T/v2.out" 2>"$T/v2.err" || rc=$?
 cat "$T/v2.out"
