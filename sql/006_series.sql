@@ -180,9 +180,12 @@ $$;
 -- --- the scheduler: settled open ends, per-series intraday starts -------------------
 --  * fetch_historical: the chunks of [backfill_from, least(backfill_to, the
 --    settled horizon)) that have no run. An open-ended definition (no
---    backfill_to, or one past the horizon) has its last run, once finished,
---    extended to the horizon and queued again every refresh_interval (1 hour
---    if NULL), rather than a new run added each time.
+--    backfill_to, or one past the horizon) is looked at every
+--    refresh_interval (1 hour if NULL): what settled since is fetched by a
+--    tail run of its own, and the chunk keeps at most two runs (its head,
+--    into which a finished tail is merged, and the tail, whose row is
+--    reused), so nothing settled is fetched twice and there is no run per
+--    refresh. A tail that failed is extended and fetched again whole.
 --  * fetch_intraday: one run from the series' first bar not final yet (or its
 --    last bar, or now - lookback) to now (now - p_sip_delay for SIP), every
 --    refresh_interval, never two at once. It may store bars still in
@@ -210,6 +213,7 @@ DECLARE
     m tstzrange;
     lo timestamptz;
     tail job_runs;
+    head job_runs;
     ce timestamptz;
     open_end boolean;
     next_look timestamptz;
@@ -261,18 +265,42 @@ BEGIN
                     -- Being fetched: it is extended at the next look, not doubled by a sliver run.
                     CONTINUE;
                 END IF;
-                IF FOUND THEN
-                    ce := backfill_chunk_end(d.timeframe, tail.range_start);
-                    IF ce > lo THEN
+                ce := CASE WHEN FOUND THEN backfill_chunk_end(d.timeframe, tail.range_start) END;
+                IF FOUND AND ce > lo AND tail.status = 'succeeded' THEN
+                    -- Only the new bars are fetched: the settled part stays covered. The
+                    -- chunk's runs are at most two, its settled head and this tail: a
+                    -- finished tail is merged into the head, and its row carries the next one.
+                    SELECT * INTO head FROM job_runs
+                     WHERE job_def_id = d.id AND range_end = tail.range_start AND status = 'succeeded'
+                       AND (symbol, timeframe, feed, adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment)
+                       AND backfill_chunk_end(d.timeframe, range_start) = ce
+                     ORDER BY range_start LIMIT 1;
+                    IF FOUND THEN
                         UPDATE job_runs
-                           SET range_end = least(ce, upper(m)), status = 'queued', run_after = now(),
+                           SET range_end = tail.range_end, bars_written = head.bars_written + tail.bars_written,
+                               pages = head.pages + tail.pages, finished_at = tail.finished_at, updated_at = now()
+                         WHERE id = head.id;
+                        UPDATE job_runs
+                           SET range_start = lo, range_end = least(ce, upper(m)), status = 'queued',
+                               run_after = now(), bars_written = 0, pages = 0,
                                max_attempts = tail.attempt + coalesce(d.max_attempts, p_max_attempts),
-                               finished_at = NULL, locked_by = NULL, locked_until = NULL,
+                               finished_at = NULL, locked_by = NULL, locked_until = NULL, last_error = NULL,
                                paused = false, priority = d.priority, updated_at = now()
                          WHERE id = tail.id;
                         total := total + 1;
                         lo := least(ce, upper(m));
                     END IF;
+                    -- else: the chunk's first run is the head; a new run below is its tail.
+                ELSIF FOUND AND ce > lo THEN
+                    -- A tail that failed or was cancelled: fetched again whole, extended.
+                    UPDATE job_runs
+                       SET range_end = least(ce, upper(m)), status = 'queued', run_after = now(),
+                           max_attempts = tail.attempt + coalesce(d.max_attempts, p_max_attempts),
+                           finished_at = NULL, locked_by = NULL, locked_until = NULL,
+                           paused = false, priority = d.priority, updated_at = now()
+                     WHERE id = tail.id;
+                    total := total + 1;
+                    lo := least(ce, upper(m));
                 END IF;
             END IF;
             IF lo < upper(m) THEN

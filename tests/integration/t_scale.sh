@@ -96,7 +96,7 @@ check_cmd "status --json read $((after - before)) rows of job_runs, not the $EXP
 check "status counts every run" "$((EXPECT + NEW + PER))" \
     "$(python3 -c 'import json,sys; r = json.load(open(sys.argv[1]))["runs"]; print(sum(r[k] for k in ("queued", "running", "succeeded", "failed", "cancelled")))' "$T/status.json")"
 
-# --- an open-ended definition: its last run moves, no run is added ---------------
+# --- an open-ended definition: its tail moves, in at most two runs a chunk --------
 sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from)
      VALUES ('OPEN', 'm1', 'fetch_historical', date_trunc('day', now()) - interval '10 days')"
 sql "SELECT schedule_due_jobs()" >/dev/null
@@ -106,11 +106,30 @@ runs_open=$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'OPEN'")
 sql "UPDATE job_runs SET range_end = range_end - interval '1 hour'
       WHERE id = (SELECT id FROM job_runs WHERE symbol = 'OPEN' ORDER BY range_end DESC LIMIT 1)"
 sql "SELECT schedule_due_jobs()" >/dev/null
-check "the open end moved: no run added" "$runs_open" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'OPEN'")"
-check "the last run is queued again up to the settled horizon (SIP: 15 min + 60 s ago)" "1|t" \
-    "$(sql "SELECT count(*), bool_and(range_end > now() - interval '18 minutes'
-                                      AND range_end <= now() - interval '16 minutes')
-              FROM job_runs WHERE symbol = 'OPEN' AND status = 'queued'")"
+check "the open end moved: one tail run added for what settled since" "$((runs_open + 1))" \
+    "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'OPEN'")"
+tail_q="SELECT count(*), bool_and(range_start = (SELECT max(range_end) FROM job_runs WHERE symbol = 'OPEN' AND status = 'succeeded')
+                                  AND range_end > now() - interval '18 minutes'
+                                  AND range_end <= now() - interval '16 minutes')
+          FROM job_runs WHERE symbol = 'OPEN' AND status = 'queued'"
+check "only the new hour is queued, up to the settled horizon (SIP: 15 min + 60 s ago)" "1|t" "$(sql "$tail_q")"
+covered_before=$(sql "SELECT covered FROM job_coverage c JOIN job_definitions d ON d.id = c.job_def_id WHERE d.symbol = 'OPEN'")
+# The tail is fetched; another hour passes: the tail is merged into its chunk's
+# head and its row carries the next hour. Still two runs in the chunk.
+tail_id=$(sql "SELECT id FROM job_runs WHERE symbol = 'OPEN' AND status = 'queued'")
+head_id=$(sql "SELECT id FROM job_runs WHERE symbol = 'OPEN' AND range_end = (SELECT range_start FROM job_runs WHERE id = $tail_id)")
+sql "UPDATE job_runs SET status = 'succeeded', finished_at = now(), bars_written = 60,
+            range_start = range_start - interval '1 hour', range_end = range_end - interval '1 hour'
+      WHERE id = $tail_id;
+     UPDATE job_runs SET range_end = range_end - interval '1 hour' WHERE id = $head_id" >/dev/null
+sql "SELECT schedule_due_jobs()" >/dev/null
+check "a second move adds no run" "$((runs_open + 1))" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'OPEN'")"
+check "again only the new hour is queued" "1|t" "$(sql "$tail_q")"
+check "the merged head kept its tail's bars" "t" \
+    "$(sql "SELECT bars_written >= 60 FROM job_runs WHERE symbol = 'OPEN' AND status = 'succeeded' ORDER BY range_end DESC LIMIT 1")"
+check "what had settled stayed covered throughout" "t" \
+    "$(sql "SELECT c.covered @> '$covered_before'::tstzmultirange - tstzmultirange(tstzrange(now() - interval '3 hours', now()))
+              FROM job_coverage c JOIN job_definitions d ON d.id = c.job_def_id WHERE d.symbol = 'OPEN'")"
 
 # --- pruning ------------------------------------------------------------------------
 sql "UPDATE job_runs SET status = 'succeeded', locked_by = NULL, locked_until = NULL,
