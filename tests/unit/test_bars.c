@@ -642,6 +642,77 @@ static void test_format_time(void **state)
     bars_format_time(0, NULL, 0);
 }
 
+/* Days since 1970-01-01 of a civil date, written out so the test does not use the module's. */
+static int64_t day_of(const char *ymd)
+{
+    int64_t us;
+    assert_int_equal(bars_parse_time(ymd, &us), 0);
+    return us / INT64_C(86400000000);
+}
+
+static int64_t utc_us(const char *rfc3339)
+{
+    int64_t us;
+    assert_int_equal(bars_parse_time(rfc3339, &us), 0);
+    return us;
+}
+
+static void test_ny_midnight(void **state)
+{
+    (void)state;
+    /* EST (UTC-5) and EDT (UTC-4), on both sides of each change, under the 2007 rules. */
+    assert_true(bars_ny_midnight_us(day_of("2024-12-31")) == utc_us("2024-12-31T05:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2024-03-10")) == utc_us("2024-03-10T05:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2024-03-11")) == utc_us("2024-03-11T04:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2024-11-03")) == utc_us("2024-11-03T04:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2024-11-04")) == utc_us("2024-11-04T05:00:00Z"));
+    /* 1987-2006: first Sunday of April to last Sunday of October. */
+    assert_true(bars_ny_midnight_us(day_of("2006-04-02")) == utc_us("2006-04-02T05:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2006-04-03")) == utc_us("2006-04-03T04:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2006-10-29")) == utc_us("2006-10-29T04:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2006-10-30")) == utc_us("2006-10-30T05:00:00Z"));
+    assert_true(bars_ny_midnight_us(day_of("2006-03-13")) == utc_us("2006-03-13T05:00:00Z"));
+}
+
+static void test_ny_day(void **state)
+{
+    (void)state;
+    /* 20:00 EST on Dec 31 is 01:00Z on Jan 1, still Dec 31 in New York. */
+    assert_true(bars_ny_day(utc_us("2025-01-01T00:59:00Z")) == day_of("2024-12-31"));
+    assert_true(bars_ny_day(utc_us("2025-01-01T05:00:00Z")) == day_of("2025-01-01"));
+    assert_true(bars_ny_day(utc_us("2025-01-01T04:59:59Z")) == day_of("2024-12-31"));
+    /* The changes themselves: 02:00 EST = 07:00Z, 02:00 EDT = 06:00Z. */
+    assert_true(bars_ny_day(utc_us("2024-03-10T06:59:59Z")) == day_of("2024-03-10"));
+    assert_true(bars_ny_day(utc_us("2024-03-11T03:59:59Z")) == day_of("2024-03-10"));
+    assert_true(bars_ny_day(utc_us("2024-03-11T04:00:00Z")) == day_of("2024-03-11"));
+    assert_true(bars_ny_day(utc_us("2024-11-04T04:59:59Z")) == day_of("2024-11-03"));
+    assert_true(bars_ny_day(utc_us("2024-11-04T05:00:00Z")) == day_of("2024-11-04"));
+    assert_true(bars_ny_day(utc_us("2024-11-03T03:59:59Z")) == day_of("2024-11-02"));
+}
+
+static void test_bar_end(void **state)
+{
+    (void)state;
+    assert_true(bars_bar_end_us("m1", utc_us("2024-12-31T14:30:00Z")) ==
+                utc_us("2024-12-31T14:31:00Z"));
+    assert_true(bars_bar_end_us("h4", utc_us("2024-12-31T12:00:00Z")) ==
+                utc_us("2024-12-31T16:00:00Z"));
+    /* A daily bar (stamped at New York midnight) ends at the next one, 23 or 25 h later. */
+    assert_true(bars_bar_end_us("d1", utc_us("2024-03-09T05:00:00Z")) ==
+                utc_us("2024-03-10T05:00:00Z"));
+    assert_true(bars_bar_end_us("d1", utc_us("2024-03-10T05:00:00Z")) ==
+                utc_us("2024-03-11T04:00:00Z"));
+    assert_true(bars_bar_end_us("d1", utc_us("2024-11-03T04:00:00Z")) ==
+                utc_us("2024-11-04T05:00:00Z"));
+    assert_true(bars_bar_end_us("w1", utc_us("2024-03-04T05:00:00Z")) ==
+                utc_us("2024-03-11T04:00:00Z"));
+    assert_true(bars_bar_end_us("mn1", utc_us("2024-12-01T05:00:00Z")) ==
+                utc_us("2025-01-01T05:00:00Z"));
+    assert_true(bars_bar_end_us("mn1", utc_us("2024-10-01T04:00:00Z")) ==
+                utc_us("2024-11-01T04:00:00Z"));
+    assert_true(bars_bar_end_us("x9", 0) == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -667,6 +738,9 @@ int main(void)
         cmocka_unit_test(test_parse_time_accepts),
         cmocka_unit_test(test_parse_time_rejects),
         cmocka_unit_test(test_format_time),
+        cmocka_unit_test(test_ny_midnight),
+        cmocka_unit_test(test_ny_day),
+        cmocka_unit_test(test_bar_end),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
