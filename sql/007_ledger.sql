@@ -157,9 +157,14 @@ RETURNS TABLE (job_def_id bigint, symbol text, timeframe text, feed text, adjust
                class text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    folded boolean;
 BEGIN
-    -- Coverage is read below: bring it up to date first, as enqueue_ranges does.
-    IF pg_try_advisory_xact_lock(hashtext('backfilld.schedule_due_jobs')) THEN
+    -- Coverage is read below: bring it up to date first, as enqueue_ranges
+    -- does. If a scheduler is folding it right now, the runs that succeeded
+    -- since are read too (in the range only: a definition may have thousands).
+    folded := pg_try_advisory_xact_lock(hashtext('backfilld.schedule_due_jobs'));
+    IF folded THEN
         PERFORM backfilld_fold_coverage();
     END IF;
     -- Per series, everything is read for that series alone (its bars by the
@@ -172,12 +177,16 @@ BEGIN
                greatest(d.backfill_from, backfilld_ny_day(p_from)) AS lo,
                least(coalesce(d.backfill_to, now()), now(), backfilld_ny_day(p_to + 1)) AS hi,
                coalesce(c.covered, '{}'::tstzmultirange)
-                 + coalesce((SELECT range_agg(tstzrange(r.range_start, r.range_end))
-                               FROM job_runs r
-                              WHERE r.job_def_id = d.id AND r.status = 'succeeded'
-                                AND (r.symbol, r.timeframe, r.feed, r.adjustment)
-                                    = (d.symbol, d.timeframe, d.feed, d.adjustment)),
-                            '{}'::tstzmultirange) AS covered,
+                 + CASE WHEN folded THEN '{}'::tstzmultirange
+                        ELSE coalesce((SELECT range_agg(tstzrange(r.range_start, r.range_end))
+                                         FROM job_runs r
+                                        WHERE r.job_def_id = d.id AND r.status = 'succeeded'
+                                          AND (r.symbol, r.timeframe, r.feed, r.adjustment)
+                                              = (d.symbol, d.timeframe, d.feed, d.adjustment)
+                                          AND r.range_start < least(coalesce(d.backfill_to, now()), now(),
+                                                                    backfilld_ny_day(p_to + 1))
+                                          AND r.range_end > greatest(d.backfill_from, backfilld_ny_day(p_from))),
+                                      '{}'::tstzmultirange) END AS covered,
                (SELECT min(b.ts) FROM bars b
                  WHERE (b.symbol, b.timeframe, b.feed, b.adjustment)
                        = (d.symbol, d.timeframe, d.feed, d.adjustment)) AS first_ts
