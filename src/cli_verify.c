@@ -661,7 +661,7 @@ static void print_text(const PGresult *r, const struct verify_totals *t, PGconn 
 }
 
 static void print_json(const PGresult *r, const struct verify_totals *t, const char *from,
-                       const char *to)
+                       const char *to, PGconn *conn)
 {
     dynbuf_t b;
     dynbuf_init(&b, (size_t)1 << 30);
@@ -724,7 +724,17 @@ static void print_json(const PGresult *r, const struct verify_totals *t, const c
         rc |= dynbuf_append(&b, "]}", 2);
         i = j;
     }
-    rc |= dynbuf_append(&b, "]}\n", 3);
+    /* The name changes that affect a definition (FB -> META): why a symbol went quiet. */
+    char err[256];
+    PGresult *nc = calendar_exec(
+        conn,
+        "SELECT coalesce(json_agg(json_build_object('old_symbol', old_symbol, 'new_symbol',"
+        " new_symbol, 'process_date', process_date, 'job_def_id', job_def_id, 'symbol', def_symbol,"
+        " 'timeframe', timeframe) ORDER BY process_date, job_def_id), '[]')"
+        " FROM corporate_action_name_changes",
+        0, NULL, err, sizeof err);
+    rc |= dynbuf_printf(&b, "], \"name_changes\": %s}\n", nc ? PQgetvalue(nc, 0, 0) : "[]");
+    PQclear(nc);
     if (rc == 0)
         fwrite(b.data, 1, b.len, stdout);
     else
@@ -850,7 +860,7 @@ int cli_verify(const struct config *c, int argc, char **argv)
         ret = EXIT_UNAVAILABLE;
     } else {
         if (json)
-            print_json(rows, &t, o.from, o.to);
+            print_json(rows, &t, o.from, o.to, conn);
         else
             print_text(rows, &t, conn);
         LOG(LL_INFO, "verify", F_I64("series", t.series), F_I64("days", t.days),

@@ -125,6 +125,9 @@ check "the sync's requests went through the shared budget (rate_limits 'alpaca')
 bf verify --symbols FB >"$T/fb.out" 2>&1 || true
 check "verify reports the name change for the FB definition" "1" \
     "$(grep -c "^name change FB -> META on 2022-06-09 affects definition $fb_def (FB d1)$" "$T/fb.out")"
+bf verify --symbols FB --json >"$T/fb.json" 2>/dev/null || true
+check "and in --json" "FB|META|2022-06-09|$fb_def|d1" \
+    "$(python3 -c 'import json, sys; n = json.load(open(sys.argv[1]))["name_changes"][0]; print(n["old_symbol"], n["new_symbol"], n["process_date"], n["job_def_id"], n["timeframe"], sep="|")' "$T/fb.json")"
 kill -TERM "$DAEMON_PID"
 daemon_wait "$DAEMON_PID" 30
 check "the daemon stops cleanly" "0" "$DAEMON_RC"
