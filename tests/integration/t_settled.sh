@@ -62,6 +62,10 @@ wait_for "XXA's run done" 60 sql_eq \
     "SELECT count(*) FROM job_runs WHERE symbol = 'XXA' AND status IN ('queued', 'running')" 0
 wait_for "XXB's runs done" 60 sql_eq \
     "SELECT count(*) FROM job_runs WHERE symbol = 'XXB' AND status = 'running'" 0
+# The scheduler (every 500 ms here) folds the last completion into the kept coverage.
+wait_for "XXA's coverage up to date" 30 sql_eq \
+    "SELECT upper(c.covered) = (SELECT max(range_end) FROM job_runs WHERE symbol = 'XXA')
+       FROM job_coverage c JOIN job_definitions d ON d.id = c.job_def_id WHERE d.symbol = 'XXA'" t
 kill -TERM "$DAEMON_PID"
 daemon_wait "$DAEMON_PID" 60
 check "d1 exits 0 on SIGTERM" "0" "$DAEMON_RC"
@@ -92,4 +96,23 @@ check "XXB: bars not final are only the last fetch's youngest" "0" \
     "$(sql "SELECT count(*) FROM bars WHERE symbol = 'XXB' AND NOT final
              AND ts + interval '70 seconds' < (SELECT max(fetched_at) FROM bars WHERE symbol = 'XXB')")"
 check "every bar says when it was fetched" "0" "$(sql "SELECT count(*) FROM bars WHERE fetched_at IS NULL")"
+
+# status: per definition, its series, covered-until and the open end's tail.
+bf status --json >"$T/status.json"
+check "status: XXA's series, open end and covered-until" "iex|raw|True|$(sql "SELECT to_char('$H'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI')")" \
+    "$(python3 -c '
+import json, sys
+d = [x for x in json.load(open(sys.argv[1]))["definitions"] if x["symbol"] == "XXA"][0]
+print(d["feed"], d["adjustment"], d["open_end"], d["covered_until"][:16].replace(" ", "T"), sep="|")' "$T/status.json")"
+check "status: XXA's unsettled tail is the time since covered-until" "t" \
+    "$(python3 -c '
+import json, sys
+d = [x for x in json.load(open(sys.argv[1]))["definitions"] if x["symbol"] == "XXA"][0]
+print("t" if 0 <= d["unsettled_tail_s"] < 600 else d["unsettled_tail_s"])' "$T/status.json")"
+check "status: XXB's bars not final" "$(sql "SELECT count(*) FROM bars WHERE symbol = 'XXB' AND NOT final")" \
+    "$(python3 -c '
+import json, sys
+print([x for x in json.load(open(sys.argv[1]))["definitions"] if x["symbol"] == "XXB"][0]["bars_not_final"])' "$T/status.json")"
+bf status >"$T/status.txt"
+grep -q "^  XXA *m1 *iex *raw" "$T/status.txt" || fail "status text lacks XXA's series: $(cat "$T/status.txt")"
 finish
