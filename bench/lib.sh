@@ -123,3 +123,40 @@ CONF
 host_busy_s() {
     awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat
 }
+
+# --- exactness against the simulator (schema 6) ------------------------------
+# A bare date given to `backfilld enqueue` is the America/New_York trading day:
+# --from F --to T covers [ny F, ny_end T] (tests/integration/lib.sh), so the
+# simulator's dump of the same bars must span exactly that, not UTC days.
+
+# bench_dump OUT API_TF SYMLIST FROM_DATE TO_DATE: `alpaca-sim dump` (CSV
+# SYMBOL,t,o,h,l,c,v,n,vw) of the bars `enqueue --from FROM_DATE --to TO_DATE`
+# asks for, SIP, raw (the daemon's defaults).
+bench_dump() {
+    "$BF_SIM" dump --symbols "$3" --timeframe "$2" --start "$(ny "$4")" --end "$(ny_end "$5")" >"$1"
+}
+
+# bench_load_expected CSV TF_CODE: (re)creates table expected_bars from a dump.
+bench_load_expected() {
+    sql "SET client_min_messages = warning; DROP TABLE IF EXISTS expected_bars;
+         CREATE TABLE expected_bars (symbol text, ts timestamptz, open float8, high float8,
+           low float8, close float8, volume bigint, trade_count bigint, vwap float8,
+           timeframe text DEFAULT '$2')" >/dev/null
+    psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy expected_bars (symbol, ts, open, high, low, close, volume, trade_count, vwap) FROM '$1' CSV"
+}
+
+# bench_bars_diff [TABLE] [WHERE]: "missing extra off_series" for the rows of
+# TABLE (default bars) matching WHERE against expected_bars: rows of the dump
+# not stored, stored rows not in the dump (every column the simulator serves
+# compared, both ways), and, for the real bars table, stored rows that are not
+# the series the simulator dumped (feed sip, adjustment raw) or not final or
+# without fetched_at. "0 0 0" is exact.
+BENCH_DIFF_COLS="symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap"
+bench_bars_diff() {
+    local t=${1:-bars} w=${2:-true} c=$BENCH_DIFF_COLS off="0"
+    [ "$t" = bars ] &&
+        off="(SELECT count(*) FROM bars WHERE ($w) AND ((feed, adjustment, final) IS DISTINCT FROM ('sip', 'raw', true) OR fetched_at IS NULL))"
+    sql "SELECT (SELECT count(*) FROM (SELECT $c FROM expected_bars EXCEPT ALL SELECT $c FROM $t WHERE $w) a)
+         || ' ' || (SELECT count(*) FROM (SELECT $c FROM $t WHERE $w EXCEPT ALL SELECT $c FROM expected_bars) b)
+         || ' ' || $off"
+}

@@ -4,6 +4,8 @@
 # (bench/peer-node-sdk/backfill.mjs, copied unchanged from
 # the SDK peer shipped with the design docs), on the same simulator and Postgres,
 # same workload: N symbols × 2024 of 1Hour bars (SIP, raw).
+# 2024 is the New York days (schema 6): [2024-01-01T05:00Z, 2025-01-01T05:00Z),
+# for the peer's --start/--end and the simulator's dump alike.
 #
 # Every case of NS × LATENCIES (default N = 50 and 500 symbols, 20 ms and 250 ms).
 # Simulator: --latency-ms L on every response, no rate limit, no faults.
@@ -49,8 +51,11 @@ LATENCIES=${LATENCIES:-${LATENCY_MS:-20 250}}
 ROUND_TIMEOUT=${ROUND_TIMEOUT:-300}
 CONTENDERS=${CONTENDERS:-"peer-single peer-multi bf-per-symbol bf-batched bf-wide"}
 PEER_DIR=$BENCH_DIR/peer-node-sdk
-START=2024-01-01T00:00:00Z
-END=2024-12-31T23:59:59Z   # inclusive, as the API's end
+# The range `enqueue --from 2024-01-01 --to 2024-12-31` covers (schema 6: New
+# York trading days): [2024-01-01 05:00Z, 2025-01-01 05:00Z). The peer is given
+# the same instants, and the dump is of the same range.
+START=$(ny 2024-01-01)
+END=$(ny_end 2024-12-31)   # inclusive, as the API's end: 2025-01-01T04:59:59Z
 
 for n in $NS; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 10000 ] || { echo "NS: '$n' is not an integer in 1..10000" >&2; exit 64; }
@@ -94,10 +99,7 @@ export BACKFILLD_LOG_LEVEL=${BACKFILLD_LOG_LEVEL:-info}
 fresh_db() {
     "$PGBIN/dropdb" --if-exists backfilld
     "$PGBIN/createdb" backfilld
-    sql "CREATE TABLE expected_bars (symbol text, ts timestamptz, open float8, high float8,
-           low float8, close float8, volume bigint, trade_count bigint, vwap float8,
-           timeframe text DEFAULT 'h1')"
-    psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy expected_bars (symbol, ts, open, high, low, close, volume, trade_count, vwap) FROM '$T/expected.csv' CSV"
+    bench_load_expected "$T/expected.csv" h1
 }
 
 # For measure without GNU time: the peak RSS so far of $pid, into hwm.
@@ -177,7 +179,7 @@ fi
 SYMLIST=$(paste -sd, "$T/symbols.txt")
 [ -z "${SIM_PID:-}" ] || sim_stop
 sim_start --latency-ms "$LATENCY_MS" --rate 0
-"$BF_SIM" dump --symbols "$SYMLIST" --timeframe 1Hour --start "$START" --end "$END" >"$T/expected.csv"
+bench_dump "$T/expected.csv" 1Hour "$SYMLIST" 2024-01-01 2024-12-31
 EXPECTED_BARS=$(wc -l <"$T/expected.csv")
 log "N=$N symbols × 2024 h1 ($EXPECTED_BARS bars expected), simulator latency $LATENCY_MS ms, no rate limit, temp dir $T"
 
@@ -241,6 +243,11 @@ print(o.get('seconds', '-'), o.get('failed', '?'))" "$T/$c.out")"
     [ "$non200" -ne 0 ] && R_NOTE[$c]="${R_NOTE[$c]:+${R_NOTE[$c]}; }$non200 non-200 answers"
     R_BPS[$c]=$(awk -v n="${R_BARS[$c]}" -v s="$M_WALL" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }')
     read -r miss extra exact_syms stored_syms <<<"$(diff_table "$table")"
+    if [ "$table" = bars ]; then
+        # schema 6: also the series and state of every stored bar (SIP, raw, final, fetched_at)
+        off=$(sql "SELECT count(*) FROM bars WHERE (feed, adjustment, final) IS DISTINCT FROM ('sip', 'raw', true) OR fetched_at IS NULL")
+        [ "$off" = 0 ] || { R_NOTE[$c]="${R_NOTE[$c]:+${R_NOTE[$c]}; }$off bars not sip/raw/final"; BAD=1; }
+    fi
     R_MISS[$c]=$miss
     R_EXTRA[$c]=$extra
     R_SYMS[$c]="$exact_syms/$N ($stored_syms stored)"

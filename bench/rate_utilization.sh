@@ -37,8 +37,11 @@
 #      bucket"; "" for none), HOSTS, HOST_RATE, HOST_SYMBOLS, HOST_LATENCY_MS, BF_BIN_BASE,
 #      ROUND_TIMEOUT (seconds, default 420), KEEP_TMP=1 keeps the temp dir
 #      (daemon logs <tf>-<mode>.log, <binary>-<mode>-h<i>.log).
-# Exit: 0 when every round finished with every run succeeded and every bar
-#       stored; 1 otherwise.
+# Exactness: every round's bars are compared with `alpaca-sim dump` of the
+# workload over the New York days of 2024 (schema 6: [2024-01-01 05:00Z,
+# 2025-01-01 05:00Z)), every column both ways, SIP, raw, final, fetched_at.
+# Exit: 0 when every round finished with every run succeeded and exactly the
+#       simulator's bars stored; 1 otherwise.
 . "$(dirname "$0")/lib.sh"
 
 SYMBOLS=${SYMBOLS:-500}
@@ -91,14 +94,26 @@ export BACKFILLD_METRICS_LISTEN=
 export BACKFILLD_LOG_LEVEL=debug   # "page fetched" lines time every request
 
 declare -A EXPECTED # timeframe → bars the simulator serves for the workload
+# expected_bars TF [SYMLIST] [TAG]: the count of the simulator's bars for SYMLIST
+# (default the workload's) × 2024 as enqueued (New York days, schema 6); the
+# dump is kept in $T/expected-TAG.csv for check_exact.
 expected_bars() {
-    local tf=$1 api
+    local tf=$1 syms=${2:-$SYMLIST} tag=${3:-$1} api
     [ "$tf" = h1 ] && api=1Hour || api=1Day
-    if [ -z "${EXPECTED[$tf]:-}" ]; then
-        EXPECTED[$tf]=$("$BF_SIM" dump --symbols "$SYMLIST" --timeframe "$api" \
-            --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z | wc -l)
+    if [ -z "${EXPECTED[$tag]:-}" ]; then
+        bench_dump "$T/expected-$tag.csv" "$api" "$syms" 2024-01-01 2024-12-31
+        EXPECTED[$tag]=$(wc -l <"$T/expected-$tag.csv")
     fi
-    echo "${EXPECTED[$tf]}"
+    echo "${EXPECTED[$tag]}"
+}
+# check_exact TF TAG: "" when bars equal the dump of expected_bars TF … TAG
+# (every column, both ways; SIP, raw, final, fetched_at), else what differs.
+check_exact() {
+    local miss extra off
+    bench_load_expected "$T/expected-$2.csv" "$1"
+    read -r miss extra off <<<"$(bench_bars_diff)"
+    sql "DROP TABLE expected_bars" >/dev/null
+    [ "$miss$extra$off" = 000 ] || echo "NOT EXACT: $miss missing, $extra extra, $off not sip/raw/final"
 }
 
 # Window and request counts from a daemon log: prints
@@ -198,6 +213,8 @@ print(c['requests'], c['by_status'].get('200', 0), c['by_status'].get('429', 0),
     [ "$timed_out" -eq 0 ] && [ "$rc" -ne 0 ] && note "daemon exit $rc"
     [ "$nlines" != "$req" ] && R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }log saw $nlines of $req requests"
     [ "$nbars" != "$want_bars" ] && note "bars $nbars != expected $want_bars"
+    exact=$(check_exact "$tf" "$tf")
+    [ -z "$exact" ] || note "$exact"
     if [ "$notok" -ne 0 ] || [ "$ok" != "$want_runs" ]; then
         note "$notok runs not succeeded"
         echo "[$TEST_NAME] $name: $ok of $want_runs runs succeeded; statuses:" >&2
@@ -278,6 +295,9 @@ for which in "${H_BINS[@]}"; do
         read -r _ _ secs _ <<<"$(log_window "${logs[@]}")"
         ok=$(sql "SELECT count(*) FROM job_runs WHERE status = 'succeeded'")
         [ "$ok" != "$want_runs" ] && H_NOTE[$name]="${H_NOTE[$name]:+${H_NOTE[$name]}; }$ok of $want_runs runs succeeded" && BAD=1
+        expected_bars d1 "$(paste -sd, "$T/host-symbols.txt")" hosts >/dev/null
+        exact=$(check_exact d1 hosts)
+        [ -z "$exact" ] || { H_NOTE[$name]="${H_NOTE[$name]:+${H_NOTE[$name]}; }$exact"; BAD=1; }
         read -r req r429 <<<"$(sim_counter '"%d %d" % (c["requests"], c["by_status"].get("429", 0))')"
         H_REQ[$name]=$req
         H_429[$name]=$r429

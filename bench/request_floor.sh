@@ -17,8 +17,12 @@
 #
 # Env: WORKLOADS (default "d1 h1 m1 mixed"), ROUND_TIMEOUT (s, default 300),
 #      KEEP_TMP=1 keeps the temp dir.
-# Exit: 0 when every workload stored every bar with every run succeeded and
-#       stayed within 1.05 x the floor; 1 otherwise.
+# Exactness: the stored bars are compared with `alpaca-sim dump` over the New
+# York days enqueued (schema 6: --from 2024-01-01 is 2024-01-01 05:00Z), every
+# column both ways, and must be SIP, raw, final, with fetched_at.
+#
+# Exit: 0 when every workload stored exactly the simulator's bars with every
+#       run succeeded and stayed within 1.05 x the floor; 1 otherwise.
 . "$(dirname "$0")/lib.sh"
 
 WORKLOADS=${WORKLOADS:-"d1 h1 m1 mixed"}
@@ -45,6 +49,7 @@ for w in $WORKLOADS; do
         tf=h1; from=2024-01-01; to=2024-12-31 ;;
     *) echo "WORKLOADS: unknown '$w' (d1 h1 m1 mixed)" >&2; exit 64 ;;
     esac
+    case $tf in d1) api=1Day ;; h1) api=1Hour ;; m1) api=1Min ;; esac
     "$PGBIN/dropdb" --if-exists backfilld
     "$PGBIN/createdb" backfilld
     bf migrate >/dev/null
@@ -60,6 +65,10 @@ for w in $WORKLOADS; do
     IFS='|' read -r ok notok nbars <<<"$(sql "SELECT count(*) FILTER (WHERE status = 'succeeded'),
         count(*) FILTER (WHERE status <> 'succeeded'), (SELECT count(*) FROM bars) FROM job_runs")"
     req=$(sim_counter 'c["requests"]')
+    # Exact: the simulator's bars over the New York days enqueued (schema 6), every column.
+    bench_dump "$T/expected-$w.csv" "$api" "$(paste -sd, "$T/syms")" "$from" "$to"
+    bench_load_expected "$T/expected-$w.csv" "$tf"
+    read -r miss extra off <<<"$(bench_bars_diff)"
     floor=$(((nbars + 9999) / 10000))
     R_RUNS[$w]=$ok R_BARS[$w]=$nbars R_REQ[$w]=$req R_FLOOR[$w]=$floor R_NOTE[$w]=""
     R_RATIO[$w]=$(awk -v a="$req" -v b="$floor" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')
@@ -67,6 +76,7 @@ for w in $WORKLOADS; do
     note() { R_NOTE[$w]="${R_NOTE[$w]:+${R_NOTE[$w]}; }$1"; BAD=1; }
     [ "$TIMED_OUT" -eq 1 ] && note "TIMED OUT"
     [ "$notok" -ne 0 ] && note "$notok runs not succeeded"
+    [ "$miss$extra$off" = 000 ] || note "NOT EXACT: $miss missing, $extra extra, $off not sip/raw/final"
     awk -v a="$req" -v b="$floor" 'BEGIN { exit !(a <= 1.05 * b) }' || note "over 1.05 x floor"
     log "$w: $ok runs, $nbars bars, $req requests, floor $floor (${R_RATIO[$w]}x) ${R_NOTE[$w]}"
 done

@@ -28,7 +28,10 @@
 # ANALYZE), the other stays empty. The same workload runs into each: the real
 # daemon (`run --until-idle`) against alpaca-sim, WRITE_SYMBOLS fresh symbols
 # × m1 over WRITE_FROM..WRITE_TO. bars/s = bars written / (max(finished_at) −
-# min(started_at)).
+# min(started_at)); after each round the workload's bars are compared with
+# `alpaca-sim dump` over the New York days enqueued (schema 6), every column
+# both ways (not timed), and the script exits 1 when they differ. The prefill
+# has the daemon's 14 columns (SIP, raw, final, fetched_at).
 #
 # Env: SIZE (definitions, default 10000), YEAR_FROM/YEAR_TO (2016/2025),
 #      VARIANTS ("queued half_succeeded half_disabled"), CLAIMS (50),
@@ -78,12 +81,15 @@ past_deadline() {
     SKIPPED+=("$1")
 }
 SKIPPED=()
+BAD=0
 [ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
 
-FROM="$YEAR_FROM-01-01 00:00+00"
-TO="$((YEAR_TO + 1))-01-01 00:00+00"
-MID="$(((YEAR_FROM + YEAR_TO + 1) / 2))-01-01 00:00+00"
-[ $(((YEAR_TO - YEAR_FROM + 1) % 2)) -eq 0 ] || MID="$(((YEAR_FROM + YEAR_TO) / 2))-07-01 00:00+00"
+# New York midnights (schema 6): what `enqueue --from YEAR_FROM-01-01 --to
+# YEAR_TO-12-31` stores as the definition's range, and where chunks are cut.
+FROM="$YEAR_FROM-01-01 00:00 America/New_York"
+TO="$((YEAR_TO + 1))-01-01 00:00 America/New_York"
+MID="$(((YEAR_FROM + YEAR_TO + 1) / 2))-01-01 00:00 America/New_York"
+[ $(((YEAR_TO - YEAR_FROM + 1) % 2)) -eq 0 ] || MID="$(((YEAR_FROM + YEAR_TO) / 2))-07-01 00:00 America/New_York"
 
 snapshot_binaries
 
@@ -338,6 +344,15 @@ write_round() { # DB LABEL
     W[$label.bars]=$bars W[$label.secs]=$secs W[$label.note]=$note
     W[$label.rate]=$(awk -v n="$bars" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }')
     W[$label.total]=$(PGDATABASE=$db sql "SELECT count(*) FROM bars")
+    # Exact: the workload's bars equal the simulator's (every column, both ways), after the timing.
+    local miss extra off
+    [ "$(PGDATABASE=$db sql "SELECT to_regclass('expected_bars') IS NOT NULL")" = t ] ||
+        PGDATABASE=$db bench_load_expected "$T/wexpected.csv" m1
+    read -r miss extra off <<<"$(PGDATABASE=$db bench_bars_diff bars "symbol LIKE 'S%A'")"
+    if [ "$miss$extra$off" != 000 ]; then
+        W[$label.note]="${W[$label.note]:+${W[$label.note]} }NOT EXACT: $miss missing, $extra extra, $off not sip/raw/final"
+        BAD=1
+    fi
     log "write $label: $bars bars in $secs s = ${W[$label.rate]} bars/s (table now ${W[$label.total]} rows) $note"
 }
 
@@ -353,11 +368,12 @@ if [ "$BARS_PREFILL" -gt 0 ]; then
     # key order (the letter grows with the number), as a backfill by symbol would.
     PGDATABASE=bf_full psql_s <<SQL
 SET client_min_messages = warning;
-INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap)
-SELECT chr(65 + (s * 26) / $BARS_PREFILL_SYMBOLS) || lpad(s::text, 5, '0'), 'm1',
+INSERT INTO bars (symbol, timeframe, feed, adjustment, ts, open, high, low, close, volume, trade_count,
+                  vwap, final, fetched_at)
+SELECT chr(65 + (s * 26) / $BARS_PREFILL_SYMBOLS) || lpad(s::text, 5, '0'), 'm1', 'sip', 'raw',
        timestamptz '2015-01-02 14:30+00' + g * interval '1 minute',
        100 + (g % 97) * 0.01, 100.5 + (g % 89) * 0.01, 99.5 + (g % 83) * 0.01, 100 + (g % 79) * 0.01,
-       1000 + g % 5000, 10 + g % 300, 100 + (g % 71) * 0.01
+       1000 + g % 5000, 10 + g % 300, 100 + (g % 71) * 0.01, true, now()
   FROM generate_series(0, $BARS_PREFILL_SYMBOLS - 1) AS s,
        generate_series(0, least($per, $BARS_PREFILL - s::bigint * $per) - 1) AS g;
 VACUUM ANALYZE bars;
@@ -369,6 +385,8 @@ SQL
     log "prefilled bf_full.bars: $PREFILL_ROWS rows, $PREFILL_SIZE, in $PREFILL_S s"
     bench_symbols "$WRITE_SYMBOLS" "$T/wsymbols.txt"
     sim_start --rate 0 --latency-ms 0
+    # the simulator's bars for the workload, over the New York days enqueued (schema 6)
+    bench_dump "$T/wexpected.csv" 1Min "$(paste -sd, "$T/wsymbols.txt")" "$WRITE_FROM" "$WRITE_TO"
     export BACKFILLD_RATE_LIMIT=1000000
     for ((r = 1; r <= WRITE_ROUNDS; r++)); do
         [ "$r" -gt 1 ] && past_deadline "write round $r" && { WRITE_ROUNDS=$((r - 1)); break; }
@@ -454,3 +472,5 @@ if [ "$BARS_PREFILL" -gt 0 ]; then
         "full $(awk -v n="$fb" -v s="$fs" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }') bars/s," \
         "ratio $(awk -v fb="$fb" -v fs="$fs" -v eb="$eb" -v es="$es" 'BEGIN { if (fs > 0 && eb > 0) { x = (fb / fs) / (eb / es); printf "%.2f (target ≥ 0.80: %s)", x, (x >= 0.8 ? "ok" : "MISS") } else print "n/a" }')"
 fi
+
+[ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a write round did not store exactly the simulator's bars" >&2; exit 1; }

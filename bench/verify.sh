@@ -9,7 +9,9 @@
 #                       as if nothing traded, so ~15% of h1 days are short):
 #                       one multi-symbol request per day and 100 symbols
 # and prints the series-days, the re-checked days, the requests and the
-# seconds of each, median and worst.
+# seconds of each, median and worst. The backfill is first checked against
+# `alpaca-sim dump` over the New York days of 2024 (schema 6); exit 1 if it
+# is not exact.
 #
 # Usage: bench/verify.sh [N] [ROUNDS]     (BF_BIN, BF_SIM: the binaries to use)
 . "$(dirname "$0")/lib.sh"
@@ -28,6 +30,13 @@ daemon_start backfill --until-idle
 daemon_wait "$DAEMON_PID" 1800
 [ "$DAEMON_RC" -eq 0 ] || fail "the backfill failed"
 bars=$(sql "SELECT count(*) FROM bars")
+# Exact before timing verify: the simulator's bars over the New York days of
+# 2024 (schema 6), every column both ways, SIP, raw, final, fetched_at.
+bench_dump "$T/expected.csv" 1Hour "$(paste -sd, "$T/symbols.txt")" 2024-01-01 2024-12-31
+bench_load_expected "$T/expected.csv" h1
+read -r miss extra off <<<"$(bench_bars_diff)"
+[ "$miss$extra$off" = 000 ] || fail "the backfill is not exact: $miss bars missing, $extra extra, $off not sip/raw/final"
+sql "DROP TABLE expected_bars"
 log "backfilled $N symbols x 2024 h1: $bars bars in $(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }') s"
 sql "VACUUM ANALYZE bars" # what autovacuum does soon after a backfill: index-only scans
 

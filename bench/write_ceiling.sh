@@ -6,14 +6,17 @@
 #   end-to-end   backfilld run --until-idle: SIZE symbols × 2024 h1 from the
 #                simulator at 0 ms latency, no rate limit (fetch, parse, write,
 #                complete: everything the daemon does)
-#   raw COPY     the rows the daemon stored, exported as one binary COPY file
+#   raw COPY     the rows the daemon stored (all 14 columns it writes, schema 6),
+#                exported as one binary COPY file
 #                (heap order = the order they were inserted), loaded with one
 #                `\copy bars FROM … (FORMAT binary)`
 #   raw COPY × B the same rows in B-row chunks, one transaction each, where B is
 #                the daemon's own mean rows per write transaction in round 1
 #   stage+upsert the same B-row chunks as the daemon wrote them before issue 11:
 #                COPY into a temp stage, then INSERT … SELECT DISTINCT ON … ORDER
-#                BY … ON CONFLICT DO UPDATE … WHERE … IS DISTINCT FROM, per chunk
+#                BY … ON CONFLICT DO UPDATE … WHERE … IS DISTINCT FROM, per chunk,
+#                with the daemon's schema-6 key (symbol, timeframe, feed,
+#                adjustment, ts) and SET/WHERE (src/store.c UPSERT_SET)
 #
 # End to end runs once per BACKFILLD_WRITERS value in WRITERS. The whole set
 # of rounds is repeated REPEAT times, interleaved, and each round reports its
@@ -31,7 +34,10 @@
 #      WRITERS (default "2 1"; the first is the headline and sets the chunk size),
 #      REPEAT (default 2), ROUND_TIMEOUT (s, default 600), KEEP_TMP=1 keeps the
 #      temp dir, BF_BIN / BF_SIM (default build/backfilld, build/alpaca-sim).
-# Exit: 0 when every round stored exactly the expected bars; 1 otherwise.
+# Exit: 0 when every round stored the expected number of bars and every
+#       end-to-end round stored exactly the simulator's bars (every column of
+#       `alpaca-sim dump` over the New York days of 2024, both ways; SIP, raw,
+#       final, fetched_at set); 1 otherwise.
 . "$(dirname "$0")/lib.sh"
 
 SIZE=${SIZE:-500}
@@ -46,7 +52,11 @@ done
 [ -x "$BF_BIN" ] && [ -x "$BF_SIM" ] || { echo "build first: make build (missing $BF_BIN or $BF_SIM)" >&2; exit 69; }
 snapshot_binaries
 
-COLS="symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap"
+# The 14 columns the daemon writes (src/store.c BAR_COLS, schema 6), so every
+# round carries the same row width: the series (feed, adjustment), final and
+# fetched_at beside the values.
+COLS="symbol, timeframe, feed, adjustment, ts, open, high, low, close, volume, trade_count, vwap, final, fetched_at"
+KEY="symbol, timeframe, feed, adjustment, ts"
 bench_symbols "$SIZE" "$T/symbols.txt"
 
 pg_start
@@ -112,9 +122,10 @@ empty_bars() {
 }
 
 bf migrate >"$T/migrate.out"
-"$BF_SIM" dump --symbols "$(paste -sd, "$T/symbols.txt")" --timeframe 1Hour \
-    --start 2024-01-01T00:00:00Z --end 2024-12-31T23:59:59Z | wc -l >"$T/expected.count"
-EXPECTED=$(cat "$T/expected.count")
+# What `enqueue --from 2024-01-01 --to 2024-12-31` covers: New York days.
+bench_dump "$T/expected.csv" 1Hour "$(paste -sd, "$T/symbols.txt")" 2024-01-01 2024-12-31
+bench_load_expected "$T/expected.csv" h1
+EXPECTED=$(wc -l <"$T/expected.csv")
 log "SIZE=$SIZE symbols × 2024 h1 = $EXPECTED bars; writers $WRITERS; $REPEAT repetitions; temp dir $T"
 
 # end_to_end W: the daemon with BACKFILLD_WRITERS=W, from an empty bars table.
@@ -139,6 +150,12 @@ end_to_end() {
     ROUND_DCPU="" ROUND_SCPU=""
     notok=$(sql "SELECT count(*) FROM job_runs WHERE status <> 'succeeded'")
     [ "$notok" -eq 0 ] || { print_statuses; BAD=1; }
+    # Exact, not just as many: every column against the simulator's dump (after the round's timing).
+    read -r miss extra off <<<"$(bench_bars_diff)"
+    if [ "$miss" != 0 ] || [ "$extra" != 0 ] || [ "$off" != 0 ]; then
+        echo "[$TEST_NAME] end-to-end-w$w: NOT EXACT: $miss bars of the dump missing, $extra stored bars not in it, $off not sip/raw/final with fetched_at" >&2
+        BAD=1
+    fi
 }
 
 # make_chunks: the rows the daemon stored, in the order it stored them, as binary
@@ -166,14 +183,15 @@ make_chunks() {
         echo "BEGIN;"
         echo "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars) ON COMMIT DELETE ROWS;"
         echo "\\copy bars_stage ($COLS) FROM '$T/chunk.$i.bin' (FORMAT binary)"
-        echo "INSERT INTO bars AS b ($COLS) SELECT DISTINCT ON (symbol, timeframe, ts) $COLS FROM bars_stage
-                ORDER BY symbol, timeframe, ts
-              ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high,
+        echo "INSERT INTO bars AS b ($COLS) SELECT DISTINCT ON ($KEY) $COLS FROM bars_stage
+                ORDER BY $KEY
+              ON CONFLICT ($KEY) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high,
                 low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume,
-                trade_count = EXCLUDED.trade_count, vwap = EXCLUDED.vwap
-              WHERE (b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap) IS DISTINCT FROM
+                trade_count = EXCLUDED.trade_count, vwap = EXCLUDED.vwap, final = EXCLUDED.final,
+                fetched_at = EXCLUDED.fetched_at
+              WHERE (b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap, b.final) IS DISTINCT FROM
                 (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
-                 EXCLUDED.trade_count, EXCLUDED.vwap);"
+                 EXCLUDED.trade_count, EXCLUDED.vwap, EXCLUDED.final);"
         echo "COMMIT;"
     done >"$T/upsert-chunks.psql"
     log "daemon: $txns write transactions, mean $B rows; $NCHUNK chunks of $B rows"
@@ -205,7 +223,7 @@ done
 raw=${R_BPS[raw-copy]}
 HEAD_W=${WRITERS%% *}
 echo
-echo "write ceiling: $SIZE symbols × 2024 h1 = $EXPECTED bars into bars (PRIMARY KEY (symbol, timeframe, ts)),"
+echo "write ceiling: $SIZE symbols × 2024 h1 (New York days) = $EXPECTED bars into bars ($(wc -w <<<"${COLS//,/}") columns, PRIMARY KEY ($KEY)),"
 echo "same rows in the same order every round; Postgres 15 local (fsync off, synchronous_commit off); $(nproc) cores shared by all"
 echo "$("$BF_BIN" --version 2>/dev/null | head -1) (built $BF_BUILT), simulator at 0 ms, BACKFILLD_RATE_LIMIT=1000000, BACKFILLD_WRITERS as named, other settings default"
 echo "best of $REPEAT repetitions per round (rounds interleaved); bars/s of every repetition in the last column"
@@ -234,4 +252,4 @@ done
 echo
 echo "end-to-end (BACKFILLD_WRITERS=$HEAD_W) ÷ raw COPY = $(awk -v a="${R_BPS[end-to-end-w$HEAD_W]}" -v b="$raw" 'BEGIN { printf "%.2f", a / b }')"
 
-[ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a round did not store the expected bars" >&2; exit 1; }
+[ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a round did not store exactly the expected bars" >&2; exit 1; }
