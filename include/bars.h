@@ -73,7 +73,8 @@ void bars_format_time(int64_t us, char *buf, size_t len);
  * New York time, for trading days: the US rules since 1967 (2007 on: second
  * Sunday of March to first Sunday of November; 1987-2006: first Sunday of
  * April to last Sunday of October; before: last Sunday of April to last
- * Sunday of October), changes at 02:00 local. Dates are days since
+ * Sunday of October; 1974 from January 6 and 1975 from February 23), changes
+ * at 02:00 local. Dates are days since
  * 1970-01-01 (a New York calendar date, not a UTC one).
  */
 /* The New York date of an instant. */

@@ -28,15 +28,19 @@
 --    history.
 
 -- --- bars: one series per (symbol, timeframe, feed, adjustment) -----------------
--- Constant defaults: no table rewrite. Bars stored before version 6 are
--- labelled with the series of the definition that wrote them (the
--- historical one if there are two), fetched_at unknown (NULL).
+-- Constant defaults: adding the columns rewrites nothing. Bars stored before
+-- version 6 are labelled with the series of the definition that wrote them
+-- (the historical one if there are two), fetched_at unknown (NULL): the rows
+-- of series other than (sip, raw) are rewritten, with the key dropped
+-- meanwhile, and the key is then built once.
 ALTER TABLE bars
     ADD COLUMN feed text NOT NULL DEFAULT 'sip' CHECK (feed IN ('sip','iex','otc','boats')),
-    ADD COLUMN adjustment text NOT NULL DEFAULT 'raw'
-        CHECK (adjustment ~ '^(raw|split|dividend|spin-off|all)(,(raw|split|dividend|spin-off|all))*$'),
+    -- Checked where it is chosen (job_definitions, whose runs carry it): a regular
+    -- expression on every row written cost as much as a fifth of a bare COPY.
+    ADD COLUMN adjustment text NOT NULL DEFAULT 'raw',
     ADD COLUMN final boolean NOT NULL DEFAULT true,
     ADD COLUMN fetched_at timestamptz;
+ALTER TABLE bars DROP CONSTRAINT bars_pkey;
 UPDATE bars b
    SET feed = d.feed, adjustment = d.adjustment
   FROM (SELECT DISTINCT ON (symbol, timeframe) symbol, timeframe, feed, adjustment
@@ -44,8 +48,7 @@ UPDATE bars b
          ORDER BY symbol, timeframe, job_type <> 'fetch_historical', id) d
  WHERE d.symbol = b.symbol AND d.timeframe = b.timeframe
    AND (d.feed, d.adjustment) <> ('sip', 'raw');
-ALTER TABLE bars DROP CONSTRAINT bars_pkey,
-    ADD PRIMARY KEY (symbol, timeframe, feed, adjustment, ts);
+ALTER TABLE bars ADD PRIMARY KEY (symbol, timeframe, feed, adjustment, ts);
 -- The bars not final yet (few): where the next intraday run starts.
 CREATE INDEX bars_unsettled ON bars (symbol, timeframe, feed, adjustment, ts) WHERE NOT final;
 
@@ -105,6 +108,79 @@ LANGUAGE sql STABLE AS $$
      ORDER BY 1
 $$;
 
+-- --- chunk ends in New York time, whatever the session's TimeZone ------------------
+-- The first chunk boundary after p_ts. (Version 4 searched [p_ts, p_ts + the
+-- chunk's length), the addition done in the session's TimeZone: an hour short
+-- for a New York week or month that holds the fall-back.)
+CREATE OR REPLACE FUNCTION backfill_chunk_end(p_timeframe text, p_ts timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT chunk_end FROM backfill_chunks(p_timeframe, p_ts, p_ts + 2 * backfill_chunk_interval(p_timeframe))
+     ORDER BY chunk_start LIMIT 1
+$$;
+
+-- --- retries: the backoff's exponent is bounded ------------------------------------
+-- 2^(attempt - 1) overflows a double near attempt 1,024; the cap is reached
+-- long before 2^30 anyway.
+CREATE OR REPLACE FUNCTION job_retry_delay(p_attempt integer, p_base_ms bigint, p_cap_ms bigint)
+RETURNS interval LANGUAGE sql VOLATILE AS $$
+    SELECT make_interval(secs => least(p_cap_ms::double precision,
+               least(p_cap_ms::double precision,
+                     p_base_ms * power(2::double precision, least(greatest(p_attempt - 1, 0), 30)))
+               * (0.75 + 0.5 * random())) / 1000.0)
+$$;
+
+-- --- enqueue: an open end's head and tail together cover their chunk ---------------
+CREATE OR REPLACE FUNCTION enqueue_ranges(p_def_ids bigint[], p_from timestamptz, p_to timestamptz,
+                               p_force boolean DEFAULT false, p_max_attempts integer DEFAULT 5,
+                               p_retry_failed boolean DEFAULT true)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    -- Coverage is read below: bring it up to date first (runs deleted since
+    -- the scheduler last ran must count as not covered). If a scheduler is
+    -- at it right now, it is doing just that.
+    IF pg_try_advisory_xact_lock(hashtext('backfilld.schedule_due_jobs')) THEN
+        PERFORM backfilld_fold_coverage();
+    END IF;
+    WITH d AS MATERIALIZED (
+        SELECT * FROM job_definitions WHERE id = ANY (p_def_ids)),
+    r AS (
+        SELECT r.job_def_id,
+               range_agg(tstzrange(r.range_start, r.range_end))
+                   FILTER (WHERE r.status IN ('queued', 'running')) AS busy,
+               range_agg(tstzrange(r.range_start, r.range_end))
+                   FILTER (WHERE r.status = 'succeeded') AS ok,
+               range_agg(tstzrange(r.range_start, r.range_end))
+                   FILTER (WHERE r.status IN ('failed', 'cancelled')) AS bad
+          FROM job_runs r JOIN d ON d.id = r.job_def_id
+         WHERE r.range_start < p_to AND r.range_end > p_from
+           AND (r.symbol, r.timeframe, r.feed, r.adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment)
+         GROUP BY r.job_def_id),
+    -- a pruned run leaves no row but keeps its coverage
+    m AS (
+        SELECT d.*, coalesce(r.busy, '{}') AS busy,
+               coalesce(r.ok, '{}') + coalesce(c.covered, '{}') AS ok,
+               CASE WHEN p_retry_failed THEN coalesce(r.bad, '{}')
+                    ELSE coalesce(r.bad, '{}') + coalesce(c.known, '{}') END AS bad
+          FROM d LEFT JOIN r ON r.job_def_id = d.id LEFT JOIN job_coverage c ON c.job_def_id = d.id)
+    INSERT INTO job_runs (job_def_id, job_type, symbol, timeframe, feed, adjustment,
+                          range_start, range_end, priority, max_attempts, paused)
+    SELECT m.id, m.job_type, m.symbol, m.timeframe, m.feed, m.adjustment,
+           ch.chunk_start, ch.chunk_end, m.priority, coalesce(m.max_attempts, p_max_attempts),
+           NOT m.enabled
+      FROM m, backfill_chunks(m.timeframe, p_from, p_to) ch
+     WHERE NOT m.busy @> tstzrange(ch.chunk_start, ch.chunk_end)
+       -- an open end's chunk is a settled head and a tail being fetched: covered
+       -- by the two together, not by either
+       AND (p_force OR NOT (m.ok + m.busy) @> tstzrange(ch.chunk_start, ch.chunk_end))
+       AND (p_retry_failed OR NOT m.bad @> tstzrange(ch.chunk_start, ch.chunk_end))
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 -- --- completion counts the run's own series ---------------------------------------
 CREATE OR REPLACE FUNCTION complete_job_runs(p_worker text, p_ids bigint[], p_attempts integer[],
                                              p_bars bigint[], p_pages integer[])
@@ -149,10 +225,10 @@ RETURNS SETOF bigint LANGUAGE sql AS $$
 $$;
 
 -- --- a definition's series changed: its queued runs go ---------------------------
--- Queued runs of the old series have not fetched anything: they are deleted,
--- and the reset below has the scheduler (or the enqueue in the same
--- transaction) queue the new series' chunks. Running ones finish as what they
--- are, into their own series.
+-- Queued runs of the old series have not fetched anything: they are deleted;
+-- running ones are cancelled (what they already wrote stays in their own
+-- series). The reset below has the scheduler (or the enqueue in the same
+-- transaction) queue the new series' chunks.
 CREATE OR REPLACE FUNCTION backfilld_def_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
@@ -162,6 +238,14 @@ BEGIN
     NEW.updated_at := now();
     IF series_changed THEN
         DELETE FROM job_runs WHERE job_def_id = NEW.id AND status = 'queued';
+        -- Their fence then refuses their completion: they cannot mark the new
+        -- series' chunks covered, nor hold the unique index of active runs.
+        UPDATE job_runs
+           SET status = 'cancelled', finished_at = now(), locked_by = NULL, locked_until = NULL,
+               last_error = format('the definition''s series changed to %s/%s/%s/%s while it ran',
+                                   NEW.symbol, NEW.timeframe, NEW.feed, NEW.adjustment),
+               updated_at = now()
+         WHERE job_def_id = NEW.id AND status = 'running';
     END IF;
     IF NEW.priority IS DISTINCT FROM OLD.priority THEN
         UPDATE job_runs SET priority = NEW.priority, updated_at = now()
@@ -193,7 +277,7 @@ $$;
 -- Its arguments change, so it is dropped and made anew: the roles that could
 -- run the old one (migrate --grant-role) are noted and granted the new one.
 SELECT set_config('backfilld.schedule_grantees',
-                  coalesce(string_agg(DISTINCT quote_ident(a.grantee::regrole::text), ','), ''), true)
+                  coalesce(string_agg(DISTINCT a.grantee::regrole::text, ','), ''), true)
   FROM pg_proc p, aclexplode(p.proacl) a
  WHERE p.oid = 'schedule_due_jobs(integer)'::regprocedure AND a.privilege_type = 'EXECUTE'
    AND a.grantee <> p.proowner AND a.grantee <> 0;
@@ -254,24 +338,26 @@ BEGIN
         FOR m IN SELECT u FROM unnest(missing) AS u ORDER BY lower(u)
         LOOP
             lo := lower(m);
-            -- The open end moved: extend the last run if it ends inside its chunk.
+            -- The open end moved: what settled since is the chunk's tail.
             IF open_end THEN
                 SELECT * INTO tail FROM job_runs
                  WHERE job_def_id = d.id AND range_end = lo
+                   AND range_start >= lo - backfill_chunk_interval(d.timeframe) - interval '1 day'
                    AND (symbol, timeframe, feed, adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment)
                  ORDER BY range_start DESC LIMIT 1;
-                IF FOUND AND tail.status IN ('queued', 'running')
-                   AND backfill_chunk_end(d.timeframe, tail.range_start) > lo THEN
-                    -- Being fetched: it is extended at the next look, not doubled by a sliver run.
+                ce := CASE WHEN FOUND THEN backfill_chunk_end(d.timeframe, tail.range_start) END;
+                IF FOUND AND ce > lo AND tail.status IN ('queued', 'running') THEN
+                    -- Being fetched: the rest waits for the next look, not a second run.
                     CONTINUE;
                 END IF;
-                ce := CASE WHEN FOUND THEN backfill_chunk_end(d.timeframe, tail.range_start) END;
                 IF FOUND AND ce > lo AND tail.status = 'succeeded' THEN
-                    -- Only the new bars are fetched: the settled part stays covered. The
-                    -- chunk's runs are at most two, its settled head and this tail: a
-                    -- finished tail is merged into the head, and its row carries the next one.
+                    -- A chunk keeps at most two runs, its settled head and the tail: a
+                    -- finished tail is merged into the head and goes; a new one is
+                    -- queued below for what settled since. Nothing settled is fetched
+                    -- twice, and a tail's attempts count from 0.
                     SELECT * INTO head FROM job_runs
                      WHERE job_def_id = d.id AND range_end = tail.range_start AND status = 'succeeded'
+                       AND range_start >= tail.range_start - backfill_chunk_interval(d.timeframe) - interval '1 day'
                        AND (symbol, timeframe, feed, adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment)
                        AND backfill_chunk_end(d.timeframe, range_start) = ce
                      ORDER BY range_start LIMIT 1;
@@ -280,28 +366,12 @@ BEGIN
                            SET range_end = tail.range_end, bars_written = head.bars_written + tail.bars_written,
                                pages = head.pages + tail.pages, finished_at = tail.finished_at, updated_at = now()
                          WHERE id = head.id;
-                        UPDATE job_runs
-                           SET range_start = lo, range_end = least(ce, upper(m)), status = 'queued',
-                               run_after = now(), bars_written = 0, pages = 0,
-                               max_attempts = tail.attempt + coalesce(d.max_attempts, p_max_attempts),
-                               finished_at = NULL, locked_by = NULL, locked_until = NULL, last_error = NULL,
-                               paused = false, priority = d.priority, updated_at = now()
-                         WHERE id = tail.id;
-                        total := total + 1;
-                        lo := least(ce, upper(m));
+                        DELETE FROM job_runs WHERE id = tail.id;
                     END IF;
-                    -- else: the chunk's first run is the head; a new run below is its tail.
-                ELSIF FOUND AND ce > lo THEN
-                    -- A tail that failed or was cancelled: fetched again whole, extended.
-                    UPDATE job_runs
-                       SET range_end = least(ce, upper(m)), status = 'queued', run_after = now(),
-                           max_attempts = tail.attempt + coalesce(d.max_attempts, p_max_attempts),
-                           finished_at = NULL, locked_by = NULL, locked_until = NULL,
-                           paused = false, priority = d.priority, updated_at = now()
-                     WHERE id = tail.id;
-                    total := total + 1;
-                    lo := least(ce, upper(m));
                 END IF;
+                -- A tail that failed for good or was cancelled stays so (like any
+                -- chunk: an operator's enqueue retries it); what settled after it
+                -- is queued as a new tail all the same.
             END IF;
             IF lo < upper(m) THEN
                 INSERT INTO job_runs (job_def_id, job_type, symbol, timeframe, feed, adjustment,
@@ -330,10 +400,12 @@ BEGIN
               ORDER BY j.id
     LOOP
         t_end := now() - CASE WHEN d.feed = 'sip' THEN p_sip_delay ELSE interval '0' END;
+        -- (A bar not final older than lookback, one fetches no longer return since
+        -- a correction emptied its minute, must not anchor every later run.)
         SELECT coalesce(
                    (SELECT min(ts) FROM bars
                      WHERE (symbol, timeframe, feed, adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment)
-                       AND NOT final),
+                       AND NOT final AND ts >= t_end - d.lookback),
                    (SELECT max(ts) FROM bars
                      WHERE (symbol, timeframe, feed, adjustment) = (d.symbol, d.timeframe, d.feed, d.adjustment)))
           INTO last_ts;
@@ -355,6 +427,10 @@ BEGIN
                    'SECURITY DEFINER SET search_path = %I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION complete_job_runs(text, bigint[], integer[], bigint[], integer[]) '
                    'SECURITY DEFINER SET search_path = %I, pg_temp', current_schema());
+    -- CREATE OR REPLACE reset these to no search_path: pinned again, as 004 did.
+    EXECUTE format('ALTER FUNCTION backfilld_def_changed() SET search_path = %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION enqueue_ranges(bigint[], timestamptz, timestamptz, boolean, integer, boolean) '
+                   'SET search_path = %I, pg_temp', current_schema());
 END
 $$;
 REVOKE EXECUTE ON FUNCTION schedule_due_jobs(integer, interval, interval) FROM PUBLIC;

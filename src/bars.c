@@ -362,6 +362,10 @@ static bool ny_dst_days(int64_t y, int64_t *start, int64_t *end)
     } else if (y >= 1987) {
         *start = nth_sunday(y, 4, 1);
         *end = nth_sunday(y, 10, 0);
+    } else if (y == 1974 || y == 1975) {
+        /* The energy crisis: January 6, 1974 and February 23, 1975. */
+        *start = days_from_civil(y, y == 1974 ? 1 : 2, y == 1974 ? 6 : 23);
+        *end = nth_sunday(y, 10, 0);
     } else if (y >= 1967) {
         *start = nth_sunday(y, 4, 0);
         *end = nth_sunday(y, 10, 0);

@@ -95,7 +95,9 @@ struct store {
 #define BAR_KEY "symbol, timeframe, feed, adjustment, ts"
 
 /* fetched_at says when the values stored were fetched: an unchanged re-fetch
- * leaves the row (and its fetched_at) alone; a bar turning final is a change. */
+ * leaves the row (and its fetched_at) alone; a bar turning final is a change,
+ * and a final bar is never replaced by one that is not (a late write of an
+ * older fetch, or another host's intraday run). */
 #define UPSERT_SET                                                                                 \
     "ON CONFLICT (" BAR_KEY ") DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, "         \
     "low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume, "                       \
@@ -103,13 +105,14 @@ struct store {
     "fetched_at = EXCLUDED.fetched_at "                                                            \
     "WHERE (b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap, b.final) "            \
     "IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, "               \
-    "EXCLUDED.volume, EXCLUDED.trade_count, EXCLUDED.vwap, EXCLUDED.final)"
+    "EXCLUDED.volume, EXCLUDED.trade_count, EXCLUDED.vwap, EXCLUDED.final) "                       \
+    "AND (EXCLUDED.final OR NOT b.final)"
 
 /* The upsert when the stage may hold a key twice (ON CONFLICT may touch a row only once). */
 static const char upsert_distinct_sql[] =
     "INSERT INTO bars AS b (" BAR_COLS ") "
     "SELECT DISTINCT ON (" BAR_KEY ") " BAR_COLS " FROM bars_stage "
-    "ORDER BY " BAR_KEY " " UPSERT_SET;
+    "ORDER BY " BAR_KEY ", final DESC, fetched_at DESC " UPSERT_SET;
 
 /* The upsert when every key in the stage is unique (checked in C): no sort. */
 static const char upsert_sql[] =

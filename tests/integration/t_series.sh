@@ -62,11 +62,19 @@ check "the schema refuses a feed that is not one" "ERROR" \
 # --- 2. the feed changes while runs are queued ----------------------------------
 bf enqueue --symbols MSFT --timeframe h1 --feed iex --from 2024-01-01 --to 2024-12-31 >/dev/null
 check "12 iex runs queued" "iex|12" "$(sql "SELECT feed, count(*) FROM job_runs WHERE symbol = 'MSFT' AND status = 'queued' GROUP BY 1")"
+# One of them is being fetched when the feed changes (a worker claimed it).
+CLAIMED=$(sql "SELECT id || '|' || attempt FROM claim_queued_job('w-old', 1, 60)")
 sql "UPDATE job_definitions SET feed = 'sip' WHERE symbol = 'MSFT'" >/dev/null
-check "the old series' queued runs are gone" "0" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'MSFT'")"
+check "the old series' queued runs are gone, the running one cancelled" "cancelled|1" \
+    "$(sql "SELECT string_agg(status, ','), count(*) FROM job_runs WHERE symbol = 'MSFT'")"
+check "saying why" "1" "$(sql "SELECT count(*) FROM job_runs WHERE symbol = 'MSFT' AND last_error LIKE '%series changed to MSFT/h1/sip/raw%'")"
+check "its worker can no longer complete it" "0" \
+    "$(sql "SELECT count(*) FROM complete_job_runs('w-old', ARRAY[${CLAIMED%|*}]::bigint[], ARRAY[${CLAIMED#*|}], ARRAY[0]::bigint[], ARRAY[1])")"
 sql "SELECT schedule_due_jobs()" >/dev/null
-check "the scheduler queues the new series' 12 chunks" "sip|12" \
+check "the scheduler queues all 12 chunks of the new series, the one that was running too" "sip|12" \
     "$(sql "SELECT feed, count(*) FROM job_runs WHERE symbol = 'MSFT' AND status = 'queued' GROUP BY 1")"
+check "and none is covered" "{}" \
+    "$(sql "SELECT covered FROM job_coverage c JOIN job_definitions d ON d.id = c.job_def_id WHERE d.symbol = 'MSFT'")"
 sql "DELETE FROM job_definitions WHERE symbol = 'MSFT'" >/dev/null
 
 # --- 3. historical sip and intraday iex of one symbol, overlapping -----------------

@@ -32,7 +32,26 @@ sql "UPDATE job_runs SET status = 'succeeded', bars_written = 100, finished_at =
      UPDATE job_definitions SET enabled = false WHERE symbol = 'OFF';
      UPDATE job_definitions SET feed = 'iex' WHERE symbol = 'FEED'"
 
+# Bars stored before schema 6 (keyed without feed), of a sip and an iex
+# definition; and a daemon role, with a name that needs quoting, that may run
+# the scheduler (schema 6 replaces schedule_due_jobs).
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, feed) VALUES ('IEX', 'h1', 'fetch_historical', 'iex');
+     INSERT INTO bars VALUES ('ON', 'h1', '2024-01-02 15:00Z', 1, 1, 1, 1, 1, 1, 1),
+                             ('IEX', 'h1', '2024-01-02 15:00Z', 2, 2, 2, 2, 2, 2, 2);
+     CREATE ROLE \"backfilld-daemon\" LOGIN;
+     GRANT EXECUTE ON FUNCTION schedule_due_jobs(integer) TO \"backfilld-daemon\""
 check "migrate applies what is new" "schema at version $SCHEMA_LATEST ($((SCHEMA_LATEST - 3)) migrations applied)" "$(bf migrate)"
+check "old bars are labelled with their definition's series, fetched at an unknown time, final" \
+    "IEX|iex|raw|true|true ON|sip|raw|true|true" \
+    "$(sql "SELECT string_agg(symbol || '|' || feed || '|' || adjustment || '|' || final || '|' || (fetched_at IS NULL), ' '
+                              ORDER BY symbol) FROM bars")"
+check "keyed by series now" "symbol, timeframe, feed, adjustment, ts" \
+    "$(sql "SELECT string_agg(a.attname, ', ' ORDER BY k.n) FROM pg_index i
+              CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indrelid = 'bars'::regclass AND i.indisprimary")"
+check "the role that could run the old scheduler can run the new one" "t" \
+    "$(sql "SELECT has_function_privilege('backfilld-daemon', 'schedule_due_jobs(integer, interval, interval)', 'EXECUTE')")"
 check "the disabled definition's queued runs are paused, and only they" "OFF:6" \
     "$(sql "SELECT string_agg(symbol || ':' || n, ',') FROM (SELECT symbol, count(*) n FROM job_runs
              WHERE paused GROUP BY 1) x")"
