@@ -4,6 +4,7 @@
  * costs what the runs still open cost, however long the history.
  */
 #include "cli_int.h"
+#include "cli_verify.h"
 
 #include "bars.h"
 #include "coalesce.h"
@@ -724,7 +725,21 @@ int cli_status(const struct config *c, int argc, char **argv)
             PQfinish(conn);
             return EXIT_SOFTWARE;
         }
-        printf("%s\n", PQgetvalue(r, 0, 0));
+        /* The ledger's totals (issue 14) go in as one more key. */
+        const char *doc = PQgetvalue(r, 0, 0);
+        size_t dl = strlen(doc);
+        dynbuf_t lb;
+        dynbuf_init(&lb, (size_t)1 << 20);
+        char lerr[512];
+        if (verify_status_totals(conn, true, &lb, lerr, sizeof lerr) < 0) {
+            fprintf(stderr, "backfilld status: the ledger's totals: %s\n", lerr);
+            lb.len = 0;
+        }
+        if (dl > 0 && doc[dl - 1] == '}')
+            printf("%.*s, \"ledger\" : %s}\n", (int)(dl - 1), doc, lb.len ? lb.data : "null");
+        else
+            printf("%s\n", doc);
+        dynbuf_free(&lb);
         PQclear(r);
         PQfinish(conn);
         return EXIT_OK;
@@ -801,6 +816,14 @@ int cli_status(const struct config *c, int argc, char **argv)
             print_row(h, i);
         PQclear(h);
     }
+    dynbuf_t lb;
+    dynbuf_init(&lb, (size_t)1 << 20);
+    char lerr[512];
+    if (verify_status_totals(conn, false, &lb, lerr, sizeof lerr) < 0)
+        printf("\nledger unavailable: %s\n", lerr);
+    else if (lb.len > 0)
+        printf("\n%s", lb.data);
+    dynbuf_free(&lb);
     PQclear(js);
     PQfinish(conn);
     return ret;

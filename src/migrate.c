@@ -518,10 +518,18 @@ int migrations_role_sql(PGconn *conn, const char *role, bool create, dynbuf_t *o
         "    take_rate_tokens(text, integer, double precision), pause_rate_limit(text, integer),\n"
         "    take_rate_tokens(text, integer, double precision, double precision, integer, bigint,\n"
         "                     bigint),\n"
-        "    set_rate_limit(text, double precision), prune_job_runs(interval, integer) TO %s;\n"
+        "    set_rate_limit(text, double precision), prune_job_runs(interval, integer),\n"
+        /* the daily upkeep: calendar, corporate actions, the ledger pass (schema 7) */
+        "    calendar_load(date, date, jsonb), backfilld_sync_failed(text, text),\n"
+        "    backfilld_sync_ok(text, date, date, jsonb), ledger_days(text[], text, date, date),\n"
+        "    ledger_record_checks(text[], text[], text[], text[], date[], integer[]),\n"
+        "    ledger_refetch(bigint[], date[]),\n"
+        "    ledger_save_summary(text, date, date, integer, jsonb, integer),\n"
+        "    corporate_actions_load(jsonb), apply_corporate_actions(integer),\n"
+        "    corporate_actions_synced(date, date, integer, integer, integer) TO %s;\n"
         "GRANT SELECT, INSERT, UPDATE ON bars TO %s;\n"
         "GRANT SELECT ON job_runs, job_definitions, schema_migrations, job_coverage,\n"
-        "    job_run_totals TO %s;\n"
+        "    job_run_totals, backfilld_sync_state, trading_calendar TO %s;\n"
         "GRANT TEMPORARY ON DATABASE %s TO %s;\n", /* the writer's staging table */
         PQgetvalue(r, 0, 0), id, id, id, id, PQgetvalue(r, 0, 1), id);
     PQclear(r);

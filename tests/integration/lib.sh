@@ -20,6 +20,9 @@ CHECKS=0
 TIME_SCALE=${BF_TIME_SCALE:-1}
 # Several daemons may run at once: no metrics listener unless a test asks for one.
 export BACKFILLD_METRICS_LISTEN=${BACKFILLD_METRICS_LISTEN-}
+# No daily upkeep (calendar, corporate actions, ledger) unless a test asks: it
+# would reach for Alpaca's real trading host.
+export BACKFILLD_UPKEEP_INTERVAL_MS=${BACKFILLD_UPKEEP_INTERVAL_MS-0}
 FAILED=0
 
 log() { printf '[%s] %s\n' "$TEST_NAME" "$*"; }
