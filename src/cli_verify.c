@@ -575,21 +575,29 @@ static const char verify_usage[] =
     "Exit 0 when nothing is wrong, 1 when a day is a hole or not fetched, or a series\n"
     "has no bar at all; 64 usage, 69 database or Alpaca unavailable, 78 configuration.\n";
 
+/* The rows of the series that starts at row i (rows come by definition): counts
+ * its days per class into cls, says whether it has any bar; returns the row after it. */
+static int series_days(const PGresult *r, int i, int64_t cls[VC_N], bool *any_bar)
+{
+    int j = i, n = PQntuples(r);
+    while (j < n && strcmp(PQgetvalue(r, j, COL_DEF), PQgetvalue(r, i, COL_DEF)) == 0) {
+        int c = class_of(PQgetvalue(r, j, COL_CLASS));
+        cls[c]++;
+        if (c != VC_NO_DATA || PQgetvalue(r, j, COL_LISTED)[0] == 't')
+            *any_bar = true;
+        j++;
+    }
+    return j;
+}
+
 /* Prints the ledger's rows, per series, days that are not complete collapsed into runs. */
 static void print_text(const PGresult *r, const struct verify_totals *t, PGconn *conn)
 {
     int n = PQntuples(r);
     for (int i = 0; i < n;) {
-        int j = i;
         int64_t cls[VC_N] = {0};
         bool any_bar = false;
-        while (j < n && strcmp(PQgetvalue(r, j, COL_DEF), PQgetvalue(r, i, COL_DEF)) == 0) {
-            int c = class_of(PQgetvalue(r, j, COL_CLASS));
-            cls[c]++;
-            if (c != VC_NO_DATA || PQgetvalue(r, j, COL_LISTED)[0] == 't')
-                any_bar = true;
-            j++;
-        }
+        int j = series_days(r, i, cls, &any_bar);
         printf("%s %s %s %s (definition %s): %d days:", PQgetvalue(r, i, COL_SYMBOL),
                PQgetvalue(r, i, COL_TF), PQgetvalue(r, i, COL_FEED), PQgetvalue(r, i, COL_ADJ),
                PQgetvalue(r, i, COL_DEF), j - i);
@@ -680,16 +688,9 @@ static void print_json(const PGresult *r, const struct verify_totals *t, const c
                         (long long)t->queued);
     int n = PQntuples(r);
     for (int i = 0; i < n;) {
-        int j = i;
         int64_t cls[VC_N] = {0};
         bool any_bar = false;
-        while (j < n && strcmp(PQgetvalue(r, j, COL_DEF), PQgetvalue(r, i, COL_DEF)) == 0) {
-            int c = class_of(PQgetvalue(r, j, COL_CLASS));
-            cls[c]++;
-            if (c != VC_NO_DATA || PQgetvalue(r, j, COL_LISTED)[0] == 't')
-                any_bar = true;
-            j++;
-        }
+        int j = series_days(r, i, cls, &any_bar);
         rc |= dynbuf_printf(&b, "%s{\"job_def_id\": %s, \"symbol\": ", i ? ", " : "",
                             PQgetvalue(r, i, COL_DEF));
         rc |= log_json_string(&b, PQgetvalue(r, i, COL_SYMBOL));

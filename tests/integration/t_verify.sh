@@ -185,6 +185,12 @@ daemon_wait "$DAEMON_PID" 30
 check "the daemon stops cleanly with the upkeep job" "0" "$DAEMON_RC"
 bf verify --symbols HOLEC >"$T/v7.out" 2>&1 || true
 check "HOLEC: complete" "HOLEC h1 sip raw: 1 days: 1 complete" "$(vline HOLEC v7)"
+# status shows the ledger's totals: those of the last verify.
+bf status >"$T/status.txt"
+check "status prints the ledger's last verify" "1" \
+    "$(grep -c '^  last verify .*1 complete, 0 holes' "$T/status.txt" || true)"
+check "status --json carries it under ledger" "1|0" \
+    "$(bf status --json | python3 -c 'import json,sys; d = json.load(sys.stdin)["ledger"]["last_verify"]["days"]; print(d["complete"], d["hole"], sep="|")')"
 
 # --- usage ----------------------------------------------------------------------------------
 check "a bad timeframe is 65" "65" "$(bf verify --timeframe w1 >/dev/null 2>&1; echo $?)"
