@@ -46,8 +46,9 @@ echo
 echo "== backfilld status =="
 bf status --limit 5
 echo
-echo "== sample query: AAPL's last 5 hourly bars of 2024 =="
-psql -X -P pager=off -c "SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap
-              FROM bars WHERE symbol = 'AAPL' AND timeframe = 'h1'
+echo "== sample query: AAPL's last 5 hourly SIP bars of 2024 (New York's year: up to the 19:00 ET bar of Dec 31) =="
+psql -X -P pager=off -c "SELECT symbol, timeframe, feed, adjustment, ts, open, high, low, close, volume,
+                     trade_count, vwap, final
+              FROM bars WHERE symbol = 'AAPL' AND timeframe = 'h1' AND feed = 'sip' AND adjustment = 'raw'
              ORDER BY ts DESC LIMIT 5"
 [ "$failed" -eq 0 ] || fail "$failed runs failed"
