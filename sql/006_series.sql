@@ -442,3 +442,18 @@ BEGIN
     END IF;
 END
 $$;
+
+-- status now also reads the coverage log (completions not folded yet): the
+-- roles that may read job_coverage (migrate --create-role) may read it too.
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOR r IN SELECT DISTINCT grantee FROM information_schema.role_table_grants
+              WHERE table_schema = current_schema() AND table_name = 'job_coverage'
+                AND privilege_type = 'SELECT' AND grantee NOT IN (current_user, 'PUBLIC')
+    LOOP
+        EXECUTE format('GRANT SELECT ON job_coverage_log TO %I', r);
+    END LOOP;
+END
+$$;

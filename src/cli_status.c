@@ -559,6 +559,13 @@ static const char status_sql[] =
     "            AND (e->>'at')::timestamptz > now() - interval '24 hours'"
     "          GROUP BY 1 ORDER BY 2 DESC, 3 DESC LIMIT 10),"
     /* what is left of each definition's range: its target minus what succeeded */
+    /* coverage as kept, plus the completions the scheduler has not folded in
+     * yet (it does every pass, 10 s by default; after a daemon stops, at the
+     * next start): one pass over the log, which the fold keeps short */
+    " newly AS (SELECT job_def_id, range_agg(span) AS span FROM job_coverage_log"
+    "            WHERE kind = 'covered' GROUP BY 1),"
+    " cov0 AS (SELECT c.job_def_id, c.covered + coalesce(n.span, '{}') AS covered"
+    "            FROM job_coverage c LEFT JOIN newly n ON n.job_def_id = c.job_def_id),"
     " cov AS (SELECT d.id, d.symbol, d.timeframe, d.feed, d.adjustment, d.job_type, d.enabled,"
     "            d.priority, c.covered,"
     "            d.job_type = 'fetch_historical' AND (d.backfill_to IS NULL OR d.backfill_to > "
@@ -569,7 +576,7 @@ static const char status_sql[] =
     "                 THEN tstzmultirange(tstzrange(d.backfill_from, coalesce(d.backfill_to, "
     "now())))"
     "                      - c.covered END AS missing"
-    "          FROM job_definitions d JOIN job_coverage c ON c.job_def_id = d.id),"
+    "          FROM job_definitions d JOIN cov0 c ON c.job_def_id = d.id),"
     " top AS (SELECT cov.*, coalesce((SELECT sum(extract(epoch FROM upper(m) - lower(m)))"
     "                                  FROM unnest(cov.missing) m), 0) AS missing_s"
     "          FROM cov ORDER BY missing_s DESC, symbol, timeframe LIMIT $1::int),"

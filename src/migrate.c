@@ -529,7 +529,7 @@ int migrations_role_sql(PGconn *conn, const char *role, bool create, dynbuf_t *o
         "    corporate_actions_synced(date, date, integer, integer, integer) TO %s;\n"
         "GRANT SELECT, INSERT, UPDATE ON bars TO %s;\n"
         "GRANT SELECT ON job_runs, job_definitions, schema_migrations, job_coverage,\n"
-        "    job_run_totals, backfilld_sync_state, trading_calendar TO %s;\n"
+        "    job_coverage_log, job_run_totals, backfilld_sync_state, trading_calendar TO %s;\n"
         "GRANT TEMPORARY ON DATABASE %s TO %s;\n", /* the writer's staging table */
         PQgetvalue(r, 0, 0), id, id, id, id, PQgetvalue(r, 0, 1), id);
     PQclear(r);

@@ -28,6 +28,17 @@ expected=$(sql "SELECT count(*) FROM expected_bars")
 check_bars_exact
 check "bars_written adds up" "$expected" "$(sql "SELECT sum(bars_written) FROM job_runs")"
 check "all 50 symbols present" "50" "$(sql "SELECT count(DISTINCT symbol) FROM bars")"
+# status right after the daemon stopped: coverage includes the last completions,
+# which no scheduler pass has folded in yet.
+check "status: AAPL covered from New York's Jan 1 to New York's next Jan 1" \
+    "$(sql "SELECT to_char('$(ny 2024-01-01)'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || '|'
+                   || to_char('$(ny 2025-01-01)'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')")" \
+    "$(bf status --json --limit 100 | python3 -c '
+import json, sys
+from datetime import datetime, timezone
+d = [x for x in json.load(sys.stdin)["definitions"] if x["symbol"] == "AAPL"][0]
+f = lambda s: datetime.fromisoformat(s).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+print(f(d["covered_from"]), f(d["covered_until"]), sep="|")')"
 check "every run started and finished once" "600" "$(sql "SELECT count(*) FROM job_runs WHERE attempt = 1 AND finished_at IS NOT NULL AND locked_by IS NULL")"
 grep -q '"msg":"run succeeded"' "$T/d1.log" || fail "no 'run succeeded' log line"
 grep -q '"msg":"progress"' "$T/d1.log" || fail "no progress log line"
