@@ -1398,6 +1398,28 @@ static bool parse_int(const char *s, int64_t *out, const char **why)
     return true;
 }
 
+/* A limit= parameter, 1 to max, with the measured 400 messages; false (said why in msg) if not. */
+static bool limit_parse(const char *v, int64_t max, int64_t *out, sbuf_t *msg)
+{
+    const char *why;
+    if (!parse_int(v, out, &why)) {
+        sb_printf(msg,
+                  "Invalid format for parameter limit: error binding string parameter: "
+                  "strconv.ParseInt: parsing \"%s\": %s",
+                  v, why);
+        return false;
+    }
+    if (*out < 1) {
+        sb_puts(msg, "invalid limit: must be positive");
+        return false;
+    }
+    if (*out > max) {
+        sb_printf(msg, "invalid limit: exceeds maximum of %lld", (long long)max);
+        return false;
+    }
+    return true;
+}
+
 static bool parse_double(const char *s, double *out)
 {
     char *end = NULL;
@@ -1889,7 +1911,7 @@ static bool query_parse(sim_t *s, char *qs, char *path_sym, int64_t now, query_t
 {
     kv_t kv[SIM_MAX_PARAMS];
     int n = query_split(qs, kv, SIM_MAX_PARAMS, msg);
-    const char *v, *why = NULL, *bad = NULL;
+    const char *v, *bad = NULL;
 
     if (n < 0)
         return false;
@@ -1932,23 +1954,8 @@ static bool query_parse(sim_t *s, char *qs, char *path_sym, int64_t now, query_t
     const char *start = query_get(kv, n, "start"), *end = query_get(kv, n, "end");
     if (!range_resolve(start, end, s->k.free_plan, now, &q->lo, &q->hi, &q->end_ts, msg))
         return false;
-    if ((v = query_get(kv, n, "limit"))) {
-        if (!parse_int(v, &q->limit, &why)) {
-            sb_printf(msg,
-                      "Invalid format for parameter limit: error binding string parameter: "
-                      "strconv.ParseInt: parsing \"%s\": %s",
-                      v, why);
-            return false;
-        }
-        if (q->limit < 1) {
-            sb_puts(msg, "invalid limit: must be positive");
-            return false;
-        }
-        if (q->limit > SIM_LIMIT_MAX) {
-            sb_puts(msg, "invalid limit: exceeds maximum of 10000");
-            return false;
-        }
-    }
+    if ((v = query_get(kv, n, "limit")) && !limit_parse(v, SIM_LIMIT_MAX, &q->limit, msg))
+        return false;
     if ((v = query_get(kv, n, "feed")) && (q->feed = feed_parse(v)) < 0) {
         sb_printf(msg, "invalid feed: %s", v);
         return false;
@@ -2783,7 +2790,7 @@ static bool ca_parse(char *qs, int64_t today, ca_query_t *q, sbuf_t *msg)
 {
     kv_t kv[SIM_MAX_PARAMS];
     int n = query_split(qs, kv, SIM_MAX_PARAMS, msg);
-    const char *v, *why, *bad = NULL;
+    const char *v, *bad = NULL;
 
     if (n < 0)
         return false;
@@ -2837,23 +2844,8 @@ static bool ca_parse(char *qs, int64_t today, ca_query_t *q, sbuf_t *msg)
         sb_puts(msg, "end should not be before start");
         return false;
     }
-    if ((v = query_get(kv, n, "limit"))) {
-        if (!parse_int(v, &q->limit, &why)) {
-            sb_printf(msg,
-                      "Invalid format for parameter limit: error binding string parameter: "
-                      "strconv.ParseInt: parsing \"%s\": %s",
-                      v, why);
-            return false;
-        }
-        if (q->limit < 1) {
-            sb_puts(msg, "invalid limit: must be positive");
-            return false;
-        }
-        if (q->limit > 1000) {
-            sb_puts(msg, "invalid limit: exceeds maximum of 1000");
-            return false;
-        }
-    }
+    if ((v = query_get(kv, n, "limit")) && !limit_parse(v, 1000, &q->limit, msg))
+        return false;
     if ((v = query_get(kv, n, "sort"))) {
         if (strcmp(v, "asc") != 0 && strcmp(v, "desc") != 0) {
             sb_printf(msg, "invalid sort: %s", v);
