@@ -4,14 +4,12 @@
  *
  * Runs can share a request when their timeframe, feed and adjustment match.
  * A symbol's runs with adjacent ranges (one chunk ending where the next
- * begins) are merged into one span, and symbols whose spans are equal share a
- * request over that span: pages come sorted by symbol, then time, so each bar
- * still goes to exactly one run. Alpaca's limit= counts bars across all the
- * symbols of a request and a request costs one call per page, so what a
- * request wastes is the unfilled end of its last page: requests are planned
- * to be many pages long (up to COALESCE_PAGES_PER_REQUEST, estimated from
- * session hours), never cut to one page each. Pure: no loop, no I/O,
- * unit-tested.
+ * begins) are merged into one span of up to COALESCE_PAGES_PER_REQUEST pages, and symbols whose
+ * spans are equal share a request over that span: pages come sorted by symbol, then time, so each
+ * bar still goes to exactly one run. Alpaca's limit= counts bars across all the symbols of a
+ * request and a request costs one call per page, so what a request wastes is the unfilled end of
+ * its last page: requests are planned to be many pages long (up to COALESCE_PAGES_PER_REQUEST,
+ * estimated from session hours), never cut to one page each. Pure: no loop, no I/O, unit-tested.
  */
 #ifndef BACKFILLD_COALESCE_H
 #define BACKFILLD_COALESCE_H
@@ -79,5 +77,16 @@ double coalesce_estimate_bars(const struct coalesce_key *k);
  */
 size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_limit,
                      int64_t max_symbols, size_t *order, struct coalesce_request *out);
+
+/*
+ * As coalesce_plan, and at least min_requests requests when the runs allow
+ * it (a symbol's span is never split): the extra requests split the
+ * longest ones by symbol, each costing at most one partly filled page. For
+ * when the budget could keep more requests in flight than the plan would
+ * make, so that requests are not what is scarce (see dispatch_runs.c).
+ */
+size_t coalesce_plan_wide(const struct coalesce_key *keys, size_t n, int64_t page_limit,
+                          int64_t max_symbols, size_t min_requests, size_t *order,
+                          struct coalesce_request *out);
 
 #endif

@@ -138,8 +138,25 @@ static void emit(const struct keyed *sorted, struct span *const *sp, size_t m, s
     r->count = *nord - r->first;
 }
 
-size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_limit,
-                     int64_t max_symbols, size_t *order, struct coalesce_request *out)
+/* The estimated pages of one symbol over k's kind of run and [start_us, end_us). */
+static double span_pages(const struct coalesce_key *k, int64_t start_us, int64_t end_us,
+                         int64_t page_limit)
+{
+    struct coalesce_key span_key = *k;
+    span_key.start_us = start_us;
+    span_key.end_us = end_us;
+    return coalesce_estimate_bars(&span_key) / (double)(page_limit > 0 ? page_limit : 1);
+}
+
+/* Spans sp[i..e) share a request key; uniq[0..m) are their symbols once each. */
+struct kgroup {
+    size_t i, e, m, nreq;
+    double pages;
+};
+
+size_t coalesce_plan_wide(const struct coalesce_key *keys, size_t n, int64_t page_limit,
+                          int64_t max_symbols, size_t min_requests, size_t *order,
+                          struct coalesce_request *out)
 {
     if (max_symbols <= 1) {
         for (size_t i = 0; i < n; i++) {
@@ -156,19 +173,23 @@ size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_lim
     struct keyed *sorted = malloc(cap * sizeof *sorted);
     struct span *spans = malloc(cap * sizeof *spans);
     struct span **uniq = malloc(cap * sizeof *uniq), **dups = malloc(cap * sizeof *dups);
-    if (!sorted || !spans || !uniq || !dups)
+    struct kgroup *groups = malloc(cap * sizeof *groups);
+    if (!sorted || !spans || !uniq || !dups || !groups)
         abort(); /* as xmalloc: out of memory is fatal */
     for (size_t i = 0; i < n; i++)
         sorted[i] = (struct keyed){.k = &keys[i], .i = i};
     qsort(sorted, n, sizeof *sorted, cmp_by_symbol);
 
-    /* A symbol's runs whose ranges meet end to start become one span. */
+    /* A symbol's runs whose ranges meet end to start become one span, up to
+     * about COALESCE_PAGES_PER_REQUEST pages: a deep history of one symbol is
+     * several requests side by side, not one walk of hundreds of pages. */
     size_t nspans = 0;
     for (size_t i = 0; i < n; i++) {
         const struct coalesce_key *k = sorted[i].k;
         struct span *last = nspans ? &spans[nspans - 1] : NULL;
         if (last && cmp_family(last->k, k) == 0 && strcmp(last->k->symbol, k->symbol) == 0 &&
-            k->start_us == last->end_us && k->end_us > k->start_us) {
+            k->start_us == last->end_us && k->end_us > k->start_us &&
+            span_pages(k, last->start_us, k->end_us, page_limit) <= COALESCE_PAGES_PER_REQUEST) {
             last->end_us = k->end_us;
             last->hi = i + 1;
             continue;
@@ -178,44 +199,70 @@ size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_lim
     }
     qsort(spans, nspans, sizeof *spans, cmp_span);
 
-    size_t nout = 0, nord = 0, i = 0;
-    while (i < nspans) {
-        size_t e = i + 1;
-        while (e < nspans && same_request_key(&spans[i], &spans[e]))
+    /* Spans with one request key: the fewest requests of at most max_symbols
+     * symbols and about COALESCE_PAGES_PER_REQUEST pages. A symbol twice over
+     * the same span (two definitions' runs) is counted once here; its second
+     * span goes alone below, so no bar belongs to two runs of a request. */
+    size_t ngroups = 0, total = 0;
+    for (size_t i = 0; i < nspans;) {
+        size_t e = i + 1, m = 1;
+        while (e < nspans && same_request_key(&spans[i], &spans[e])) {
+            m += strcmp(spans[e - 1].k->symbol, spans[e].k->symbol) != 0;
             e++;
-        /* A symbol twice over the same span (two definitions' runs): the
-         * second one goes alone, so no bar belongs to two runs of a request. */
-        size_t m = 0, nd = 0;
-        for (size_t j = i; j < e; j++) {
-            if (m && strcmp(uniq[m - 1]->k->symbol, spans[j].k->symbol) == 0)
-                dups[nd++] = &spans[j];
-            else
-                uniq[m++] = &spans[j];
         }
-        /* The fewest requests of at most max_symbols symbols and about
-         * COALESCE_PAGES_PER_REQUEST pages, the symbols spread evenly. */
-        struct coalesce_key span_key = *spans[i].k;
-        span_key.start_us = spans[i].start_us;
-        span_key.end_us = spans[i].end_us;
-        double pages = (double)m * coalesce_estimate_bars(&span_key) /
-                       (double)(page_limit > 0 ? page_limit : 1);
+        double pages =
+            (double)m * span_pages(spans[i].k, spans[i].start_us, spans[i].end_us, page_limit);
         size_t nreq = (m + (size_t)max_symbols - 1) / (size_t)max_symbols;
         size_t by_pages = (size_t)ceil(pages / COALESCE_PAGES_PER_REQUEST);
         if (by_pages > nreq)
             nreq = by_pages;
         if (nreq > m)
             nreq = m;
-        for (size_t g = 0; g < nreq; g++) {
-            size_t lo = m * g / nreq, hi = m * (g + 1) / nreq;
+        groups[ngroups++] = (struct kgroup){.i = i, .e = e, .m = m, .nreq = nreq, .pages = pages};
+        total += nreq;
+        i = e;
+    }
+    /* Wider when asked: one more request at a time for the group whose
+     * requests are longest, while a group has symbols left to split. */
+    while (total < min_requests) {
+        struct kgroup *best = NULL;
+        for (size_t g = 0; g < ngroups; g++)
+            if (groups[g].nreq < groups[g].m && (!best || groups[g].pages * (double)best->nreq >
+                                                              best->pages * (double)groups[g].nreq))
+                best = &groups[g];
+        if (!best)
+            break;
+        best->nreq++;
+        total++;
+    }
+
+    size_t nout = 0, nord = 0;
+    for (size_t g = 0; g < ngroups; g++) {
+        size_t m = 0, nd = 0;
+        for (size_t j = groups[g].i; j < groups[g].e; j++) {
+            if (m && strcmp(uniq[m - 1]->k->symbol, spans[j].k->symbol) == 0)
+                dups[nd++] = &spans[j];
+            else
+                uniq[m++] = &spans[j];
+        }
+        size_t nreq = groups[g].nreq; /* the symbols spread evenly */
+        for (size_t r = 0; r < nreq; r++) {
+            size_t lo = m * r / nreq, hi = m * (r + 1) / nreq;
             emit(sorted, uniq + lo, hi - lo, order, &nord, out, &nout);
         }
         for (size_t j = 0; j < nd; j++)
             emit(sorted, dups + j, 1, order, &nord, out, &nout);
-        i = e;
     }
+    free(groups);
     free(dups);
     free(uniq);
     free(spans);
     free(sorted);
     return nout;
+}
+
+size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_limit,
+                     int64_t max_symbols, size_t *order, struct coalesce_request *out)
+{
+    return coalesce_plan_wide(keys, n, page_limit, max_symbols, 1, order, out);
 }

@@ -147,6 +147,84 @@ static void test_plan_spans(void **state)
     assert_int_equal(two_year, 1);
 }
 
+/* One symbol's 520 adjacent weeks of m1 (10 years, ~241 pages): spans of up to ~50
+ * pages each, several requests side by side, each run in exactly one. */
+static void test_plan_deep_history_cut_into_spans(void **state)
+{
+    static struct coalesce_key keys[520];
+    for (int i = 0; i < 520; i++) {
+        keys[i] = key("AAPL", "m1", 7);
+        keys[i].start_us += (int64_t)i * 7 * US_PER_DAY;
+        keys[i].end_us += (int64_t)i * 7 * US_PER_DAY;
+    }
+    static size_t order[520];
+    static struct coalesce_request out[520];
+    size_t n = coalesce_plan(keys, 520, 10000, 100, order, out);
+    assert_int_equal(n, 5); /* 520 weeks x ~4,640 bars ≈ 241 pages, ≤ 50 a request */
+    size_t runs = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct coalesce_key span = keys[order[out[i].first]];
+        span.start_us = out[i].start_us;
+        span.end_us = out[i].end_us;
+        assert_true(coalesce_estimate_bars(&span) / 10000 <= COALESCE_PAGES_PER_REQUEST);
+        assert_int_equal(out[i].nsymbols, 1);
+        for (size_t j = 0; j < out[i].count; j++) {
+            const struct coalesce_key *k = &keys[order[out[i].first + j]];
+            assert_true(k->start_us >= out[i].start_us && k->end_us <= out[i].end_us);
+        }
+        runs += out[i].count;
+    }
+    assert_int_equal(runs, 520);
+}
+
+/* Wider: 51 symbols of one span (a year of h1, ~21 pages: one request)
+ * become 8 requests of 6-7 symbols when 8 are asked for, and never more
+ * requests than symbols. Asked for 1, it is the plain plan. */
+static void test_plan_wide(void **state)
+{
+    static struct coalesce_key keys[51];
+    static char names[51][8];
+    for (int i = 0; i < 51; i++) {
+        snprintf(names[i], sizeof names[i], "S%03d", i);
+        keys[i] = key(names[i], "h1", 366);
+    }
+    static size_t order[51];
+    static struct coalesce_request out[51];
+    assert_int_equal(coalesce_plan_wide(keys, 51, 10000, 100, 1, order, out), 1);
+    size_t n = coalesce_plan_wide(keys, 51, 10000, 100, 8, order, out);
+    assert_int_equal(n, 8);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(out[i].nsymbols == 6 || out[i].nsymbols == 7);
+        total += out[i].count;
+    }
+    assert_int_equal(total, 51);
+    assert_int_equal(coalesce_plan_wide(keys, 3, 10000, 100, 64, order, out), 3);
+}
+
+/* Wider splits the longest requests first: of a 50-symbol year and a
+ * 10-symbol month, the year is split. */
+static void test_plan_wide_splits_longest(void **state)
+{
+    static struct coalesce_key keys[60];
+    static char names[60][8];
+    for (int i = 0; i < 60; i++) {
+        snprintf(names[i], sizeof names[i], "S%03d", i);
+        keys[i] = key(names[i], "h1", i < 50 ? 366 : 31);
+    }
+    static size_t order[60];
+    static struct coalesce_request out[60];
+    size_t n = coalesce_plan_wide(keys, 60, 10000, 100, 4, order, out);
+    assert_int_equal(n, 4);
+    int month = 0;
+    for (size_t i = 0; i < n; i++)
+        if (out[i].end_us - out[i].start_us == 31 * US_PER_DAY) {
+            month++;
+            assert_int_equal(out[i].nsymbols, 10);
+        }
+    assert_int_equal(month, 1);
+}
+
 /* The same symbol twice over the same span (two definitions): never in one request. */
 static void test_plan_duplicate_symbol(void **state)
 {
@@ -222,6 +300,9 @@ int main(void)
         cmocka_unit_test(test_plan_even_split),
         cmocka_unit_test(test_plan_cut_by_pages),
         cmocka_unit_test(test_plan_spans),
+        cmocka_unit_test(test_plan_deep_history_cut_into_spans),
+        cmocka_unit_test(test_plan_wide),
+        cmocka_unit_test(test_plan_wide_splits_longest),
         cmocka_unit_test(test_plan_duplicate_symbol),
         cmocka_unit_test(test_plan_keys_apart),
         cmocka_unit_test(test_plan_per_symbol_mode),
