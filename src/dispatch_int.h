@@ -155,6 +155,7 @@ struct dispatch {
     metrics_server_t *metrics;
     metrics_histogram_t upsert_hist, http_hist;
     uint64_t http_status[600]; /* responses by status code; [0] = no response */
+    double page_ms;            /* a bars page's time in curl, moving average; 0 = none yet */
     uint64_t prev_bars, prev_requests;
     int64_t last_idle_progress_ms;
     int64_t prev_progress_ms;

@@ -32,6 +32,8 @@ void report_on_http_done(void *arg, long status, double ms)
 {
     dispatch_t *d = arg;
     d->http_status[status >= 100 && status < 600 ? status : 0]++;
+    if (status == 200)
+        d->page_ms = d->page_ms > 0 ? 0.8 * d->page_ms + 0.2 * ms : ms;
     metrics_hist_observe(&d->http_hist, ms / 1000.0);
 }
 

@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* A bars page's time until one is measured: a full page from Alpaca is ~1-2 MB of JSON. */
+#define ASSUMED_PAGE_MS 100.0
 
 /* --- runs and groups -------------------------------------------------------------- */
 
@@ -651,6 +655,28 @@ static void start_group(dispatch_t *d, struct run **runs, size_t n, int64_t star
     free(syms);
 }
 
+/*
+ * The requests a plan should make at least: as many as the budget can keep
+ * in flight (Little's law: requests a second x seconds a page), up to what
+ * curl is handed at once, less those already fetching. Under a budget that
+ * binds (the free plan's 200 a minute at ~0.1-0.5 s a page is under one in
+ * flight) that is 1 and requests are planned as long as they go, close to
+ * the floor of ceil(bars / limit); with a budget the connections cannot
+ * spend, a request cut in two costs at most one partly filled page of
+ * budget nobody would use, and its pages are walked side by side.
+ */
+static size_t plan_width(const dispatch_t *d)
+{
+    double page_s = (d->page_ms > 0 ? d->page_ms : ASSUMED_PAGE_MS) / 1000.0;
+    double by_budget = ratelimit_rate(d->rl) / 60.0 * page_s;
+    double room = (double)http_capacity(d->http, strncasecmp(d->cfg->data_url, "https:", 6) == 0);
+    double want = by_budget < room ? by_budget : room;
+    size_t fetching = 0;
+    for (const struct group *g = d->groups; g; g = g->next)
+        fetching += g->fetch != NULL;
+    return want > (double)fetching + 1 ? (size_t)(want - (double)fetching) : 1;
+}
+
 void runs_start(dispatch_t *d, struct run **runs, size_t n)
 {
     struct coalesce_key *keys = xcalloc(n + 1, sizeof *keys);
@@ -666,7 +692,8 @@ void runs_start(dispatch_t *d, struct run **runs, size_t n)
                                         .start_us = j->start_us,
                                         .end_us = j->end_us};
     }
-    size_t nreq = coalesce_plan(keys, n, d->cfg->page_limit, d->cfg->batch_symbols, order, reqs);
+    size_t nreq = coalesce_plan_wide(keys, n, d->cfg->page_limit, d->cfg->batch_symbols,
+                                     plan_width(d), order, reqs);
     for (size_t i = 0; i < n; i++)
         sorted[i] = runs[order[i]];
     for (size_t i = 0; i < nreq; i++)

@@ -246,9 +246,14 @@ static void on_defer(uv_timer_t *t);
  * How many requests may be in curl at once: one per connection over plain
  * http (HTTP/1.1), many over https, where connections are multiplexed.
  */
+long http_capacity(const http_client_t *c, bool https)
+{
+    return c->opts.max_connections * (https ? HTTP2_STREAMS : 1);
+}
+
 static long room_for(const http_client_t *c, const http_req_t *r)
 {
-    return c->opts.max_connections * (r->https ? HTTP2_STREAMS : 1);
+    return http_capacity(c, r->https);
 }
 
 /* Hands r to curl, or queues it while curl has as many as it can serve. */
