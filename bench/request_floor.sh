@@ -12,7 +12,11 @@
 #
 # Each workload gets a fresh database, the simulator without a rate limit and
 # the daemon with the default settings (BACKFILLD_* from the environment are
-# passed on, e.g. BACKFILLD_CLAIM_BATCH=1000 BACKFILLD_CONCURRENCY=1000).
+# passed on, e.g. BACKFILLD_CLAIM_BATCH=100 BACKFILLD_CONCURRENCY=200) and a
+# budget that binds, BACKFILLD_RATE_LIMIT=600 (10 requests a second): requests
+# are what is scarce only then. With a budget the connections cannot spend
+# (rate x seconds a page > connections), the daemon splits requests so that
+# their pages are walked side by side, at up to one partial page each.
 # requests = the simulator's count of bars requests (a retry would count too).
 #
 # Env: WORKLOADS (default "d1 h1 m1 mixed"), ROUND_TIMEOUT (s, default 300),
@@ -32,7 +36,7 @@ snapshot_binaries
 
 pg_start
 sim_start --latency-ms 0
-export BACKFILLD_RATE_LIMIT=${BACKFILLD_RATE_LIMIT:-600000}
+export BACKFILLD_RATE_LIMIT=${BACKFILLD_RATE_LIMIT:-600}
 export BACKFILLD_PROGRESS_INTERVAL_MS=60000
 export BACKFILLD_METRICS_LISTEN=
 
@@ -83,7 +87,16 @@ done
 
 echo
 echo "backfilld requests vs floor (ceil(bars / 10,000)); simulator without rate limit or latency;"
-echo "BACKFILLD_CLAIM_BATCH=${BACKFILLD_CLAIM_BATCH:-100 (default)} BACKFILLD_CONCURRENCY=${BACKFILLD_CONCURRENCY:-200 (default)} BACKFILLD_BATCH_SYMBOLS=${BACKFILLD_BATCH_SYMBOLS:-100 (default)}"
+echo "BACKFILLD_RATE_LIMIT=$BACKFILLD_RATE_LIMIT (a budget that binds)"
+# The settings as the daemon sees them: the environment's, else its own defaults.
+for k in BACKFILLD_CLAIM_BATCH BACKFILLD_CONCURRENCY BACKFILLD_BATCH_SYMBOLS; do
+    if [ -n "${!k:-}" ]; then
+        printf '%s=%s ' "$k" "${!k}"
+    else
+        printf '%s=%s (default) ' "$k" "$("$BF_BIN" --help-config | awk -v k="$k" '$1 == k { print $2 }')"
+    fi
+done
+echo
 printf '%-7s %6s %9s %8s %6s %7s %7s  %s\n' workload runs bars requests floor ratio wall_s note
 for w in $WORKLOADS; do
     printf '%-7s %6s %9s %8s %6s %7s %7s  %s\n' "$w" "${R_RUNS[$w]:--}" "${R_BARS[$w]:--}" \

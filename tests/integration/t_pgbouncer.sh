@@ -71,7 +71,8 @@ check "600 runs queued through the pooler" "600" "$(sql "SELECT count(*) FROM jo
 xact0=$(pgb_stat total_xact_count)
 
 # --- the daemon through the pooler, poll-only ------------------------------------------
-export BACKFILLD_RATE_LIMIT=600000 BACKFILLD_RUN_RETRY_BASE_MS=100
+# Claims of 50 (the default takes all 600 in one): many claims and writes through the pooler.
+export BACKFILLD_RATE_LIMIT=600000 BACKFILLD_RUN_RETRY_BASE_MS=100 BACKFILLD_CLAIM_BATCH=50
 t0=$SECONDS
 BACKFILLD_DATABASE_URL="$PGB" BACKFILLD_POLL_ONLY=true BACKFILLD_POLL_INTERVAL_MS=200 \
     "$BF_BIN" run --until-idle 2>>"$T/pooled.log" &

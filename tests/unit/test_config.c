@@ -205,8 +205,8 @@ static void test_defaults(void **state)
     assert_string_equal(c->worker_id, "");
     assert_string_equal(c->metrics_listen, "127.0.0.1:9464");
     assert_string_equal(c->ca_file, "");
-    assert_int_equal(c->concurrency, 200);
-    assert_int_equal(c->claim_batch, 100);
+    assert_int_equal(c->concurrency, 2000);
+    assert_int_equal(c->claim_batch, 1000);
     assert_int_equal(c->batch_symbols, 100);
     assert_int_equal(c->poll_interval_ms, 1000);
     assert_int_equal(c->lease_seconds, 30);
@@ -301,7 +301,7 @@ static void test_file_sets_values(void **state)
     assert_string_equal(f->c.database_url, "host=db port=5433");
     assert_int_equal(f->c.shutdown_timeout_ms, 0);
     /* Keys the file does not mention keep their defaults. */
-    assert_int_equal(f->c.claim_batch, 100);
+    assert_int_equal(f->c.claim_batch, 1000);
     assert_int_equal(f->c.max_connections, 8);
 }
 
