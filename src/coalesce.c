@@ -223,12 +223,14 @@ size_t coalesce_plan_wide(const struct coalesce_key *keys, size_t n, int64_t pag
         i = e;
     }
     /* Wider when asked: one more request at a time for the group whose
-     * requests are longest, while a group has symbols left to split. */
+     * requests are longest, while a group has symbols left to split and
+     * its requests would still be a page or more each. */
     while (total < min_requests) {
         struct kgroup *best = NULL;
         for (size_t g = 0; g < ngroups; g++)
-            if (groups[g].nreq < groups[g].m && (!best || groups[g].pages * (double)best->nreq >
-                                                              best->pages * (double)groups[g].nreq))
+            if (groups[g].nreq < groups[g].m && groups[g].pages >= (double)(groups[g].nreq + 1) &&
+                (!best ||
+                 groups[g].pages * (double)best->nreq > best->pages * (double)groups[g].nreq))
                 best = &groups[g];
         if (!best)
             break;

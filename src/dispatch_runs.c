@@ -658,12 +658,15 @@ static void start_group(dispatch_t *d, struct run **runs, size_t n, int64_t star
 /*
  * The requests a plan should make at least: as many as the budget can keep
  * in flight (Little's law: requests a second x seconds a page), up to what
- * curl is handed at once, less those already fetching. Under a budget that
- * binds (the free plan's 200 a minute at ~0.1-0.5 s a page is under one in
- * flight) that is 1 and requests are planned as long as they go, close to
- * the floor of ceil(bars / limit); with a budget the connections cannot
- * spend, a request cut in two costs at most one partly filled page of
- * budget nobody would use, and its pages are walked side by side.
+ * curl is handed at once. Under a budget that binds (the free plan's 200 a
+ * minute at ~0.1-0.5 s a page is under one in flight) that is 1, and
+ * requests are planned as long as they go, close to the floor of
+ * ceil(bars / limit). With more budget than a few long requests can spend,
+ * the claim's symbols are spread over that many requests, walked side by
+ * side, each costing at most one partly filled page. Requests already
+ * fetching are not subtracted: they end sooner than this plan's, whose
+ * pages would then be walked by too few requests while connections and
+ * budget sit idle.
  */
 static size_t plan_width(const dispatch_t *d)
 {
@@ -671,10 +674,7 @@ static size_t plan_width(const dispatch_t *d)
     double by_budget = ratelimit_rate(d->rl) / 60.0 * page_s;
     double room = (double)http_capacity(d->http, strncasecmp(d->cfg->data_url, "https:", 6) == 0);
     double want = by_budget < room ? by_budget : room;
-    size_t fetching = 0;
-    for (const struct group *g = d->groups; g; g = g->next)
-        fetching += g->fetch != NULL;
-    return want > (double)fetching + 1 ? (size_t)(want - (double)fetching) : 1;
+    return want > 1 ? (size_t)want : 1;
 }
 
 void runs_start(dispatch_t *d, struct run **runs, size_t n)

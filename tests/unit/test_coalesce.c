@@ -178,8 +178,9 @@ static void test_plan_deep_history_cut_into_spans(void **state)
 }
 
 /* Wider: 51 symbols of one span (a year of h1, ~21 pages: one request)
- * become 8 requests of 6-7 symbols when 8 are asked for, and never more
- * requests than symbols. Asked for 1, it is the plain plan. */
+ * become 8 requests of 6-7 symbols when 8 are asked for. Asked for 1, it
+ * is the plain plan; three symbols of a year (~1.2 pages) are not cut
+ * below a page whatever is asked. */
 static void test_plan_wide(void **state)
 {
     static struct coalesce_key keys[51];
@@ -199,7 +200,8 @@ static void test_plan_wide(void **state)
         total += out[i].count;
     }
     assert_int_equal(total, 51);
-    assert_int_equal(coalesce_plan_wide(keys, 3, 10000, 100, 64, order, out), 3);
+    assert_int_equal(coalesce_plan_wide(keys, 3, 10000, 100, 64, order, out), 1);
+    assert_int_equal(coalesce_plan_wide(keys, 10, 10000, 100, 64, order, out), 4); /* ~4 pages */
 }
 
 /* Wider splits the longest requests first: of a 50-symbol year and a
