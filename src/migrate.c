@@ -509,7 +509,7 @@ int migrations_role_sql(PGconn *conn, const char *role, bool create, dynbuf_t *o
         out,
         "GRANT USAGE ON SCHEMA %s TO %s;\n"
         "GRANT EXECUTE ON FUNCTION claim_queued_job(text, integer, double precision),\n"
-        "    complete_job_runs(text, bigint[], integer[], bigint[], integer[]),\n"
+        "    complete_job_runs(text, bigint[], integer[], bigint[], integer[], bigint[]),\n"
         "    fail_job_run(text, bigint, integer, text, boolean, bigint, bigint),\n"
         "    release_job_runs(text, bigint[], integer[]),\n"
         "    renew_job_leases(text, bigint[], integer[], bigint[], double precision),\n"

@@ -144,8 +144,49 @@ static void submit(struct writer *w);
 static void probe(struct writer *w);
 static void flush_all(store_t *s);
 
-/* Appends "{a,b,c}" built from one field of every final item. */
-static void array_lit(dynbuf_t *d, const struct txn *b, int which)
+/* A run's attempt and one of its items, for here_of. */
+struct run_item {
+    int64_t run_id;
+    int attempt;
+    size_t i;
+};
+
+static int cmp_run_item(const void *a, const void *b)
+{
+    const struct run_item *x = a, *y = b;
+    if (x->run_id != y->run_id)
+        return (x->run_id > y->run_id) - (x->run_id < y->run_id);
+    if (x->attempt != y->attempt)
+        return (x->attempt > y->attempt) - (x->attempt < y->attempt);
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* here[i] for every item i: the bars of its run (id and attempt) in this
+ * transaction, over all its items. A final item whose run has all its bars
+ * here needs no count of what is stored (complete_job_runs, schema 8). */
+static int64_t *here_of(const struct txn *b)
+{
+    size_t n = b->nitems;
+    int64_t *here = xcalloc(n + 1, sizeof *here);
+    struct run_item *ri = xcalloc(n + 1, sizeof *ri);
+    for (size_t i = 0; i < n; i++)
+        ri[i] =
+            (struct run_item){.run_id = b->items[i].run_id, .attempt = b->items[i].attempt, .i = i};
+    qsort(ri, n, sizeof *ri, cmp_run_item);
+    for (size_t lo = 0, hi; lo < n; lo = hi) {
+        int64_t sum = 0;
+        for (hi = lo; hi < n && ri[hi].run_id == ri[lo].run_id && ri[hi].attempt == ri[lo].attempt;
+             hi++)
+            sum += b->items[ri[hi].i].nbars;
+        for (size_t k = lo; k < hi; k++)
+            here[ri[k].i] = sum;
+    }
+    free(ri);
+    return here;
+}
+
+/* Appends "{a,b,c}" built from one field of every final item (4: here[i]). */
+static void array_lit(dynbuf_t *d, const struct txn *b, int which, const int64_t *here)
 {
     bool first = true;
     int rc = dynbuf_append(d, "{", 1);
@@ -156,7 +197,8 @@ static void array_lit(dynbuf_t *d, const struct txn *b, int which)
         long long v = which == 0   ? it->run_id
                       : which == 1 ? it->attempt
                       : which == 2 ? it->total_bars
-                                   : it->pages;
+                      : which == 3 ? it->pages
+                                   : here[i];
         rc |= dynbuf_printf(d, first ? "%lld" : ",%lld", v);
         first = false;
     }
@@ -583,22 +625,24 @@ static void submit(struct writer *w)
         b->kept_upsert = kept++;
     }
     if (finals) {
-        dynbuf_t a[4];
-        const char *params[5];
+        dynbuf_t a[5];
+        const char *params[6];
+        int64_t *here = here_of(b);
         params[0] = s->worker;
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 5; k++) {
             dynbuf_init(&a[k], (size_t)1 << 26);
-            array_lit(&a[k], b, k);
+            array_lit(&a[k], b, k, here);
             params[k + 1] = a[k].data;
         }
         db_req_sql(r,
                    "SELECT * FROM complete_job_runs($1, $2::bigint[], $3::int[], $4::bigint[], "
-                   "$5::int[])",
-                   5, params);
+                   "$5::int[], $6::bigint[])",
+                   6, params);
         db_req_keep(r);
         b->kept_done = kept++;
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < 5; k++)
             dynbuf_free(&a[k]);
+        free(here);
     }
     db_submit(w->db, r);
 }
