@@ -39,7 +39,8 @@ sql "INSERT INTO job_definitions (symbol, timeframe, job_type, feed) VALUES ('IE
      INSERT INTO bars VALUES ('ON', 'h1', '2024-01-02 15:00Z', 1, 1, 1, 1, 1, 1, 1),
                              ('IEX', 'h1', '2024-01-02 15:00Z', 2, 2, 2, 2, 2, 2, 2);
      CREATE ROLE \"backfilld-daemon\" LOGIN;
-     GRANT EXECUTE ON FUNCTION schedule_due_jobs(integer) TO \"backfilld-daemon\""
+     GRANT EXECUTE ON FUNCTION schedule_due_jobs(integer) TO \"backfilld-daemon\";
+     GRANT EXECUTE ON FUNCTION complete_job_runs(text, bigint[], integer[], bigint[], integer[]) TO \"backfilld-daemon\""
 check "migrate applies what is new" "schema at version $SCHEMA_LATEST ($((SCHEMA_LATEST - 3)) migrations applied)" "$(bf migrate)"
 check "old bars are labelled with their definition's series, fetched at an unknown time, final" \
     "IEX|iex|raw|true|true ON|sip|raw|true|true" \
@@ -52,6 +53,9 @@ check "keyed by series now" "symbol, timeframe, feed, adjustment, ts" \
              WHERE i.indrelid = 'bars'::regclass AND i.indisprimary")"
 check "the role that could run the old scheduler can run the new one" "t" \
     "$(sql "SELECT has_function_privilege('backfilld-daemon', 'schedule_due_jobs(integer, interval, interval)', 'EXECUTE')")"
+check "and the completion made anew in schema 8" "t|f" \
+    "$(sql "SELECT has_function_privilege('backfilld-daemon', 'complete_job_runs(text, bigint[], integer[], bigint[], integer[], bigint[])', 'EXECUTE'),
+                   has_function_privilege('public', 'complete_job_runs(text, bigint[], integer[], bigint[], integer[], bigint[])', 'EXECUTE')")"
 check "the disabled definition's queued runs are paused, and only they" "OFF:6" \
     "$(sql "SELECT string_agg(symbol || ':' || n, ',') FROM (SELECT symbol, count(*) n FROM job_runs
              WHERE paused GROUP BY 1) x")"
