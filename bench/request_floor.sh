@@ -13,7 +13,7 @@
 # Each workload gets a fresh database, the simulator without a rate limit and
 # the daemon with the default settings (BACKFILLD_* from the environment are
 # passed on, e.g. BACKFILLD_CLAIM_BATCH=100 BACKFILLD_CONCURRENCY=200) and a
-# budget that binds, BACKFILLD_RATE_LIMIT=600 (10 requests a second): requests
+# budget that binds, BACKFILLD_RATE_LIMIT=300 (5 requests a second): requests
 # are what is scarce only then. With a budget the connections cannot spend
 # (rate x seconds a page > connections), the daemon splits requests so that
 # their pages are walked side by side, at up to one partial page each.
@@ -36,7 +36,7 @@ snapshot_binaries
 
 pg_start
 sim_start --latency-ms 0
-export BACKFILLD_RATE_LIMIT=${BACKFILLD_RATE_LIMIT:-600}
+export BACKFILLD_RATE_LIMIT=${BACKFILLD_RATE_LIMIT:-300}
 export BACKFILLD_PROGRESS_INTERVAL_MS=60000
 export BACKFILLD_METRICS_LISTEN=
 

@@ -103,12 +103,16 @@ void queue_maybe_claim(dispatch_t *d)
 
 /* --- leases, rescue, schedule ------------------------------------------------------ */
 
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* held is sorted: thousands of runs are in flight with the default claims. */
 static bool holds(const int64_t *held, size_t n, int64_t id)
 {
-    for (size_t i = 0; i < n; i++)
-        if (held[i] == id)
-            return true;
-    return false;
+    return n > 0 && bsearch(&id, held, n, sizeof *held, cmp_id) != NULL;
 }
 
 static void on_renewed(void *arg, const struct jobs_status *st, const int64_t *held, size_t nheld)
@@ -120,14 +124,19 @@ static void on_renewed(void *arg, const struct jobs_status *st, const int64_t *h
             LOG(LL_WARN, "lease renewal failed", F_STR("error", st->err));
         return;
     }
+    int64_t *sorted = xcalloc(nheld + 1, sizeof *sorted);
+    if (nheld > 0)
+        memcpy(sorted, held, nheld * sizeof *held);
+    qsort(sorted, nheld, sizeof *sorted, cmp_id);
     for (struct run *r = d->runs; r; r = r->next) {
         if (!run_active(r))
             continue; /* a final page still renewed but not yet answered is settled by the fence */
         /* Only runs that were in this renewal's request can be missing from its answer. */
-        if (r->renew_seq != d->renew_seq || holds(held, nheld, r->j.id))
+        if (r->renew_seq != d->renew_seq || holds(sorted, nheld, r->j.id))
             continue;
         runs_finish(r, O_ABANDONED, "run abandoned: cancelled or lease lost", false);
     }
+    free(sorted);
 }
 
 void queue_renew(dispatch_t *d)

@@ -163,7 +163,10 @@ static int cmp_run_item(const void *a, const void *b)
 
 /* here[i] for every item i: the bars of its run (id and attempt) in this
  * transaction, over all its items. A final item whose run has all its bars
- * here needs no count of what is stored (complete_job_runs, schema 8). */
+ * here needs no count of what is stored (complete_job_runs, schema 8). -1
+ * when the run's pages here are not strictly ascending one after another
+ * (a bar twice): stored rows may then be fewer than the bars written, and
+ * the count must decide, as it did before schema 8. */
 static int64_t *here_of(const struct txn *b)
 {
     size_t n = b->nitems;
@@ -172,14 +175,23 @@ static int64_t *here_of(const struct txn *b)
     for (size_t i = 0; i < n; i++)
         ri[i] =
             (struct run_item){.run_id = b->items[i].run_id, .attempt = b->items[i].attempt, .i = i};
-    qsort(ri, n, sizeof *ri, cmp_run_item);
+    qsort(ri, n, sizeof *ri, cmp_run_item); /* a run's items in page order */
     for (size_t lo = 0, hi; lo < n; lo = hi) {
         int64_t sum = 0;
+        bool in_order = true;
+        const struct item *prev = NULL;
         for (hi = lo; hi < n && ri[hi].run_id == ri[lo].run_id && ri[hi].attempt == ri[lo].attempt;
-             hi++)
-            sum += b->items[ri[hi].i].nbars;
+             hi++) {
+            const struct item *it = &b->items[ri[hi].i];
+            sum += it->nbars;
+            if (it->nbars == 0)
+                continue;
+            if (!it->ascending || (prev && it->lo_us <= prev->hi_us))
+                in_order = false;
+            prev = it;
+        }
         for (size_t k = lo; k < hi; k++)
-            here[ri[k].i] = sum;
+            here[ri[k].i] = in_order ? sum : -1;
     }
     free(ri);
     return here;
