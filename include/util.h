@@ -87,4 +87,7 @@ bool parse_double(const char *s, double min, double max, double *out);
 /* Case-insensitive boolean: 1/0, true/false, yes/no, on/off. */
 bool parse_bool(const char *s, bool *out);
 
+/* qsort/bsearch order of int64_t values, ascending. */
+int cmp_int64(const void *a, const void *b);
+
 #endif

@@ -52,12 +52,6 @@ static int ids_literal(dynbuf_t *b, const int64_t *ids, size_t n)
     return rc | dynbuf_append(b, "}", 1);
 }
 
-static int cmp_id(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* Ids are positive; wait_poll negates those it has seen finished. */
 static int cmp_abs_id(const void *a, const void *b)
 {
@@ -262,8 +256,8 @@ static int wait_runs(PGconn *conn, int64_t *ids, size_t n, int64_t interval_ms)
     memcpy(w.open, ids, n * sizeof *ids);
     w.nopen = n;
     w.start_ms = mono_ms();
-    qsort(w.all, n, sizeof *w.all, cmp_id);
-    qsort(w.open, n, sizeof *w.open, cmp_id);
+    qsort(w.all, n, sizeof *w.all, cmp_int64);
+    qsort(w.open, n, sizeof *w.open, cmp_int64);
     int64_t window = interval_ms * 3 > 15000 ? interval_ms * 3 : 15000;
     int64_t start = mono_ms();
     int ret;

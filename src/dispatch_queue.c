@@ -103,16 +103,10 @@ void queue_maybe_claim(dispatch_t *d)
 
 /* --- leases, rescue, schedule ------------------------------------------------------ */
 
-static int cmp_id(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* held is sorted: thousands of runs are in flight with the default claims. */
 static bool holds(const int64_t *held, size_t n, int64_t id)
 {
-    return n > 0 && bsearch(&id, held, n, sizeof *held, cmp_id) != NULL;
+    return n > 0 && bsearch(&id, held, n, sizeof *held, cmp_int64) != NULL;
 }
 
 static void on_renewed(void *arg, const struct jobs_status *st, const int64_t *held, size_t nheld)
@@ -127,7 +121,7 @@ static void on_renewed(void *arg, const struct jobs_status *st, const int64_t *h
     int64_t *sorted = xcalloc(nheld + 1, sizeof *sorted);
     if (nheld > 0)
         memcpy(sorted, held, nheld * sizeof *held);
-    qsort(sorted, nheld, sizeof *sorted, cmp_id);
+    qsort(sorted, nheld, sizeof *sorted, cmp_int64);
     for (struct run *r = d->runs; r; r = r->next) {
         if (!run_active(r))
             continue; /* a final page still renewed but not yet answered is settled by the fence */

@@ -237,3 +237,9 @@ bool parse_bool(const char *s, bool *out)
     }
     return false;
 }
+
+int cmp_int64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
