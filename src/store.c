@@ -144,59 +144,6 @@ static void submit(struct writer *w);
 static void probe(struct writer *w);
 static void flush_all(store_t *s);
 
-/* A run's attempt and one of its items, for here_of. */
-struct run_item {
-    int64_t run_id;
-    int attempt;
-    size_t i;
-};
-
-static int cmp_run_item(const void *a, const void *b)
-{
-    const struct run_item *x = a, *y = b;
-    if (x->run_id != y->run_id)
-        return (x->run_id > y->run_id) - (x->run_id < y->run_id);
-    if (x->attempt != y->attempt)
-        return (x->attempt > y->attempt) - (x->attempt < y->attempt);
-    return (x->i > y->i) - (x->i < y->i);
-}
-
-/* here[i] for every item i: the bars of its run (id and attempt) in this
- * transaction, over all its items. A final item whose run has all its bars
- * here needs no count of what is stored (complete_job_runs, schema 8). -1
- * when the run's pages here are not strictly ascending one after another
- * (a bar twice): stored rows may then be fewer than the bars written, and
- * the count must decide, as it did before schema 8. */
-static int64_t *here_of(const struct txn *b)
-{
-    size_t n = b->nitems;
-    int64_t *here = xcalloc(n + 1, sizeof *here);
-    struct run_item *ri = xcalloc(n + 1, sizeof *ri);
-    for (size_t i = 0; i < n; i++)
-        ri[i] =
-            (struct run_item){.run_id = b->items[i].run_id, .attempt = b->items[i].attempt, .i = i};
-    qsort(ri, n, sizeof *ri, cmp_run_item); /* a run's items in page order */
-    for (size_t lo = 0, hi; lo < n; lo = hi) {
-        int64_t sum = 0;
-        bool in_order = true;
-        const struct item *prev = NULL;
-        for (hi = lo; hi < n && ri[hi].run_id == ri[lo].run_id && ri[hi].attempt == ri[lo].attempt;
-             hi++) {
-            const struct item *it = &b->items[ri[hi].i];
-            sum += it->nbars;
-            if (it->nbars == 0)
-                continue;
-            if (!it->ascending || (prev && it->lo_us <= prev->hi_us))
-                in_order = false;
-            prev = it;
-        }
-        for (size_t k = lo; k < hi; k++)
-            here[ri[k].i] = in_order ? sum : -1;
-    }
-    free(ri);
-    return here;
-}
-
 /* Appends "{a,b,c}" built from one field of every final item (4: here[i]). */
 static void array_lit(dynbuf_t *d, const struct txn *b, int which, const int64_t *here)
 {
@@ -363,6 +310,37 @@ static int runkey_cmp(const void *a, const void *b)
     if (x->run_id != y->run_id)
         return x->run_id < y->run_id ? -1 : 1;
     return (x->attempt > y->attempt) - (x->attempt < y->attempt);
+}
+
+/* A run's attempt (first, for runkey_cmp) and one of its items, for here_of. */
+struct run_item {
+    struct runkey k;
+    size_t i;
+};
+
+/* here[i] for every item i: the bars of its run (id and attempt) in this
+ * transaction, over all its items. A final item whose run has all its bars
+ * here needs no count of what is stored (complete_job_runs, schema 8). -1
+ * for every item when a key may be in the transaction twice (b->unique is
+ * false): stored rows may then be fewer than the bars written, and the
+ * count must decide, as it did before schema 8. */
+static int64_t *here_of(const struct txn *b)
+{
+    size_t n = b->nitems;
+    int64_t *here = xcalloc(n + 1, sizeof *here);
+    struct run_item *ri = xcalloc(n + 1, sizeof *ri);
+    for (size_t i = 0; i < n; i++)
+        ri[i] = (struct run_item){{b->items[i].run_id, b->items[i].attempt}, i};
+    qsort(ri, n, sizeof *ri, runkey_cmp);
+    for (size_t lo = 0, hi; lo < n; lo = hi) {
+        int64_t sum = 0;
+        for (hi = lo; hi < n && runkey_cmp(&ri[hi], &ri[lo]) == 0; hi++)
+            sum += b->items[ri[hi].i].nbars;
+        for (size_t k = lo; k < hi; k++)
+            here[ri[k].i] = b->unique ? sum : -1;
+    }
+    free(ri);
+    return here;
 }
 
 static int series_cmp(const void *a, const void *b)
