@@ -64,9 +64,9 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
  * from inside that callback. The next waiting request goes to curl. */
 void http_cancel(http_req_t *req);
 
-/* How many requests curl is handed at once: one a connection over plain
- * http, HTTP/2's streams a connection over https. More wait in order. */
-long http_capacity(const http_client_t *c, bool https);
+/* How many requests to url's scheme curl is handed at once: one a connection
+ * over plain http, HTTP/2's streams a connection over https. More wait in order. */
+long http_capacity(const http_client_t *c, const char *url);
 
 /* Called for every finished request (status 0 when no response came), for metrics. */
 void http_set_observer(http_client_t *c, void (*fn)(void *arg, long status, double ms), void *arg);

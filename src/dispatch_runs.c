@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* A bars page's time until one is measured: a full page from Alpaca is ~1-2 MB of JSON. */
 #define ASSUMED_PAGE_MS 100.0
@@ -672,7 +671,7 @@ static size_t plan_width(const dispatch_t *d)
 {
     double page_s = (d->page_ms > 0 ? d->page_ms : ASSUMED_PAGE_MS) / 1000.0;
     double by_budget = ratelimit_rate(d->rl) / 60.0 * page_s;
-    double room = (double)http_capacity(d->http, strncasecmp(d->cfg->data_url, "https:", 6) == 0);
+    double room = (double)http_capacity(d->http, d->cfg->data_url);
     double want = by_budget < room ? by_budget : room;
     return want > 1 ? (size_t)want : 1;
 }

@@ -242,18 +242,28 @@ static void on_defer(uv_timer_t *t);
 /* Streams one HTTP/2 connection carries at once (curl's default). */
 #define HTTP2_STREAMS 100
 
+static bool is_https(const char *url)
+{
+    return strncasecmp(url, "https:", 6) == 0;
+}
+
 /*
  * How many requests may be in curl at once: one per connection over plain
  * http (HTTP/1.1), many over https, where connections are multiplexed.
  */
-long http_capacity(const http_client_t *c, bool https)
+static long room(const http_client_t *c, bool https)
 {
     return c->opts.max_connections * (https ? HTTP2_STREAMS : 1);
 }
 
+long http_capacity(const http_client_t *c, const char *url)
+{
+    return room(c, is_https(url));
+}
+
 static long room_for(const http_client_t *c, const http_req_t *r)
 {
-    return http_capacity(c, r->https);
+    return room(c, r->https);
 }
 
 /* Hands r to curl, or queues it while curl has as many as it can serve. */
@@ -429,7 +439,7 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
      * it is HTTP/1.1, and a connection only counts as confirmed once it has
      * answered, so behind a server that accepts and never answers every new
      * request would wait on a dead connection until its own timeout. */
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(url, "https:", 6) == 0 ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, is_https(url) ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -442,7 +452,7 @@ http_req_t *http_get(http_client_t *c, const char *url, http_done_cb cb, void *a
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
-    r->https = strncasecmp(url, "https:", 6) == 0;
+    r->https = is_https(url);
     if (c->active < room_for(c, r)) {
         if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
             free_req(r);
