@@ -82,9 +82,9 @@ size_t coalesce_plan(const struct coalesce_key *keys, size_t n, int64_t page_lim
  * As coalesce_plan, and at least min_requests requests when the runs allow
  * it (a symbol's span is never split, and no request is cut below about a
  * page): the extra requests split the longest ones by symbol, each costing
- * at most one partly filled page. For
- * when the budget could keep more requests in flight than the plan would
- * make, so that requests are not what is scarce (see dispatch_runs.c).
+ * at most one partly filled page. For when the budget could keep more
+ * requests in flight than the plan would make, so that requests are not
+ * what is scarce (see dispatch_runs.c).
  */
 size_t coalesce_plan_wide(const struct coalesce_key *keys, size_t n, int64_t page_limit,
                           int64_t max_symbols, size_t min_requests, size_t *order,

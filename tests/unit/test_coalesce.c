@@ -26,6 +26,16 @@ static struct coalesce_key key(const char *sym, const char *tf, int64_t days)
                                  .end_us = Y2024 + days * US_PER_DAY};
 }
 
+/* keys[from..to) of symbols S<from> … S<to - 1> (names[i] holds each) over one span. */
+static void named_keys(struct coalesce_key *keys, char (*names)[8], int from, int to,
+                       const char *tf, int64_t days)
+{
+    for (int i = from; i < to; i++) {
+        snprintf(names[i], sizeof names[i], "S%03d", i);
+        keys[i] = key(names[i], tf, days);
+    }
+}
+
 /* A year of d1 is ~252 bars: 10,000 × 0.9 / 252 = 35 symbols a request. */
 static void test_symbols_per_request_d1_year(void **state)
 {
@@ -96,10 +106,7 @@ static void test_plan_cut_by_pages(void **state)
 {
     static struct coalesce_key keys[300];
     static char names[300][8];
-    for (int i = 0; i < 300; i++) {
-        snprintf(names[i], sizeof names[i], "S%03d", i);
-        keys[i] = key(names[i], "m1", 7);
-    }
+    named_keys(keys, names, 0, 300, "m1", 7);
     static size_t order[300];
     static struct coalesce_request out[300];
     size_t n = coalesce_plan(keys, 300, 10000, 1000, order, out);
@@ -185,10 +192,7 @@ static void test_plan_wide(void **state)
 {
     static struct coalesce_key keys[51];
     static char names[51][8];
-    for (int i = 0; i < 51; i++) {
-        snprintf(names[i], sizeof names[i], "S%03d", i);
-        keys[i] = key(names[i], "h1", 366);
-    }
+    named_keys(keys, names, 0, 51, "h1", 366);
     static size_t order[51];
     static struct coalesce_request out[51];
     assert_int_equal(coalesce_plan_wide(keys, 51, 10000, 100, 1, order, out), 1);
@@ -210,10 +214,8 @@ static void test_plan_wide_splits_longest(void **state)
 {
     static struct coalesce_key keys[60];
     static char names[60][8];
-    for (int i = 0; i < 60; i++) {
-        snprintf(names[i], sizeof names[i], "S%03d", i);
-        keys[i] = key(names[i], "h1", i < 50 ? 366 : 31);
-    }
+    named_keys(keys, names, 0, 50, "h1", 366);
+    named_keys(keys, names, 50, 60, "h1", 31);
     static size_t order[60];
     static struct coalesce_request out[60];
     size_t n = coalesce_plan_wide(keys, 60, 10000, 100, 4, order, out);
