@@ -31,7 +31,7 @@ static void named_keys(struct coalesce_key *keys, char (*names)[8], int from, in
                        const char *tf, int64_t days)
 {
     for (int i = from; i < to; i++) {
-        snprintf(names[i], sizeof names[i], "S%03d", i);
+        snprintf(names[i], sizeof names[i], "S%03d", i % 1000); /* i < 1000 here */
         keys[i] = key(names[i], tf, days);
     }
 }
