@@ -56,6 +56,10 @@ check "the role that could run the old scheduler can run the new one" "t" \
 check "and the completion made anew in schema 8" "t|f" \
     "$(sql "SELECT has_function_privilege('backfilld-daemon', 'complete_job_runs(text, bigint[], integer[], bigint[], integer[], bigint[])', 'EXECUTE'),
                    has_function_privilege('public', 'complete_job_runs(text, bigint[], integer[], bigint[], integer[], bigint[])', 'EXECUTE')")"
+check "the calls made anew in schema 9 still run as their owner, on the schema's search_path" \
+    "complete_job_runs:true:{\"search_path=public, pg_temp\"} release_job_runs:true:{\"search_path=public, pg_temp\"} renew_job_leases:true:{\"search_path=public, pg_temp\"}" \
+    "$(sql "SELECT string_agg(proname || ':' || prosecdef || ':' || proconfig::text, ' ' ORDER BY proname) FROM pg_proc
+             WHERE proname IN ('complete_job_runs', 'release_job_runs', 'renew_job_leases')")"
 check "the disabled definition's queued runs are paused, and only they" "OFF:6" \
     "$(sql "SELECT string_agg(symbol || ':' || n, ',') FROM (SELECT symbol, count(*) n FROM job_runs
              WHERE paused GROUP BY 1) x")"
