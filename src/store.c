@@ -29,6 +29,9 @@
 #include <string.h>
 
 #define STORE_BUF_CAP ((size_t)1 << 30)
+/* Below this a transaction's own cost (probe, completion, commit) starts to
+ * show: a writer takes at least this much of what is buffered. */
+#define STORE_SHARE_MIN_ROWS ((size_t)20000)
 #define COPY_HEADER_LEN 19
 #define COPY_TRAILER_LEN 2
 
@@ -381,25 +384,51 @@ static void busy_free(struct busy *u)
     free(u->series);
 }
 
-/* Whether this item may join a transaction now: none in flight has its series or run. */
+/* Whether this item may join a transaction now: none in flight has its run,
+ * or bars of its series (symbol and timeframe: feeds and adjustments are not
+ * told apart here, which only holds back more) in a span that meets its own.
+ * Disjoint spans are disjoint keys: the months of one symbol go to two
+ * writers side by side, and neither waits on the other's rows. */
 static bool item_free(const struct busy *u, const struct txn *b, const struct item *it)
 {
     struct runkey key = {it->run_id, it->attempt};
     if (u->nruns && bsearch(&key, u->runs, u->nruns, sizeof *u->runs, runkey_cmp))
         return false;
-    if (it->nbars > 0 && u->nseries) {
-        const struct series *mine = &b->series[it->series];
-        if (bsearch(&mine, u->series, u->nseries, sizeof *u->series, series_cmp))
-            return false;
+    if (it->nbars == 0)
+        return true;
+    const struct series *mine = &b->series[it->series];
+    size_t lo = 0, hi = u->nseries; /* the first entry not before mine */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (series_cmp(&u->series[mid], &mine) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    for (size_t k = lo; k < u->nseries && series_cmp(&u->series[k], &mine) == 0; k++)
+        if (it->lo_us <= u->series[k]->hi_us && it->hi_us >= u->series[k]->lo_us)
+            return false;
     return true;
+}
+
+/* A writer's share of the rows buffered and in flight (see take_ready). */
+static size_t share_rows(const store_t *s)
+{
+    size_t n = store_backlog(s), share = (n + s->nw - 1) / s->nw;
+    return share > STORE_SHARE_MIN_ROWS ? share : STORE_SHARE_MIN_ROWS;
 }
 
 /*
  * Takes what may be written now out of the buffer: all of it when nothing in
- * flight shares a series or a run with it (the common case: no copying), else
- * the items that don't, in order; the rest stays buffered. A run's items all
- * go or all stay. NULL when none may go.
+ * flight shares a run or a series' span with it and it is within this
+ * writer's share (the common case: no copying), else the items that may go,
+ * in order, up to the share; the rest stays buffered. A run's items go in
+ * order: none passes one of its own that stays. NULL when none may go.
+ *
+ * The share is the rows buffered and in flight over the writers, at least
+ * STORE_SHARE_MIN_ROWS: one writer that takes a whole backlog leaves the
+ * others idle once the fetching ends (issue #11: a 155,000-row transaction
+ * on one session while the other had nothing to do).
  */
 static struct txn *take_ready(store_t *s)
 {
@@ -419,10 +448,18 @@ static struct txn *take_ready(store_t *s)
     /* A run's pages go in order: none may pass one of its own that waits (an
      * empty final page has no series, so only this catches it). */
     qsort(held, nheld, sizeof *held, runkey_cmp);
+    size_t share = share_rows(s), rows = 0;
     for (size_t i = 0; i < f->nitems; i++) {
         struct runkey key = {f->items[i].run_id, f->items[i].attempt};
         if (ok[i] && nheld && bsearch(&key, held, nheld, sizeof *held, runkey_cmp))
             ok[i] = false;
+        /* Past the share nothing more goes: a suffix stays, so runs stay in order. */
+        if (ok[i] && nok > 0 && rows + (size_t)f->items[i].nbars > share)
+            share = 0;
+        if (ok[i] && share == 0)
+            ok[i] = false;
+        if (ok[i])
+            rows += (size_t)f->items[i].nbars;
         nok += ok[i];
     }
     free(held);

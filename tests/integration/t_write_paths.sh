@@ -77,4 +77,42 @@ check "race: every run succeeded, each at its first attempt" "64|0|1" \
     "$(sql "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status <> 'succeeded'), max(attempt) FROM job_runs")"
 load_expected h1 --symbols "$SYMS" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-10-31)"
 check_bars_exact race
+# 4. Two writers share a backlog. A session holds bars locked while a year of
+# 20 symbols is fetched: the writers' first transactions wait on the lock and
+# every other page is buffered. Once the lock goes, the first writer free
+# takes its share of what is buffered, not all of it, and the other writer
+# takes the rest (the same symbols' other months too: their spans are
+# disjoint), so neither sits idle while the other writes the whole backlog.
+BIG=$(printf 'W%s,' {A..T}); BIG=${BIG%,}
+sql "TRUNCATE bars"
+load_expected h1 --symbols "$BIG" --timeframe 1Hour --start "$(ny 2024-01-01)" --end "$(ny_end 2024-12-31)"
+big_bars=$(sql "SELECT count(*) FROM expected_bars")
+check_cmd "the backlog is over two writers' minimum shares ($big_bars bars)" test "$big_bars" -gt 60000
+coproc LOCKER { psql -XAtq -v ON_ERROR_STOP=1 2>&1; }
+echo "BEGIN; LOCK TABLE bars IN SHARE MODE; SELECT 'locked';" >&"${LOCKER[1]}"
+read -r -t 10 line <&"${LOCKER[0]}" || true
+check "the other session holds bars locked" "locked" "$line"
+bf enqueue --symbols "$BIG" --timeframe h1 --from 2024-01-01 --to 2024-12-31 >/dev/null
+BACKFILLD_WRITERS=2 daemon_start share --until-idle
+fetched_bars() {
+    grep '"msg":"page fetched"' "$T/share.log" | grep -o '"bars":[0-9]*' | cut -d: -f2 |
+        awk '{ s += $1 } END { print s + 0 }'
+}
+wait_for "every page is fetched" 60 eval 'test "$(fetched_bars)" -eq "$big_bars"'
+wait_for "both writers wait on the lock" 30 \
+    sql_eq "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY bars %'" 2
+echo "COMMIT; SELECT 'done';" >&"${LOCKER[1]}"
+read -r -t 10 line <&"${LOCKER[0]}" || true
+check "the other session let go" "done" "$line"
+daemon_wait "$DAEMON_PID" 120
+check "share: daemon exits 0" "0" "$DAEMON_RC"
+check "share: every run succeeded" "0" "$(sql "SELECT count(*) FROM job_runs WHERE status <> 'succeeded'")"
+check_bars_exact share
+read -r biggest w0 w1 <<<"$(grep '"msg":"write committed"' "$T/share.log" |
+    sed -E 's/.*"rows":([0-9]+).*"writer":([0-9]+).*/\1 \2/' |
+    awk '{ if ($1 > m) m = $1; w[$2] += $1 } END { print m + 0, w[0] + 0, w[1] + 0 }')"
+log "share: the largest transaction $biggest rows; writer 1 $w0 rows, writer 2 $w1 rows"
+check_cmd "share: no transaction took over 60% of the backlog" test $((biggest * 10)) -le $((big_bars * 6))
+check_cmd "share: each writer wrote at least 30% of it" test $((w0 * 10)) -ge $((big_bars * 3)) -a $((w1 * 10)) -ge $((big_bars * 3))
+
 finish
