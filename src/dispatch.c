@@ -261,6 +261,10 @@ void dispatch_stop(dispatch_t *d, const char *why)
     if (strcmp(why, "idle") != 0)
         LOG(LL_NOTICE, "stopping", F_STR("signal", why), F_I64("in_flight", d->nruns),
             F_I64("deadline_ms", d->cfg->shutdown_timeout_ms));
+    /* The first shutdown step now, not a tick later: --until-idle exits as
+     * soon as its work is done (up to TICK_MS sooner). */
+    if (uv_is_active((uv_handle_t *)&d->tick))
+        uv_timer_start(&d->tick, on_tick, 0, TICK_MS);
 }
 
 void dispatch_abort(dispatch_t *d, int code)
