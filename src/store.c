@@ -13,10 +13,14 @@
  *           transaction back, and it is sent again with every row staged.
  *
  * Several writer sessions run transactions side by side. Two transactions
- * in flight never share a series or a run: a page whose series or run is in
- * flight on one writer waits in the buffer until that one ends. So a run's
- * pages commit in order, a completion counts every earlier page of its run
- * as committed, and two writers never wait on each other's keys.
+ * in flight never share a run, nor bars of a series over spans that meet: a
+ * page whose run, or whose series over its span, is in flight on one writer
+ * waits in the buffer until that one ends, and no page passes one that
+ * waits of its run or over its span. So a run's pages commit in order, a
+ * completion counts every earlier page of its run as committed, pages over
+ * the same bars commit in the order they were fetched, and two writers
+ * never wait on each other's keys. Each free writer takes its share of
+ * what is buffered (take_ready).
  */
 #include "store.h"
 
@@ -411,6 +415,45 @@ static bool item_free(const struct busy *u, const struct txn *b, const struct it
     return true;
 }
 
+/*
+ * What stays buffered so far in take_ready's walk, in order: no later item
+ * may pass one of its own run that stays, nor one of its series whose span
+ * meets its own. The second is for two runs over the same bars (two
+ * definitions of one series, or a refetch): the later fetch must commit
+ * after the earlier, as it would in one transaction, where the upsert keeps
+ * the newest (DISTINCT ON … fetched_at DESC); in two, the last commit wins.
+ */
+struct stay {
+    struct stay_span {
+        const struct series *se;
+        int64_t lo_us, hi_us;
+    } * spans;
+    struct runkey *runs;
+    size_t nspans, nruns;
+};
+
+static void stay_add(struct stay *st, const struct txn *f, const struct item *it)
+{
+    st->runs[st->nruns++] = (struct runkey){it->run_id, it->attempt};
+    if (it->nbars > 0)
+        st->spans[st->nspans++] = (struct stay_span){&f->series[it->series], it->lo_us, it->hi_us};
+}
+
+static bool stay_blocks(const struct stay *st, const struct txn *f, const struct item *it)
+{
+    for (size_t k = 0; k < st->nruns; k++)
+        if (st->runs[k].run_id == it->run_id && st->runs[k].attempt == it->attempt)
+            return true;
+    if (it->nbars == 0)
+        return false;
+    const struct series *mine = &f->series[it->series];
+    for (size_t k = 0; k < st->nspans; k++)
+        if (it->lo_us <= st->spans[k].hi_us && it->hi_us >= st->spans[k].lo_us &&
+            series_cmp(&st->spans[k].se, &mine) == 0)
+            return true;
+    return false;
+}
+
 /* A writer's share of the rows buffered and in flight (see take_ready). */
 static size_t share_rows(const store_t *s)
 {
@@ -422,8 +465,9 @@ static size_t share_rows(const store_t *s)
  * Takes what may be written now out of the buffer: all of it when nothing in
  * flight shares a run or a series' span with it and it is within this
  * writer's share (the common case: no copying), else the items that may go,
- * in order, up to the share; the rest stays buffered. A run's items go in
- * order: none passes one of its own that stays. NULL when none may go.
+ * in order, up to the share; the rest stays buffered. None passes an item
+ * that stays of its own run, or of its series over the same span (struct
+ * stay). NULL when none may go.
  *
  * The share is the rows buffered and in flight over the writers, at least
  * STORE_SHARE_MIN_ROWS: one writer that takes a whole backlog leaves the
@@ -449,19 +493,28 @@ static struct txn *take_ready(store_t *s)
      * empty final page has no series, so only this catches it). */
     qsort(held, nheld, sizeof *held, runkey_cmp);
     size_t share = share_rows(s), rows = 0;
+    struct stay st = {.spans = xmalloc((f->nitems ? f->nitems : 1) * sizeof *st.spans),
+                      .runs = xmalloc((f->nitems ? f->nitems : 1) * sizeof *st.runs)};
     for (size_t i = 0; i < f->nitems; i++) {
-        struct runkey key = {f->items[i].run_id, f->items[i].attempt};
+        const struct item *it = &f->items[i];
+        struct runkey key = {it->run_id, it->attempt};
         if (ok[i] && nheld && bsearch(&key, held, nheld, sizeof *held, runkey_cmp))
             ok[i] = false;
+        if (ok[i] && stay_blocks(&st, f, it))
+            ok[i] = false;
         /* Past the share nothing more goes: a suffix stays, so runs stay in order. */
-        if (ok[i] && nok > 0 && rows + (size_t)f->items[i].nbars > share)
+        if (ok[i] && nok > 0 && rows + (size_t)it->nbars > share)
             share = 0;
         if (ok[i] && share == 0)
             ok[i] = false;
         if (ok[i])
-            rows += (size_t)f->items[i].nbars;
+            rows += (size_t)it->nbars;
+        else if (share != 0)
+            stay_add(&st, f, it); /* (past the cut every later item stays anyway) */
         nok += ok[i];
     }
+    free(st.spans);
+    free(st.runs);
     free(held);
     struct txn *b = NULL;
     if (nok == f->nitems) {
