@@ -34,7 +34,8 @@
  *  - queued runs from the kept counts (job_run_totals), those waiting out a
  *    retry on their partial index, running ones on the lease index, and the
  *    definitions with the most time in runs not yet succeeded from the kept
- *    coverage (job_coverage), their runs left counted for those shown:
+ *    coverage (job_coverage, plus the log the scheduler has not folded in
+ *    yet), their runs left counted for those shown:
  *    O(definitions + runs running), not O(runs queued);
  *  - runs finished since the last poll, on the finished_at index: O(runs
  *    finished in the last WATCH_SETTLE_S seconds and one interval). Their
@@ -76,12 +77,20 @@ static const char watch_sql[] =
     "        FROM job_runs WHERE status IN ('succeeded', 'failed') AND finished_at >= "
     "$2::timestamptz),"
     /* the definitions with the most time in runs not yet succeeded (kept
-     * coverage: no scan of the backlog), then their runs left, counted */
+     * coverage, with what the scheduler has not folded in yet: no scan of
+     * the backlog), then their runs left, counted. Without the log, the
+     * first definitions done stayed on top until the next fold, their runs
+     * left 0: "none with runs left" while hundreds ran. */
+    " newly AS (SELECT job_def_id, range_agg(span) FILTER (WHERE kind = 'known') AS known,"
+    "        range_agg(span) FILTER (WHERE kind = 'covered') AS covered"
+    "        FROM job_coverage_log WHERE kind IN ('known', 'covered') GROUP BY 1),"
     " pend AS MATERIALIZED (SELECT c.job_def_id, (SELECT sum(extract(epoch FROM upper(u) - "
     "lower(u)))"
-    "        FROM unnest(c.known - c.covered) u) AS s"
+    "        FROM unnest((c.known + coalesce(n.known, '{}')) - (c.covered + coalesce(n.covered, "
+    "'{}'))) u) AS s"
     "        FROM job_coverage c JOIN job_definitions d ON d.id = c.job_def_id"
-    "        WHERE d.enabled AND c.known <> c.covered),"
+    "        LEFT JOIN newly n ON n.job_def_id = c.job_def_id"
+    "        WHERE d.enabled AND (c.known <> c.covered OR n.job_def_id IS NOT NULL)),"
     " defs AS MATERIALIZED (SELECT p.job_def_id, x.left_, x.running,"
     "        (SELECT count(*) FROM pend WHERE s > 0) AS ndefs"
     "        FROM (SELECT * FROM pend WHERE s > 0 ORDER BY s DESC, job_def_id LIMIT $5::int) p,"

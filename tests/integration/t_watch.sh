@@ -61,7 +61,10 @@ while [ ! -s "$T/wait.rc" ]; do
     percent_of wait '^\[[#.]+\]' >>"$T/wait.pct"
     widest watch >>"$T/widths"
     widest wait >>"$T/widths"
-    if screen_has watch '^definitions with the most runs left \(10 of 50\)$' &&
+    # 10 rows of the definitions with runs left, out of however many still have
+    # some: all 50 only until the first symbol's runs complete (half a second
+    # in), 10 or more for most of the backfill.
+    if screen_has watch '^definitions with the most runs left \(10 of [1-5][0-9]\)$' &&
         screen_has watch '^  [A-Z.]+ +h1   \[[#.]+\] +[0-9]+%  [0-9]+/12 runs  ETA '; then
         touch "$T/defs.seen"
     fi
@@ -172,6 +175,26 @@ check_cmd "TERM=dumb: plain lines, one per interval" plain_lines
 "${TM[@]}" send-keys -t dumb C-c
 wait_for "TERM=dumb: the watch exits on Ctrl-C" 10 test -s "$T/dumb.rc"
 check "TERM=dumb: exit 0 on Ctrl-C" "0" "$(cat "$T/dumb.rc")"
+
+# The definitions list reads what the scheduler has not folded in yet: runs
+# that succeeded since the last fold take their definition off the list at
+# once, and new ones are on it at once. (Before, the first definitions done
+# stayed on top with no run left until the next fold, and the list said
+# "none with runs left" while hundreds ran.) No daemon runs now, so nothing
+# folds: 12 definitions queued, the runs of the first 10 marked done.
+sql "INSERT INTO job_definitions (symbol, timeframe, job_type, backfill_from, backfill_to)
+     SELECT 'FOLD' || chr(64 + i), 'd1', 'fetch_historical', '2020-01-01', '2021-01-01' FROM generate_series(1, 12) i"
+sql "SELECT enqueue_range(id, backfill_from, backfill_to) FROM job_definitions WHERE symbol LIKE 'FOLD%'" >/dev/null
+sql "UPDATE job_runs SET status = 'succeeded', bars_written = 0, finished_at = now()
+      WHERE symbol BETWEEN 'FOLDA' AND 'FOLDJ'"
+run_in fold "'$BF_BIN' status --watch --interval 0.3"
+fold_rows() { screen_has fold '^  FOLDK +d1 ' && screen_has fold '^  FOLDL +d1 '; }
+wait_for "the watch lists the two definitions with runs left" 20 fold_rows
+check_cmd "FOLDK and FOLDL are listed, with their runs left" \
+    screen_has fold '^  FOLDK +d1   \[[#.]+\] +0%  0/[0-9]+ runs  ETA '
+check_cmd "none of the ten done is" bash -c "! grep -qE '^  FOLD[A-J] ' <<<\"\$1\"" _ "$(screen fold)"
+"${TM[@]}" send-keys -t fold C-c
+wait_for "the watch exits on Ctrl-C" 10 test -s "$T/fold.rc"
 
 # Options that do not go together.
 rc=0; bf status --interval 1 >/dev/null 2>&1 || rc=$?
