@@ -7,7 +7,10 @@
 . "$(dirname "$0")/lib.sh"
 
 pg_start
-sim_start --latency-ms 20
+# 300 ms a page until the walk is held: its 34 pages take ~10 s, so the hold
+# lands mid-walk however late a loaded machine sees the second page (at 20
+# ms the whole walk took 0.86 s and was once over before the hold).
+sim_start --latency-ms 300
 bf migrate >/dev/null
 bf enqueue --symbols AAPL --timeframe h1 --from 2024-01-01 --to 2024-01-31 >/dev/null
 check "one run" "1" "$(sql "SELECT count(*) FROM job_runs")"
@@ -31,7 +34,7 @@ kill -HUP "$D"
 wait_for "the reload applied" 15 grep -q '"msg":"configuration reloaded"' "$T/d1.log"
 check "the walk was still going when the limit changed" "running" \
     "$(sql "SELECT status FROM job_runs WHERE symbol = 'AAPL'")"
-sim_get "/__sim/set?hang_rate=0" >/dev/null
+sim_get "/__sim/set?hang_rate=0&latency_ms=20" >/dev/null
 wait_for "the run finished" 60 sql_eq "SELECT count(*) FROM job_runs WHERE status IN ('succeeded', 'failed')" 1
 check "the run succeeded on its first attempt" "succeeded|1" \
     "$(sql "SELECT status, attempt FROM job_runs WHERE symbol = 'AAPL'")"
