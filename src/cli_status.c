@@ -58,6 +58,16 @@ static const char watch_base_sql[] =
     "paused),"
     "             (SELECT min(created_at) FROM job_runs WHERE status = 'running'))::text";
 
+/* The coverage log the scheduler has not folded in yet (it does every pass,
+ * 10 s by default; after a daemon stops, at the next start), per definition:
+ * the spans queued (known) and succeeded (covered) since. One pass over the
+ * log, which the fold keeps short. Kept coverage plus this is coverage now,
+ * for status and the watch alike. */
+#define UNFOLDED_CTE                                                                               \
+    " newly AS (SELECT job_def_id, range_agg(span) FILTER (WHERE kind = 'known') AS known,"        \
+    "        range_agg(span) FILTER (WHERE kind = 'covered') AS covered"                           \
+    "        FROM job_coverage_log WHERE kind IN ('known', 'covered') GROUP BY 1),"
+
 /* $1 backlog start, $2 settled up to, $3 settle seconds, $4 rate_limits name, $5 definitions. */
 static const char watch_sql[] =
     "WITH p AS MATERIALIZED (SELECT now() AS now,"
@@ -81,9 +91,7 @@ static const char watch_sql[] =
      * the backlog), then their runs left, counted. Without the log, the
      * first definitions done stayed on top until the next fold, their runs
      * left 0: "none with runs left" while hundreds ran. */
-    " newly AS (SELECT job_def_id, range_agg(span) FILTER (WHERE kind = 'known') AS known,"
-    "        range_agg(span) FILTER (WHERE kind = 'covered') AS covered"
-    "        FROM job_coverage_log WHERE kind IN ('known', 'covered') GROUP BY 1),"
+    UNFOLDED_CTE
     " pend AS MATERIALIZED (SELECT c.job_def_id, (SELECT sum(extract(epoch FROM upper(u) - "
     "lower(u)))"
     "        FROM unnest((c.known + coalesce(n.known, '{}')) - (c.covered + coalesce(n.covered, "
@@ -568,12 +576,8 @@ static const char status_sql[] =
     "            AND (e->>'at')::timestamptz > now() - interval '24 hours'"
     "          GROUP BY 1 ORDER BY 2 DESC, 3 DESC LIMIT 10),"
     /* what is left of each definition's range: its target minus what succeeded */
-    /* coverage as kept, plus the completions the scheduler has not folded in
-     * yet (it does every pass, 10 s by default; after a daemon stops, at the
-     * next start): one pass over the log, which the fold keeps short */
-    " newly AS (SELECT job_def_id, range_agg(span) AS span FROM job_coverage_log"
-    "            WHERE kind = 'covered' GROUP BY 1),"
-    " cov0 AS (SELECT c.job_def_id, c.covered + coalesce(n.span, '{}') AS covered"
+    /* coverage as kept, plus the completions the scheduler has not folded in yet */
+    UNFOLDED_CTE " cov0 AS (SELECT c.job_def_id, c.covered + coalesce(n.covered, '{}') AS covered"
     "            FROM job_coverage c LEFT JOIN newly n ON n.job_def_id = c.job_def_id),"
     " cov AS (SELECT d.id, d.symbol, d.timeframe, d.feed, d.adjustment, d.job_type, d.enabled,"
     "            d.priority, c.covered,"
