@@ -1,7 +1,8 @@
 /*
  * bars: turns an Alpaca bars response body into plain C arrays.
  *
- * This is the only module that includes cJSON. It validates every bar (all
+ * Pages are read with jsonscan (strict RFC 8259, no tree; numbers exactly as
+ * strtod reads them), error bodies with cJSON. It validates every bar (all
  * eight keys present, numbers where numbers belong, integral volume and trade
  * count, a parseable RFC 3339 timestamp) and reports the first problem as a
  * message naming the symbol, the bar index and the key, so a malformed page is

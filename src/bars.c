@@ -15,6 +15,7 @@
  */
 #include "bars.h"
 
+#include "jsonscan.h"
 #include "timeframe.h"
 
 #include <cjson/cJSON.h>
@@ -56,129 +57,11 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /*
- * cJSON allocates a node per value and a string per key: a page of 10,000
- * bars is about 90,000 allocations, which cost the daemon more CPU than the
- * parse itself. Every one of them lives exactly as long as one parse, so
- * while a body is parsed they come from an arena that is emptied whole when
- * the tree is dropped (tree_free), and cJSON's frees of them do nothing.
- * Sanitizer builds keep plain malloc, so use-after-free stays detectable.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define BARS_ARENA 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define BARS_ARENA 0
-#endif
-#endif
-#ifndef BARS_ARENA
-#define BARS_ARENA 1
-#endif
-
-#define ARENA_CHUNK ((size_t)1 << 20)
-#define ARENA_KEEP ((size_t)16 << 20) /* kept between parses; more is given back */
-
-struct arena_chunk {
-    struct arena_chunk *next;
-    size_t used, cap;
-    max_align_t data[];
-};
-
-static struct arena_chunk *arena_head;  /* chunks of the parse under way, newest first */
-static struct arena_chunk *arena_spare; /* emptied chunks kept for the next parse */
-static bool arena_on;
-
-static bool in_arena(const void *p)
-{
-    for (const struct arena_chunk *c = arena_head; c; c = c->next) {
-        const char *lo = (const char *)c->data;
-        if ((const char *)p >= lo && (const char *)p < lo + c->cap)
-            return true;
-    }
-    return false;
-}
-
-static void *arena_malloc(size_t n)
-{
-    if (!arena_on)
-        return malloc(n);
-    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
-    struct arena_chunk *c = arena_head;
-    if (!c || c->used + n > c->cap) {
-        if (arena_spare && arena_spare->cap >= n) {
-            c = arena_spare;
-            arena_spare = c->next;
-        } else {
-            size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
-            c = malloc(sizeof *c + cap);
-            if (!c)
-                return NULL;
-            c->cap = cap;
-        }
-        c->used = 0;
-        c->next = arena_head;
-        arena_head = c;
-    }
-    void *p = (char *)c->data + c->used;
-    c->used += n;
-    return p;
-}
-
-/* cJSON frees what the arena gave it while the tree is dropped: nothing to do. */
-static void arena_free(void *p)
-{
-    if (p && !in_arena(p))
-        free(p);
-}
-
-/* Starts a parse's arena (the first time, installs the hooks). */
-static void arena_begin(void)
-{
-    static bool hooked;
-    if (!BARS_ARENA)
-        return;
-    if (!hooked) {
-        cJSON_Hooks h = {.malloc_fn = arena_malloc, .free_fn = arena_free};
-        cJSON_InitHooks(&h);
-        hooked = true;
-    }
-    arena_on = true;
-}
-
-/* Ends it: its chunks become spares, up to ARENA_KEEP in all; the rest are freed. */
-static void arena_end(void)
-{
-    size_t kept = 0;
-    arena_on = false;
-    for (struct arena_chunk *c = arena_spare; c; c = c->next)
-        kept += c->cap;
-    while (arena_head) {
-        struct arena_chunk *c = arena_head;
-        arena_head = c->next;
-        if (kept + c->cap > ARENA_KEEP) {
-            free(c);
-            continue;
-        }
-        kept += c->cap;
-        c->next = arena_spare;
-        arena_spare = c;
-    }
-}
-
-/* Drops a parsed tree and everything the parse allocated: with the arena, all
- * of the tree is in it, so the tree is not walked at all. */
-static void tree_free(cJSON *root)
-{
-    if (BARS_ARENA)
-        arena_end();
-    else
-        cJSON_Delete(root);
-}
-
-/*
  * Parses exactly one JSON value from body[0..len). cJSON_ParseWithLength alone
  * stops after the first value and accepts whatever follows, so a body with
  * trailing bytes (two responses glued together, say) is rejected here by
- * checking that only whitespace remains.
+ * checking that only whitespace remains. Only error bodies come here; pages
+ * are read by jsonscan, without a tree.
  */
 static cJSON *parse_body(const char *body, size_t len)
 {
@@ -187,19 +70,16 @@ static cJSON *parse_body(const char *body, size_t len)
 
     if (body == NULL || len == 0)
         return NULL;
-    arena_begin();
     root = cJSON_ParseWithLengthOpts(body, len, &end, false);
-    if (root == NULL) {
-        arena_end();
+    if (root == NULL)
         return NULL;
-    }
     if (end == NULL || end < body || end > body + len) {
-        tree_free(root);
+        cJSON_Delete(root);
         return NULL;
     }
     for (; end < body + len; end++) {
         if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
-            tree_free(root);
+            cJSON_Delete(root);
             return NULL;
         }
     }
@@ -445,61 +325,69 @@ void bars_format_time(int64_t us, char *buf, size_t len)
              (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
 }
 
-/* A bar's eight members, found in one pass over the object. */
+/* A bar's eight members: where each value starts in the body, NULL when absent. */
 struct bar_items {
-    const cJSON *t, *o, *h, *l, *c, *v, *n, *vw;
+    const char *t, *o, *h, *l, *c, *v, *n, *vw;
 };
 
-/*
- * Finds every key of a bar in one walk (eight cJSON_GetObjectItemCaseSensitive
- * calls would walk it eight times). When a key repeats the first one counts,
- * as with cJSON_GetObjectItemCaseSensitive.
- */
-static void bar_items(const cJSON *obj, struct bar_items *k)
+/* The slot of a bar key (decoded name in s, its length n), or NULL for any other key. */
+static const char **bar_slot(struct bar_items *k, const char *s, size_t n)
 {
-    memset(k, 0, sizeof *k);
-    for (const cJSON *e = obj->child; e != NULL; e = e->next) {
-        const char *s = e->string;
-        const cJSON **slot = NULL;
+    if (n == 1) {
+        switch (s[0]) {
+        case 't':
+            return &k->t;
+        case 'o':
+            return &k->o;
+        case 'h':
+            return &k->h;
+        case 'l':
+            return &k->l;
+        case 'c':
+            return &k->c;
+        case 'v':
+            return &k->v;
+        case 'n':
+            return &k->n;
+        default:
+            return NULL;
+        }
+    }
+    return n == 2 && s[0] == 'v' && s[1] == 'w' ? &k->vw : NULL;
+}
 
-        if (s == NULL)
-            continue;
-        if (s[0] != '\0' && s[1] == '\0') {
-            switch (s[0]) {
-            case 't':
-                slot = &k->t;
-                break;
-            case 'o':
-                slot = &k->o;
-                break;
-            case 'h':
-                slot = &k->h;
-                break;
-            case 'l':
-                slot = &k->l;
-                break;
-            case 'c':
-                slot = &k->c;
-                break;
-            case 'v':
-                slot = &k->v;
-                break;
-            case 'n':
-                slot = &k->n;
-                break;
-            default:
-                break;
-            }
-        } else if (s[0] == 'v' && s[1] == 'w' && s[2] == '\0') {
-            slot = &k->vw;
+/*
+ * Finds every key of a bar in one walk over the object. When a key repeats
+ * the first one counts, as cJSON_GetObjectItemCaseSensitive had it. A key
+ * spelled with escapes ("\u0074") is the key it decodes to. Returns the byte
+ * after the object.
+ */
+static const char *bar_items(const char *obj, struct bar_items *k)
+{
+    json_iter_t it;
+    json_str_t key;
+    const char *val, **slot;
+
+    memset(k, 0, sizeof *k);
+    json_iter_begin(&it, obj);
+    while (json_iter_member(&it, &key, &val)) {
+        if (!key.escaped) {
+            slot = bar_slot(k, key.s, key.len);
+        } else {
+            /* Every bar key decodes to at most two bytes; a longer text still might. */
+            char buf[32];
+            slot = key.len < sizeof buf && json_str_decoded_len(&key) <= 2
+                       ? bar_slot(k, buf, json_str_decode(&key, buf))
+                       : NULL;
         }
         if (slot != NULL && *slot == NULL)
-            *slot = e;
+            *slot = val;
     }
+    return json_iter_end(&it);
 }
 
 /* A found bar key, or NULL with its absence reported in the caller's words. */
-static const cJSON *bar_key(const cJSON *item, const char *key, const struct bar_ctx *c)
+static const char *bar_key(const char *item, const char *key, const struct bar_ctx *c)
 {
     if (item == NULL)
         set_err(c->err, c->errlen, "%s bar %zu: missing \"%s\"", c->symbol, c->index, key);
@@ -507,22 +395,24 @@ static const cJSON *bar_key(const cJSON *item, const char *key, const struct bar
 }
 
 /* A price or VWAP: any finite number. */
-static int bar_double(const cJSON *found, const char *key, const struct bar_ctx *c, double *out)
+static int bar_double(const char *found, const char *key, const struct bar_ctx *c, double *out)
 {
-    const cJSON *item = bar_key(found, key, c);
+    const char *item = bar_key(found, key, c);
+    double d;
 
     if (item == NULL)
         return -1;
-    if (!cJSON_IsNumber(item)) {
+    if (json_type(item) != JSON_NUMBER) {
         set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a number", c->symbol, c->index, key);
         return -1;
     }
-    /* cJSON's strtod turns an out-of-range literal like 1e999 into infinity. */
-    if (!isfinite(item->valuedouble)) {
+    /* An out-of-range literal like 1e999 reads as infinity. */
+    d = json_number(item);
+    if (!isfinite(d)) {
         set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not finite", c->symbol, c->index, key);
         return -1;
     }
-    *out = item->valuedouble;
+    *out = d;
     return 0;
 }
 
@@ -531,18 +421,18 @@ static int bar_double(const cJSON *found, const char *key, const struct bar_ctx 
  * bound is checked on the double before the cast, because casting a double
  * that does not fit into int64_t is undefined behaviour.
  */
-static int bar_count(const cJSON *found, const char *key, const struct bar_ctx *c, int64_t *out)
+static int bar_count(const char *found, const char *key, const struct bar_ctx *c, int64_t *out)
 {
-    const cJSON *item = bar_key(found, key, c);
+    const char *item = bar_key(found, key, c);
     double d;
 
     if (item == NULL)
         return -1;
-    if (!cJSON_IsNumber(item)) {
+    if (json_type(item) != JSON_NUMBER) {
         set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a number", c->symbol, c->index, key);
         return -1;
     }
-    d = item->valuedouble;
+    d = json_number(item);
     if (!isfinite(d) || d != floor(d)) {
         set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a whole number", c->symbol, c->index,
                 key);
@@ -560,29 +450,57 @@ static int bar_count(const cJSON *found, const char *key, const struct bar_ctx *
     return 0;
 }
 
-/* Reads one bar object into *b; the keys are looked up by name, in any order. */
-static int parse_bar(const cJSON *obj, const struct bar_ctx *c, bar_t *b)
+/* "t": an RFC 3339 time, read into *us; the message quotes the text as decoded. */
+static int bar_time(const char *t, const struct bar_ctx *c, int64_t *us)
 {
-    const cJSON *t;
+    json_str_t s = json_string(t);
+    char buf[64];
+    int rc;
+
+    /* A time is at most 35 bytes ("…T00:00:00.123456789+00:00"); the rest only needs the message.
+     */
+    if (!s.escaped && s.len < sizeof buf) {
+        memcpy(buf, s.s, s.len);
+        buf[s.len] = '\0';
+        if (bars_parse_time(buf, us) == 0)
+            return 0;
+        set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not an RFC 3339 time: \"%s\"", c->symbol,
+                c->index, buf);
+        return -1;
+    }
+    char *d = json_str_dup(&s);
+    if (d == NULL) {
+        set_err(c->err, c->errlen, "%s bar %zu: out of memory", c->symbol, c->index);
+        return -1;
+    }
+    rc = bars_parse_time(d, us);
+    if (rc < 0)
+        set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not an RFC 3339 time: \"%s\"", c->symbol,
+                c->index, d);
+    free(d);
+    return rc;
+}
+
+/* Reads one bar object into *b; the keys are looked up by name, in any order. *end: after it. */
+static int parse_bar(const char *obj, const struct bar_ctx *c, bar_t *b, const char **end)
+{
+    const char *t;
     struct bar_items k;
 
-    if (!cJSON_IsObject(obj)) {
+    if (json_type(obj) != JSON_OBJECT) {
         set_err(c->err, c->errlen, "%s bar %zu: not an object", c->symbol, c->index);
         return -1;
     }
-    bar_items(obj, &k);
+    *end = bar_items(obj, &k);
     t = bar_key(k.t, "t", c);
     if (t == NULL)
         return -1;
-    if (!cJSON_IsString(t)) {
+    if (json_type(t) != JSON_STRING) {
         set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not a string", c->symbol, c->index);
         return -1;
     }
-    if (bars_parse_time(t->valuestring, &b->ts_us) < 0) {
-        set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not an RFC 3339 time: \"%s\"", c->symbol,
-                c->index, t->valuestring);
+    if (bar_time(t, c, &b->ts_us) < 0)
         return -1;
-    }
     if (bar_double(k.o, "o", c, &b->open) < 0 || bar_double(k.h, "h", c, &b->high) < 0 ||
         bar_double(k.l, "l", c, &b->low) < 0 || bar_double(k.c, "c", c, &b->close) < 0 ||
         bar_double(k.vw, "vw", c, &b->vwap) < 0 || bar_count(k.v, "v", c, &b->volume) < 0 ||
@@ -593,38 +511,38 @@ static int parse_bar(const cJSON *obj, const struct bar_ctx *c, bar_t *b)
 
 /*
  * Fills *s from one array of bars. Nothing is stored in *s unless the whole
- * series is valid, so the caller's cleanup never sees half a series.
+ * series is valid, so the caller's cleanup never sees half a series. The
+ * array grows by doubling and is cut to size at the end.
  */
-static int parse_series(const cJSON *arr, const char *symbol, bars_series_t *s, char *err,
-                        size_t errlen)
+static int parse_series(const char *arr, char *symbol, bars_series_t *s, const char **end,
+                        char *err, size_t errlen)
 {
     struct bar_ctx c = {.symbol = symbol, .err = err, .errlen = errlen};
-    const cJSON *item;
+    json_iter_t it;
+    const char *item, *after;
     bar_t *bars = NULL;
-    char *name = NULL;
-    int n, rc = -1;
+    size_t cap = 0;
+    int rc = -1;
 
-    if (!cJSON_IsArray(arr)) {
+    if (json_type(arr) != JSON_ARRAY) {
         set_err(err, errlen, "%s: bars are not an array", symbol);
         goto out;
     }
-    name = strdup(symbol);
-    if (name == NULL) {
-        set_err(err, errlen, "%s: out of memory", symbol);
-        goto out;
-    }
-    n = cJSON_GetArraySize(arr);
-    if (n > 0) {
-        bars = calloc((size_t)n, sizeof(*bars));
-        if (bars == NULL) {
-            set_err(err, errlen, "%s: out of memory for %d bars", symbol, n);
-            goto out;
+    json_iter_begin(&it, arr);
+    while (json_iter_elem(&it, &item)) {
+        if (c.index == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            bar_t *nb = realloc(bars, ncap * sizeof(*bars));
+            if (nb == NULL) {
+                set_err(err, errlen, "%s: out of memory for %zu bars", symbol, ncap);
+                goto out;
+            }
+            bars = nb;
+            cap = ncap;
         }
-    }
-    cJSON_ArrayForEach(item, arr)
-    {
-        if (parse_bar(item, &c, &bars[c.index]) < 0)
+        if (parse_bar(item, &c, &bars[c.index], &after) < 0)
             goto out;
+        json_iter_skip_to(&it, after);
         /*
          * The daemon asks for sort=asc, so within a series time only moves
          * forward. A repeat or a step back means a corrupt or mis-merged page.
@@ -635,31 +553,38 @@ static int parse_series(const cJSON *arr, const char *symbol, bars_series_t *s, 
         }
         c.index++;
     }
-    s->symbol = name;
+    *end = json_iter_end(&it);
+    if (c.index > 0 && c.index < cap) {
+        bar_t *fit = realloc(bars, c.index * sizeof(*bars));
+        if (fit != NULL)
+            bars = fit;
+    }
+    s->symbol = symbol;
     s->bars = bars;
     s->n = c.index;
-    name = NULL;
+    symbol = NULL;
     bars = NULL;
     rc = 0;
 out:
-    free(name);
+    free(symbol);
     free(bars);
     return rc;
 }
 
 /* "next_page_token": a string is copied, null or absent means the last page. */
-static int parse_token(const cJSON *root, char **out, char *err, size_t errlen)
+static int parse_token(const char *tok, char **out, char *err, size_t errlen)
 {
-    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "next_page_token");
+    json_str_t s;
 
     *out = NULL;
-    if (tok == NULL || cJSON_IsNull(tok))
+    if (tok == NULL || json_type(tok) == JSON_NULL)
         return 0;
-    if (!cJSON_IsString(tok)) {
+    if (json_type(tok) != JSON_STRING) {
         set_err(err, errlen, "\"next_page_token\" is neither a string nor null");
         return -1;
     }
-    *out = strdup(tok->valuestring);
+    s = json_string(tok);
+    *out = json_str_dup(&s);
     if (*out == NULL) {
         set_err(err, errlen, "out of memory for \"next_page_token\"");
         return -1;
@@ -704,82 +629,116 @@ out:
     return rc;
 }
 
-/* Common start of both parsers: empty *out and err, then parse the body. */
-static cJSON *begin_parse(const char *body, size_t len, bars_page_t *out, char *err, size_t errlen)
+/* The members of a page's top level that the parsers read: the first of each name. */
+struct page_items {
+    const char *bars, *token, *symbol;
+};
+
+/*
+ * Common start of both parsers: empty *out and err, check the body, and find
+ * its top-level members. Returns false with the message set.
+ */
+static bool begin_parse(const char *body, size_t len, bars_page_t *out, struct page_items *k,
+                        char *err, size_t errlen)
 {
-    cJSON *root;
+    const char *root, *val;
+    json_iter_t it;
+    json_str_t key;
 
     if (err != NULL && errlen > 0)
         err[0] = '\0';
+    memset(k, 0, sizeof *k);
     if (out == NULL) {
         set_err(err, errlen, "no page to fill");
-        return NULL;
+        return false;
     }
     memset(out, 0, sizeof(*out));
-    root = parse_body(body, len);
-    if (root == NULL) {
+    if (body == NULL || !json_check(body, len, &root)) {
         set_err(err, errlen, "body is not valid JSON (truncated or malformed)");
-        return NULL;
+        return false;
     }
-    if (!cJSON_IsObject(root)) {
+    if (json_type(root) != JSON_OBJECT) {
         set_err(err, errlen, "body is not a JSON object");
-        tree_free(root);
-        return NULL;
+        return false;
     }
-    return root;
+    json_iter_begin(&it, root);
+    while (json_iter_member(&it, &key, &val)) {
+        const char **slot = json_str_eq(&key, "bars")              ? &k->bars
+                            : json_str_eq(&key, "next_page_token") ? &k->token
+                            : json_str_eq(&key, "symbol")          ? &k->symbol
+                                                                   : NULL;
+        if (slot != NULL && *slot == NULL)
+            *slot = val;
+    }
+    return true;
 }
 
 int bars_parse_multi(const char *body, size_t len, bars_page_t *out, char *err, size_t errlen)
 {
     bars_page_t page = {0};
-    cJSON *root;
-    const cJSON *bars, *member;
-    int n, rc = -1;
+    struct page_items k;
+    json_iter_t it;
+    json_str_t name;
+    const char *member;
+    size_t cap = 0;
+    int rc = -1;
 
-    root = begin_parse(body, len, out, err, errlen);
-    if (root == NULL)
+    if (!begin_parse(body, len, out, &k, err, errlen))
         goto out;
-    bars = cJSON_GetObjectItemCaseSensitive(root, "bars");
-    if (bars == NULL) {
+    if (k.bars == NULL) {
         /* An error body like {"message":"..."} is not an empty page. */
         set_err(err, errlen, "missing \"bars\"");
         goto out;
     }
-    if (!cJSON_IsNull(bars) && !cJSON_IsObject(bars)) {
+    if (json_type(k.bars) != JSON_NULL && json_type(k.bars) != JSON_OBJECT) {
         set_err(err, errlen, "\"bars\" is not an object");
         goto out;
     }
-    if (parse_token(root, &page.next_page_token, err, errlen) < 0)
+    if (parse_token(k.token, &page.next_page_token, err, errlen) < 0)
         goto out;
-    n = cJSON_IsObject(bars) ? cJSON_GetArraySize(bars) : 0;
-    if (n > 0) {
-        page.series = calloc((size_t)n, sizeof(*page.series));
-        if (page.series == NULL) {
-            set_err(err, errlen, "out of memory for %d series", n);
-            goto out;
-        }
-        cJSON_ArrayForEach(member, bars)
-        {
+    if (json_type(k.bars) == JSON_OBJECT) {
+        json_iter_begin(&it, k.bars);
+        while (json_iter_member(&it, &name, &member)) {
+            if (page.nseries == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                bars_series_t *ns = realloc(page.series, ncap * sizeof(*ns));
+                if (ns == NULL) {
+                    set_err(err, errlen, "out of memory for %zu series", ncap);
+                    goto out;
+                }
+                page.series = ns;
+                cap = ncap;
+            }
             bars_series_t *s = &page.series[page.nseries];
-
-            if (member->string == NULL || member->string[0] == '\0') {
+            char *symbol = json_str_dup(&name);
+            if (symbol == NULL) {
+                set_err(err, errlen, "out of memory for a symbol");
+                goto out;
+            }
+            if (symbol[0] == '\0') {
+                free(symbol);
                 set_err(err, errlen, "\"bars\" has a member without a symbol");
                 goto out;
             }
-            if (parse_series(member, member->string, s, err, errlen) < 0)
+            const char *after;
+            if (parse_series(member, symbol, s, &after, err, errlen) < 0)
                 goto out;
+            json_iter_skip_to(&it, after);
             page.nseries++;
             page.total += s->n;
         }
         if (check_duplicates(&page, err, errlen) < 0)
             goto out;
     }
+    if (page.nseries == 0) {
+        free(page.series);
+        page.series = NULL;
+    }
     *out = page;
     memset(&page, 0, sizeof(page));
     rc = 0;
 out:
     bars_page_clear(&page);
-    tree_free(root);
     return rc;
 }
 
@@ -787,47 +746,54 @@ int bars_parse_single(const char *body, size_t len, const char *symbol, bars_pag
                       size_t errlen)
 {
     bars_page_t page = {0};
-    cJSON *root;
-    const cJSON *bars, *sym;
+    struct page_items k;
+    char *sym = NULL;
     int rc = -1;
 
-    root = begin_parse(body, len, out, err, errlen);
-    if (root == NULL)
+    if (!begin_parse(body, len, out, &k, err, errlen))
         goto out;
     if (symbol == NULL) {
         set_err(err, errlen, "no symbol requested");
         goto out;
     }
-    sym = cJSON_GetObjectItemCaseSensitive(root, "symbol");
-    if (!cJSON_IsString(sym)) {
+    if (k.symbol == NULL || json_type(k.symbol) != JSON_STRING) {
         set_err(err, errlen, "\"symbol\" is missing or not a string");
         goto out;
     }
-    /* A body for another symbol must never be stored under the requested one. */
-    if (strcmp(sym->valuestring, symbol) != 0) {
-        set_err(err, errlen, "\"symbol\" is \"%s\", expected \"%s\"", sym->valuestring, symbol);
+    json_str_t s = json_string(k.symbol);
+    sym = json_str_dup(&s);
+    if (sym == NULL) {
+        set_err(err, errlen, "out of memory for \"symbol\"");
         goto out;
     }
-    bars = cJSON_GetObjectItemCaseSensitive(root, "bars");
-    if (bars == NULL) {
+    /* A body for another symbol must never be stored under the requested one. */
+    if (strcmp(sym, symbol) != 0) {
+        set_err(err, errlen, "\"symbol\" is \"%s\", expected \"%s\"", sym, symbol);
+        goto out;
+    }
+    if (k.bars == NULL) {
         set_err(err, errlen, "missing \"bars\"");
         goto out;
     }
-    if (!cJSON_IsNull(bars) && !cJSON_IsArray(bars)) {
+    if (json_type(k.bars) != JSON_NULL && json_type(k.bars) != JSON_ARRAY) {
         set_err(err, errlen, "\"bars\" is not an array");
         goto out;
     }
-    if (parse_token(root, &page.next_page_token, err, errlen) < 0)
+    if (parse_token(k.token, &page.next_page_token, err, errlen) < 0)
         goto out;
     /* Alpaca sends "bars":null for no data; that page has no series at all. */
-    if (cJSON_IsArray(bars)) {
+    if (json_type(k.bars) == JSON_ARRAY) {
         page.series = calloc(1, sizeof(*page.series));
         if (page.series == NULL) {
             set_err(err, errlen, "out of memory");
             goto out;
         }
-        if (parse_series(bars, symbol, &page.series[0], err, errlen) < 0)
+        const char *after;
+        if (parse_series(k.bars, sym, &page.series[0], &after, err, errlen) < 0) {
+            sym = NULL; /* parse_series took it */
             goto out;
+        }
+        sym = NULL;
         page.nseries = 1;
         page.total = page.series[0].n;
     }
@@ -835,8 +801,8 @@ int bars_parse_single(const char *body, size_t len, const char *symbol, bars_pag
     memset(&page, 0, sizeof(page));
     rc = 0;
 out:
+    free(sym);
     bars_page_clear(&page);
-    tree_free(root);
     return rc;
 }
 
@@ -845,8 +811,8 @@ void bars_page_clear(bars_page_t *p)
     if (p == NULL)
         return;
     /*
-     * series[] is calloc'ed, so entries past nseries are zero; freeing up to
-     * nseries is enough because parse_series stores nothing on failure.
+     * Entries past nseries are never filled in: parse_series stores nothing
+     * in a series on failure, so freeing up to nseries is enough.
      */
     for (size_t i = 0; i < p->nseries; i++) {
         free(p->series[i].symbol);
@@ -877,6 +843,6 @@ bool bars_error_message(const char *body, size_t len, char *out, size_t outlen)
     snprintf(out, outlen, "%s", msg->valuestring);
     ok = true;
 out:
-    tree_free(root);
+    cJSON_Delete(root);
     return ok;
 }

@@ -5,14 +5,17 @@
  * complete, in body order, with valid bars; on failure a one-line message
  * and an empty page. These checks restate that contract on the C side, then
  * compare the result with the body as cJSON reads it, so that a bar stored
- * under the wrong index, a series under the wrong name or a count that does
- * not match the array is caught, not only crashes.
+ * under the wrong index, a series under the wrong name, a count that does
+ * not match the array or a number jsonscan reads otherwise than cJSON's
+ * strtod is caught, not only crashes; and any body jsonscan accepts as JSON
+ * must be JSON to cJSON too.
  */
 #ifndef BACKFILLD_BARS_CHECK_H
 #define BACKFILLD_BARS_CHECK_H
 
 #include "bars.h"
 #include "fuzz.h"
+#include "jsonscan.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -145,6 +148,15 @@ static inline int bars_check_one(const uint8_t *data, size_t size, const char *s
 
     if (err == NULL)
         abort();
+    /* jsonscan's grammar is a subset of cJSON's: what it accepts, cJSON reads whole. */
+    if (json_check(body, size, NULL)) {
+        const char *end = NULL;
+        cJSON *any = cJSON_ParseWithLengthOpts(body, size, &end, false);
+        FUZZ_CHECK(any != NULL && end != NULL);
+        for (; end < body + size; end++)
+            FUZZ_CHECK(*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n');
+        cJSON_Delete(any);
+    }
     int rc = symbol ? bars_parse_single(body, size, symbol, &page, err, errlen)
                     : bars_parse_multi(body, size, &page, err, errlen);
     if (rc == 0) {

@@ -1,9 +1,9 @@
 /*
- * Unit tests for how bars finds a bar's keys and where cJSON's memory comes
- * from (issue #11): the eight keys are found in one walk, the first of a
- * repeated key counts (as cJSON_GetObjectItemCaseSensitive would have it),
- * and the arena that holds a parse's tree is emptied and reused page after
- * page, after failed parses too, for bodies far larger than one chunk.
+ * Unit tests for how bars finds a bar's keys (issue #11): the eight keys are
+ * found in one walk, the first of a repeated key counts (as
+ * cJSON_GetObjectItemCaseSensitive had it, before pages were read without a
+ * tree), and page after page parses see only their own body, after failed
+ * parses too, for bodies of megabytes.
  *
  * Bodies are copied into heap buffers of exactly their length, with no NUL
  * after them, as the HTTP layer hands them over.
@@ -112,11 +112,10 @@ static void check_big(const bars_page_t *p, int nsym, int nbar)
 }
 
 /*
- * Page after page, a failure in between, bodies of many arena chunks (a
- * 20-symbol × 2,000-bar body is ~3 MB of JSON and ~10 MB of tree), then a
- * small one: each parse sees only its own tree.
+ * Page after page, a failure in between, big bodies (a 20-symbol × 2,000-bar
+ * body is ~3 MB of JSON), then a small one: each parse sees only its own body.
  */
-static void test_arena_reused_across_pages(void **state)
+static void test_pages_one_after_another(void **state)
 {
     (void)state;
     char err[ERRLEN];
@@ -149,7 +148,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_of_repeated_keys),
         cmocka_unit_test(test_near_keys_are_not_keys),
-        cmocka_unit_test(test_arena_reused_across_pages),
+        cmocka_unit_test(test_pages_one_after_another),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
