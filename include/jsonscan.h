@@ -84,6 +84,9 @@ char *json_str_dup(const json_str_t *s);
  */
 double json_number(const char *v);
 
+/* json_number, and *end (when not NULL) is the byte after the literal. */
+double json_number_end(const char *v, const char **end);
+
 /* Starts a walk over the object or array at v. */
 void json_iter_begin(json_iter_t *it, const char *v);
 

@@ -325,63 +325,73 @@ void bars_format_time(int64_t us, char *buf, size_t len)
              (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
 }
 
-/* A bar's eight members: where each value starts in the body, NULL when absent. */
+enum bar_key_id { BK_T, BK_O, BK_H, BK_L, BK_C, BK_V, BK_N, BK_VW, BK_COUNT };
+
+/* A bar's eight members: where each value starts (NULL when absent), and numbers already read. */
 struct bar_items {
-    const char *t, *o, *h, *l, *c, *v, *n, *vw;
+    const char *at[BK_COUNT];
+    double num[BK_COUNT];
 };
 
-/* The slot of a bar key (decoded name in s, its length n), or NULL for any other key. */
-static const char **bar_slot(struct bar_items *k, const char *s, size_t n)
+/* The bar key of a (decoded) name s of length n, or -1 for any other key. */
+static int bar_key_id(const char *s, size_t n)
 {
     if (n == 1) {
         switch (s[0]) {
         case 't':
-            return &k->t;
+            return BK_T;
         case 'o':
-            return &k->o;
+            return BK_O;
         case 'h':
-            return &k->h;
+            return BK_H;
         case 'l':
-            return &k->l;
+            return BK_L;
         case 'c':
-            return &k->c;
+            return BK_C;
         case 'v':
-            return &k->v;
+            return BK_V;
         case 'n':
-            return &k->n;
+            return BK_N;
         default:
-            return NULL;
+            return -1;
         }
     }
-    return n == 2 && s[0] == 'v' && s[1] == 'w' ? &k->vw : NULL;
+    return n == 2 && s[0] == 'v' && s[1] == 'w' ? BK_VW : -1;
 }
 
 /*
- * Finds every key of a bar in one walk over the object. When a key repeats
- * the first one counts, as cJSON_GetObjectItemCaseSensitive had it. A key
- * spelled with escapes ("\u0074") is the key it decodes to. Returns the byte
- * after the object.
+ * Finds every key of a bar in one walk over the object, reading each number
+ * on the way (so it is scanned once). When a key repeats the first one
+ * counts, as cJSON_GetObjectItemCaseSensitive had it. A key spelled with
+ * escapes ("\u0074") is the key it decodes to. Returns the byte after the
+ * object.
  */
 static const char *bar_items(const char *obj, struct bar_items *k)
 {
     json_iter_t it;
     json_str_t key;
-    const char *val, **slot;
+    const char *val, *end;
+    int id;
 
-    memset(k, 0, sizeof *k);
+    memset(k->at, 0, sizeof k->at);
     json_iter_begin(&it, obj);
     while (json_iter_member(&it, &key, &val)) {
         if (!key.escaped) {
-            slot = bar_slot(k, key.s, key.len);
+            id = bar_key_id(key.s, key.len);
         } else {
             /* Every bar key decodes to at most two bytes; a longer text still might. */
             char buf[32];
-            slot = key.len < sizeof buf && json_str_decoded_len(&key) <= 2
-                       ? bar_slot(k, buf, json_str_decode(&key, buf))
-                       : NULL;
+            id = key.len < sizeof buf && json_str_decoded_len(&key) <= 2
+                     ? bar_key_id(buf, json_str_decode(&key, buf))
+                     : -1;
         }
-        if (slot != NULL && *slot == NULL)
-            *slot = val;
+        if (id < 0 || k->at[id] != NULL)
+            continue;
+        k->at[id] = val;
+        if (json_type(val) == JSON_NUMBER) {
+            k->num[id] = json_number_end(val, &end);
+            json_iter_skip_to(&it, end);
+        }
     }
     return json_iter_end(&it);
 }
@@ -395,9 +405,10 @@ static const char *bar_key(const char *item, const char *key, const struct bar_c
 }
 
 /* A price or VWAP: any finite number. */
-static int bar_double(const char *found, const char *key, const struct bar_ctx *c, double *out)
+static int bar_double(const struct bar_items *k, int id, const char *key, const struct bar_ctx *c,
+                      double *out)
 {
-    const char *item = bar_key(found, key, c);
+    const char *item = bar_key(k->at[id], key, c);
     double d;
 
     if (item == NULL)
@@ -407,7 +418,7 @@ static int bar_double(const char *found, const char *key, const struct bar_ctx *
         return -1;
     }
     /* An out-of-range literal like 1e999 reads as infinity. */
-    d = json_number(item);
+    d = k->num[id];
     if (!isfinite(d)) {
         set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not finite", c->symbol, c->index, key);
         return -1;
@@ -421,9 +432,10 @@ static int bar_double(const char *found, const char *key, const struct bar_ctx *
  * bound is checked on the double before the cast, because casting a double
  * that does not fit into int64_t is undefined behaviour.
  */
-static int bar_count(const char *found, const char *key, const struct bar_ctx *c, int64_t *out)
+static int bar_count(const struct bar_items *k, int id, const char *key, const struct bar_ctx *c,
+                     int64_t *out)
 {
-    const char *item = bar_key(found, key, c);
+    const char *item = bar_key(k->at[id], key, c);
     double d;
 
     if (item == NULL)
@@ -432,7 +444,7 @@ static int bar_count(const char *found, const char *key, const struct bar_ctx *c
         set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a number", c->symbol, c->index, key);
         return -1;
     }
-    d = json_number(item);
+    d = k->num[id];
     if (!isfinite(d) || d != floor(d)) {
         set_err(c->err, c->errlen, "%s bar %zu: \"%s\" is not a whole number", c->symbol, c->index,
                 key);
@@ -492,7 +504,7 @@ static int parse_bar(const char *obj, const struct bar_ctx *c, bar_t *b, const c
         return -1;
     }
     *end = bar_items(obj, &k);
-    t = bar_key(k.t, "t", c);
+    t = bar_key(k.at[BK_T], "t", c);
     if (t == NULL)
         return -1;
     if (json_type(t) != JSON_STRING) {
@@ -501,10 +513,11 @@ static int parse_bar(const char *obj, const struct bar_ctx *c, bar_t *b, const c
     }
     if (bar_time(t, c, &b->ts_us) < 0)
         return -1;
-    if (bar_double(k.o, "o", c, &b->open) < 0 || bar_double(k.h, "h", c, &b->high) < 0 ||
-        bar_double(k.l, "l", c, &b->low) < 0 || bar_double(k.c, "c", c, &b->close) < 0 ||
-        bar_double(k.vw, "vw", c, &b->vwap) < 0 || bar_count(k.v, "v", c, &b->volume) < 0 ||
-        bar_count(k.n, "n", c, &b->trade_count) < 0)
+    if (bar_double(&k, BK_O, "o", c, &b->open) < 0 || bar_double(&k, BK_H, "h", c, &b->high) < 0 ||
+        bar_double(&k, BK_L, "l", c, &b->low) < 0 || bar_double(&k, BK_C, "c", c, &b->close) < 0 ||
+        bar_double(&k, BK_VW, "vw", c, &b->vwap) < 0 ||
+        bar_count(&k, BK_V, "v", c, &b->volume) < 0 ||
+        bar_count(&k, BK_N, "n", c, &b->trade_count) < 0)
         return -1;
     return 0;
 }
@@ -629,19 +642,35 @@ out:
     return rc;
 }
 
+/*
+ * Reads the series of a page's "bars" value where the walk over the top level
+ * meets it, so a page is walked once: 1 when the value is not of the reader's
+ * type (left to the caller's checks), 0 with *end after it, or -1 with the
+ * message in err. symbol is the requested one (single-symbol pages).
+ */
+typedef int (*bars_reader)(const char *bars, const char *symbol, bars_page_t *page,
+                           const char **end, char *err, size_t errlen);
+
 /* The members of a page's top level that the parsers read: the first of each name. */
 struct page_items {
     const char *bars, *token, *symbol;
+    /*
+     * What the reader made of "bars". A failure's message stays in err: any
+     * check that comes before it in the parsers' order overwrites it.
+     */
+    int bars_rc;
 };
 
 /*
  * Common start of both parsers: empty *out and err, check the body, and find
- * its top-level members. Returns false with the message set.
+ * its top-level members, reading "bars" into *page with read (when not
+ * NULL). Returns false with the message set.
  */
 static bool begin_parse(const char *body, size_t len, bars_page_t *out, struct page_items *k,
-                        char *err, size_t errlen)
+                        bars_reader read, const char *symbol, bars_page_t *page, char *err,
+                        size_t errlen)
 {
-    const char *root, *val;
+    const char *root, *val, *end;
     json_iter_t it;
     json_str_t key;
 
@@ -663,27 +692,100 @@ static bool begin_parse(const char *body, size_t len, bars_page_t *out, struct p
     }
     json_iter_begin(&it, root);
     while (json_iter_member(&it, &key, &val)) {
-        const char **slot = json_str_eq(&key, "bars")              ? &k->bars
-                            : json_str_eq(&key, "next_page_token") ? &k->token
-                            : json_str_eq(&key, "symbol")          ? &k->symbol
-                                                                   : NULL;
-        if (slot != NULL && *slot == NULL)
-            *slot = val;
+        if (k->bars == NULL && json_str_eq(&key, "bars")) {
+            k->bars = val;
+            if (read != NULL) {
+                k->bars_rc = read(val, symbol, page, &end, err, errlen);
+                if (k->bars_rc == 0)
+                    json_iter_skip_to(&it, end);
+            }
+        } else if (k->token == NULL && json_str_eq(&key, "next_page_token")) {
+            k->token = val;
+        } else if (k->symbol == NULL && json_str_eq(&key, "symbol")) {
+            k->symbol = val;
+        }
     }
     return true;
+}
+
+/* The reader of a multi-symbol page: every member of the "bars" object is a series. */
+static int read_multi(const char *bars, const char *unused, bars_page_t *page, const char **end,
+                      char *err, size_t errlen)
+{
+    json_iter_t it;
+    json_str_t name;
+    const char *member, *after;
+    size_t cap = 0;
+
+    (void)unused;
+    if (json_type(bars) != JSON_OBJECT)
+        return 1;
+    json_iter_begin(&it, bars);
+    while (json_iter_member(&it, &name, &member)) {
+        if (page->nseries == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            bars_series_t *ns = realloc(page->series, ncap * sizeof(*ns));
+            if (ns == NULL) {
+                set_err(err, errlen, "out of memory for %zu series", ncap);
+                return -1;
+            }
+            page->series = ns;
+            cap = ncap;
+        }
+        bars_series_t *s = &page->series[page->nseries];
+        char *symbol = json_str_dup(&name);
+        if (symbol == NULL) {
+            set_err(err, errlen, "out of memory for a symbol");
+            return -1;
+        }
+        if (symbol[0] == '\0') {
+            free(symbol);
+            set_err(err, errlen, "\"bars\" has a member without a symbol");
+            return -1;
+        }
+        if (parse_series(member, symbol, s, &after, err, errlen) < 0)
+            return -1;
+        json_iter_skip_to(&it, after);
+        page->nseries++;
+        page->total += s->n;
+    }
+    *end = json_iter_end(&it);
+    if (page->nseries == 0) {
+        free(page->series);
+        page->series = NULL;
+    }
+    return check_duplicates(page, err, errlen);
+}
+
+/* The reader of a single-symbol page: the "bars" array is the requested symbol's series. */
+static int read_single(const char *bars, const char *symbol, bars_page_t *page, const char **end,
+                       char *err, size_t errlen)
+{
+    char *name;
+
+    if (json_type(bars) != JSON_ARRAY)
+        return 1;
+    page->series = calloc(1, sizeof(*page->series));
+    name = strdup(symbol);
+    if (page->series == NULL || name == NULL) {
+        free(name);
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    if (parse_series(bars, name, &page->series[0], end, err, errlen) < 0)
+        return -1;
+    page->nseries = 1;
+    page->total = page->series[0].n;
+    return 0;
 }
 
 int bars_parse_multi(const char *body, size_t len, bars_page_t *out, char *err, size_t errlen)
 {
     bars_page_t page = {0};
     struct page_items k;
-    json_iter_t it;
-    json_str_t name;
-    const char *member;
-    size_t cap = 0;
     int rc = -1;
 
-    if (!begin_parse(body, len, out, &k, err, errlen))
+    if (!begin_parse(body, len, out, &k, read_multi, NULL, &page, err, errlen))
         goto out;
     if (k.bars == NULL) {
         /* An error body like {"message":"..."} is not an empty page. */
@@ -696,44 +798,8 @@ int bars_parse_multi(const char *body, size_t len, bars_page_t *out, char *err, 
     }
     if (parse_token(k.token, &page.next_page_token, err, errlen) < 0)
         goto out;
-    if (json_type(k.bars) == JSON_OBJECT) {
-        json_iter_begin(&it, k.bars);
-        while (json_iter_member(&it, &name, &member)) {
-            if (page.nseries == cap) {
-                size_t ncap = cap ? cap * 2 : 16;
-                bars_series_t *ns = realloc(page.series, ncap * sizeof(*ns));
-                if (ns == NULL) {
-                    set_err(err, errlen, "out of memory for %zu series", ncap);
-                    goto out;
-                }
-                page.series = ns;
-                cap = ncap;
-            }
-            bars_series_t *s = &page.series[page.nseries];
-            char *symbol = json_str_dup(&name);
-            if (symbol == NULL) {
-                set_err(err, errlen, "out of memory for a symbol");
-                goto out;
-            }
-            if (symbol[0] == '\0') {
-                free(symbol);
-                set_err(err, errlen, "\"bars\" has a member without a symbol");
-                goto out;
-            }
-            const char *after;
-            if (parse_series(member, symbol, s, &after, err, errlen) < 0)
-                goto out;
-            json_iter_skip_to(&it, after);
-            page.nseries++;
-            page.total += s->n;
-        }
-        if (check_duplicates(&page, err, errlen) < 0)
-            goto out;
-    }
-    if (page.nseries == 0) {
-        free(page.series);
-        page.series = NULL;
-    }
+    if (k.bars_rc < 0)
+        goto out;
     *out = page;
     memset(&page, 0, sizeof(page));
     rc = 0;
@@ -750,7 +816,8 @@ int bars_parse_single(const char *body, size_t len, const char *symbol, bars_pag
     char *sym = NULL;
     int rc = -1;
 
-    if (!begin_parse(body, len, out, &k, err, errlen))
+    if (!begin_parse(body, len, out, &k, symbol != NULL ? read_single : NULL, symbol, &page, err,
+                     errlen))
         goto out;
     if (symbol == NULL) {
         set_err(err, errlen, "no symbol requested");
@@ -782,21 +849,8 @@ int bars_parse_single(const char *body, size_t len, const char *symbol, bars_pag
     if (parse_token(k.token, &page.next_page_token, err, errlen) < 0)
         goto out;
     /* Alpaca sends "bars":null for no data; that page has no series at all. */
-    if (json_type(k.bars) == JSON_ARRAY) {
-        page.series = calloc(1, sizeof(*page.series));
-        if (page.series == NULL) {
-            set_err(err, errlen, "out of memory");
-            goto out;
-        }
-        const char *after;
-        if (parse_series(k.bars, sym, &page.series[0], &after, err, errlen) < 0) {
-            sym = NULL; /* parse_series took it */
-            goto out;
-        }
-        sym = NULL;
-        page.nseries = 1;
-        page.total = page.series[0].n;
-    }
+    if (k.bars_rc < 0)
+        goto out;
     *out = page;
     memset(&page, 0, sizeof(page));
     rc = 0;

@@ -479,6 +479,11 @@ static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1
  */
 double json_number(const char *v)
 {
+    return json_number_end(v, NULL);
+}
+
+double json_number_end(const char *v, const char **end)
+{
     const char *p = v;
     bool neg = false, fast = true;
     uint64_t m = 0;
@@ -517,6 +522,8 @@ double json_number(const char *v)
                 e = e * 10 + (*p - '0');
         k += eneg ? -e : e;
     }
+    if (end != NULL)
+        *end = p;
     if (fast && m == 0)
         return neg ? -0.0 : 0.0;
     if (fast && m <= TWO_POW_53 && k >= -22 && k <= 22) {
