@@ -31,6 +31,10 @@
 # `alpaca-sim dump` of the same range, both ways, plus the number of symbols
 # whose bars are all there (a "first symbol only" client shows up there).
 #
+# After each case, the ceiling: the rows backfilld stored, written again into
+# the emptied bars table by one raw binary COPY, sorted by key and then in the
+# order backfilld's pages arrived.
+#
 # After the cases, one summary: per case the best SDK mode and the best
 # backfilld mode by wall time, and the ratios of their wall and their CPU
 # (process + Postgres).
@@ -267,18 +271,27 @@ done
 # same, emptied bars table by one raw binary COPY, as fast as this Postgres takes them.
 # No client that stores these bars here can beat its wall; the SDK's wall over it is the
 # most wall_x this machine allows.
-R_CEIL_WALL="-" R_CEIL_PG="-"
+#
+# The same rows once more in the order backfilld's pages arrived (fetched_at is one
+# instant per response; within a response, symbol and time), also by one raw COPY:
+# what Postgres spends on these rows in the order any parallel fetch of many series
+# delivers them. Sorted by key, every insert lands on the B-tree's rightmost leaf
+# (its fast path); in arrival order each one descends the tree.
+R_CEIL_WALL="-" R_CEIL_PG="-" R_ARR_WALL="-" R_ARR_PG="-"
 if [ -n "${R_WALL[bf-batched]:-}${R_WALL[bf-wide]:-}${R_WALL[bf-per-symbol]:-}" ] &&
     [ "$(sql "SELECT count(*) FROM bars")" = "$EXPECTED_BARS" ]; then
     psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy (SELECT * FROM bars ORDER BY symbol, ts) TO '$T/ceiling.bin' (FORMAT binary)"
-    sql "TRUNCATE bars; CHECKPOINT"
-    measure ceiling psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy bars FROM '$T/ceiling.bin' (FORMAT binary)"
-    if [ "$M_RC" -eq 0 ] && [ "$(sql "SELECT count(*) FROM bars")" = "$EXPECTED_BARS" ]; then
-        R_CEIL_WALL=$M_WALL R_CEIL_PG=$M_PGCPU
-        log "ceiling: raw binary COPY of the same $EXPECTED_BARS rows into bars: ${M_WALL}s, Postgres ${M_PGCPU} CPU-s"
-    else
-        log "ceiling: raw COPY failed (rc $M_RC): $(head -c 300 "$T/ceiling.log")"
-    fi
+    psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy (SELECT * FROM bars ORDER BY fetched_at, symbol, ts) TO '$T/arrival.bin' (FORMAT binary)"
+    for what in ceiling arrival; do
+        sql "TRUNCATE bars; CHECKPOINT"
+        measure "$what" psql -XAtq -v ON_ERROR_STOP=1 -c "\\copy bars FROM '$T/$what.bin' (FORMAT binary)"
+        if [ "$M_RC" -eq 0 ] && [ "$(sql "SELECT count(*) FROM bars")" = "$EXPECTED_BARS" ]; then
+            if [ "$what" = ceiling ]; then R_CEIL_WALL=$M_WALL R_CEIL_PG=$M_PGCPU; else R_ARR_WALL=$M_WALL R_ARR_PG=$M_PGCPU; fi
+            log "$what: raw binary COPY of the same $EXPECTED_BARS rows into bars: ${M_WALL}s, Postgres ${M_PGCPU} CPU-s"
+        else
+            log "$what: raw COPY failed (rc $M_RC): $(head -c 300 "$T/$what.log")"
+        fi
+    done
 fi
 
 echo
@@ -304,6 +317,7 @@ echo "  rss_MB = peak RSS by $RSS_HOW"
 echo "  missing/extra = rows of the simulator's dump absent from the table / rows of the table not in the dump (all columns)"
 echo "  exact_symbols = symbols whose stored bars equal the dump exactly (symbols with any bar stored)"
 echo "ceiling: one raw binary COPY of the same rows into the same emptied bars table: wall ${R_CEIL_WALL}s, Postgres ${R_CEIL_PG} CPU-s"
+echo "arrival: the same, in the order backfilld's pages arrived: wall ${R_ARR_WALL}s, Postgres ${R_ARR_PG} CPU-s"
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && a != "-" && b != "-" && b > 0) printf "%.2fx", a / b; else print "n/a" }'
 }
@@ -324,14 +338,15 @@ for x in bf-per-symbol bf-batched bf-wide; do
     { [ -z "$bb" ] || awk -v a="${R_WALL[$x]}" -v b="${R_WALL[$bb]}" 'BEGIN { exit !(a < b) }'; } && bb=$x
 done
 if [ -n "$bp" ] && [ -n "$bb" ]; then
-    S_LINE["$N $LATENCY_MS"]=$(printf '%6s %7s  %-12s %7s %7s %7s  %-14s %7s %7s %7s  %9s %9s  %7s %7s %9s %9s' "$N" "$LATENCY_MS" \
+    S_LINE["$N $LATENCY_MS"]=$(printf '%6s %7s  %-12s %7s %7s %7s  %-14s %7s %7s %7s  %9s %9s  %7s %7s %9s %9s  %7s %7s' "$N" "$LATENCY_MS" \
         "${bp#peer-}" "${R_WALL[$bp]}" "${R_CPU[$bp]}" "${R_PGCPU[$bp]}" \
         "$bb" "${R_WALL[$bb]}" "${R_CPU[$bb]}" "${R_PGCPU[$bb]}" \
         "$(ratio "${R_WALL[$bp]}" "${R_WALL[$bb]}")" \
         "$(ratio "$(awk -v a="${R_CPU[$bp]}" -v b="${R_PGCPU[$bp]}" 'BEGIN { print a + b }')" \
                  "$(awk -v a="${R_CPU[$bb]}" -v b="${R_PGCPU[$bb]}" 'BEGIN { print a + b }')")" \
         "$R_CEIL_WALL" "$R_CEIL_PG" "$(ratio "${R_WALL[$bp]}" "$R_CEIL_WALL")" \
-        "$(ratio "$(awk -v a="${R_CPU[$bp]}" -v b="${R_PGCPU[$bp]}" 'BEGIN { print a + b }')" "$R_CEIL_PG")")
+        "$(ratio "$(awk -v a="${R_CPU[$bp]}" -v b="${R_PGCPU[$bp]}" 'BEGIN { print a + b }')" "$R_CEIL_PG")" \
+        "$R_ARR_WALL" "$R_ARR_PG")
 else
     S_LINE["$N $LATENCY_MS"]=$(printf '%6s %7s  (a side has no result)' "$N" "$LATENCY_MS")
 fi
@@ -347,7 +362,7 @@ done
 
 echo
 echo "summary: best SDK mode vs best backfilld mode by wall time, per case (cpu = measured process + Postgres)"
-printf '%6s %7s  %-12s %7s %7s %7s  %-14s %7s %7s %7s  %9s %9s  %7s %7s %9s %9s\n' N lat_ms sdk_best wall_s cpu_s pg_s bf_best wall_s cpu_s pg_s wall_x cpu_x ceil_s ceil_pg max_wall_x max_cpu_x
+printf '%6s %7s  %-12s %7s %7s %7s  %-14s %7s %7s %7s  %9s %9s  %7s %7s %9s %9s  %7s %7s\n' N lat_ms sdk_best wall_s cpu_s pg_s bf_best wall_s cpu_s pg_s wall_x cpu_x ceil_s ceil_pg max_wall_x max_cpu_x arr_s arr_pg
 for cs in "${CASES[@]}"; do
     echo "${S_LINE[$cs]}"
 done
@@ -355,6 +370,8 @@ echo "  wall_x = SDK wall ÷ backfilld wall; cpu_x = SDK (node + Postgres) CPU �
 echo "  ceil_s, ceil_pg = the ceiling's wall and Postgres CPU (one raw binary COPY of the same rows into the same table)"
 echo "  max_wall_x = SDK wall ÷ ceiling wall, max_cpu_x = SDK CPU ÷ ceiling's Postgres CPU: the most any client"
 echo "          storing these rows in this table could reach on this machine"
+echo "  arr_s, arr_pg = the same raw COPY with the rows in the order backfilld's pages arrived: Postgres's cost of"
+echo "          these rows as a parallel fetch delivers them (each insert descends the key's B-tree)"
 echo "  targets (issue #11): wall_x ≥ 5, cpu_x ≥ 5"
 
 [ "$BAD" -eq 0 ] || { echo "[$TEST_NAME] FAILED: a contender failed, timed out, or backfilld's data is not exact" >&2; exit 1; }
