@@ -470,6 +470,20 @@ static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1
 
 #define TWO_POW_53 (UINT64_C(1) << 53)
 
+/* One more digit of the mantissa: leading zeros add nothing, a 20th significant digit ends the fast
+ * path. */
+static void add_digit(char c, uint64_t *m, int *sig, bool *fast)
+{
+    if (*m == 0 && c == '0')
+        return;
+    if (*sig == 19) {
+        *fast = false;
+        return;
+    }
+    *m = *m * 10 + (uint64_t)(c - '0');
+    (*sig)++;
+}
+
 /*
  * Clinger's fast path: when the significant digits form an integer m < 2^53
  * and the power of ten k is within ±22, both m and 10^|k| are exact doubles,
@@ -493,24 +507,11 @@ double json_number_end(const char *v, const char **end)
         neg = true;
         p++;
     }
-    for (; is_digit(*p); p++) {
-        if (m == 0 && *p == '0')
-            continue;
-        if (sig == 19)
-            fast = false;
-        else
-            m = m * 10 + (uint64_t)(*p - '0'), sig++;
-    }
-    if (*p == '.') {
-        for (p++; is_digit(*p); p++, k--) {
-            if (m == 0 && *p == '0')
-                continue;
-            if (sig == 19)
-                fast = false;
-            else
-                m = m * 10 + (uint64_t)(*p - '0'), sig++;
-        }
-    }
+    for (; is_digit(*p); p++)
+        add_digit(*p, &m, &sig, &fast);
+    if (*p == '.')
+        for (p++; is_digit(*p); p++, k--)
+            add_digit(*p, &m, &sig, &fast);
     if (*p == 'e' || *p == 'E') {
         bool eneg = false;
         int e = 0;
