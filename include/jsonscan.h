@@ -66,9 +66,6 @@ const char *json_skip(const char *v);
 /* The string at v (which is one). */
 json_str_t json_string(const char *v);
 
-/* The decoded length of s (at most s->len). */
-size_t json_str_decoded_len(const json_str_t *s);
-
 /* Decodes s into out (room for s->len + 1 bytes), NUL-terminated; returns the length. */
 size_t json_str_decode(const json_str_t *s, char *out);
 

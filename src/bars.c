@@ -379,11 +379,10 @@ static const char *bar_items(const char *obj, struct bar_items *k)
         if (!key.escaped) {
             id = bar_key_id(key.s, key.len);
         } else {
-            /* Every bar key decodes to at most two bytes; a longer text still might. */
+            /* Decoding never lengthens a key, so a text under 32 bytes fits buf;
+             * bar_key_id refuses whatever is not one of the eight. */
             char buf[32];
-            id = key.len < sizeof buf && json_str_decoded_len(&key) <= 2
-                     ? bar_key_id(buf, json_str_decode(&key, buf))
-                     : -1;
+            id = key.len < sizeof buf ? bar_key_id(buf, json_str_decode(&key, buf)) : -1;
         }
         if (id < 0 || k->at[id] != NULL)
             continue;
@@ -466,30 +465,23 @@ static int bar_count(const struct bar_items *k, int id, const char *key, const s
 static int bar_time(const char *t, const struct bar_ctx *c, int64_t *us)
 {
     json_str_t s = json_string(t);
-    char buf[64];
+    char buf[64], *text = buf;
     int rc;
 
-    /* A time is at most 35 bytes ("…T00:00:00.123456789+00:00"); the rest only needs the message.
-     */
-    if (!s.escaped && s.len < sizeof buf) {
-        memcpy(buf, s.s, s.len);
-        buf[s.len] = '\0';
-        if (bars_parse_time(buf, us) == 0)
-            return 0;
-        set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not an RFC 3339 time: \"%s\"", c->symbol,
-                c->index, buf);
-        return -1;
-    }
-    char *d = json_str_dup(&s);
-    if (d == NULL) {
+    /* A time is at most 35 bytes ("…T00:00:00.123456789+00:00"); a longer text is decoded on the
+     * heap, only for the message. Decoding never lengthens a string. */
+    if (s.len < sizeof buf)
+        json_str_decode(&s, buf);
+    else if ((text = json_str_dup(&s)) == NULL) {
         set_err(c->err, c->errlen, "%s bar %zu: out of memory", c->symbol, c->index);
         return -1;
     }
-    rc = bars_parse_time(d, us);
+    rc = bars_parse_time(text, us);
     if (rc < 0)
         set_err(c->err, c->errlen, "%s bar %zu: \"t\" is not an RFC 3339 time: \"%s\"", c->symbol,
-                c->index, d);
-    free(d);
+                c->index, text);
+    if (text != buf)
+        free(text);
     return rc;
 }
 

@@ -339,53 +339,47 @@ json_str_t json_string(const char *v)
     return s;
 }
 
-/* Writes code point cp as UTF-8 into out (if not NULL); returns its length. */
+/* Writes code point cp as UTF-8 into out; returns its length. */
 static size_t put_utf8(long cp, char *out)
 {
-    unsigned char b[4];
-    size_t n;
+    unsigned char *b = (unsigned char *)out;
 
     if (cp < 0x80) {
         b[0] = (unsigned char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
+        return 1;
+    }
+    if (cp < 0x800) {
         b[0] = (unsigned char)(0xC0 | (cp >> 6));
         b[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
+        return 2;
+    }
+    if (cp < 0x10000) {
         b[0] = (unsigned char)(0xE0 | (cp >> 12));
         b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
         b[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        b[0] = (unsigned char)(0xF0 | (cp >> 18));
-        b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-        b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        b[3] = (unsigned char)(0x80 | (cp & 0x3F));
-        n = 4;
+        return 3;
     }
-    if (out != NULL)
-        memcpy(out, b, n);
-    return n;
+    b[0] = (unsigned char)(0xF0 | (cp >> 18));
+    b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    b[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
-/* Decodes s into out (NULL: only counts); the decoded length. */
+/* Decodes s into out (room for s->len bytes); the decoded length. */
 static size_t decode(const json_str_t *s, char *out)
 {
     const char *p = s->s, *end = s->s + s->len;
     size_t n = 0;
 
     if (!s->escaped) {
-        if (out != NULL)
-            memcpy(out, p, s->len);
+        memcpy(out, p, s->len);
         return s->len;
     }
     while (p < end) {
         char c = *p;
         if (c != '\\') {
-            if (out != NULL)
-                out[n] = c;
-            n++;
+            out[n++] = c;
             p++;
             continue;
         }
@@ -408,7 +402,7 @@ static size_t decode(const json_str_t *s, char *out)
         case 'u': {
             size_t used;
             long cp = read_u_escape(p, end, &used);
-            n += put_utf8(cp, out != NULL ? out + n : NULL);
+            n += put_utf8(cp, out + n);
             p += used;
             continue;
         }
@@ -416,17 +410,10 @@ static size_t decode(const json_str_t *s, char *out)
             c = p[1];
             break;
         }
-        if (out != NULL)
-            out[n] = c;
-        n++;
+        out[n++] = c;
         p += 2;
     }
     return n;
-}
-
-size_t json_str_decoded_len(const json_str_t *s)
-{
-    return decode(s, NULL);
 }
 
 size_t json_str_decode(const json_str_t *s, char *out)
@@ -546,19 +533,22 @@ void json_iter_begin(json_iter_t *it, const char *v)
     it->val = NULL;
 }
 
+/* Whitespace inside a checked container, which a closing bracket always ends. */
+static const char *skip_ws_inside(const char *p)
+{
+    while (is_ws(*p))
+        p++;
+    return p;
+}
+
 /* At the next member or element: false at the closing bracket. */
 static bool iter_next(json_iter_t *it)
 {
-    const char *p = it->val != NULL ? json_skip(it->val) : it->p;
+    const char *p = skip_ws_inside(it->val != NULL ? json_skip(it->val) : it->p);
 
     it->val = NULL;
-    while (is_ws(*p))
-        p++;
-    if (*p == ',') {
-        p++;
-        while (is_ws(*p))
-            p++;
-    }
+    if (*p == ',')
+        p = skip_ws_inside(p + 1);
     it->p = p;
     return *p != '}' && *p != ']';
 }
@@ -570,13 +560,8 @@ bool json_iter_member(json_iter_t *it, json_str_t *key, const char **value)
     if (!iter_next(it))
         return false;
     *key = json_string(it->p);
-    p = key->s + key->len + 1;
-    while (is_ws(*p))
-        p++;
-    p++; /* ':' */
-    while (is_ws(*p))
-        p++;
-    *value = it->val = p;
+    p = skip_ws_inside(key->s + key->len + 1);
+    *value = it->val = skip_ws_inside(p + 1); /* after the ':' */
     return true;
 }
 

@@ -713,9 +713,57 @@ static void test_bar_end(void **state)
     assert_true(bars_bar_end_us("x9", 0) == 0);
 }
 
+/*
+ * "bars" is read where the walk over the top level meets it, but the checks
+ * keep their order: a bad "next_page_token" (or, on a single-symbol page, the
+ * wrong "symbol") is reported before a bad bar, wherever the keys stand,
+ * escapes in keys and values decode, and the first of two "bars" counts.
+ */
+static void test_checks_keep_their_order(void **state)
+{
+    (void)state;
+    bars_page_t p;
+    char err[ERRLEN];
+    const char *bad_bar = "[{\"t\":\"2024-01-02T15:00:00Z\",\"o\":1}]";
+    char body[512];
+
+    snprintf(body, sizeof body, "{\"bars\":{\"AAPL\":%s},\"next_page_token\":5}", bad_bar);
+    assert_int_equal(parse_multi(body, &p, err), -1);
+    assert_string_equal(err, "\"next_page_token\" is neither a string nor null");
+    assert_int_equal(p.nseries, 0);
+    snprintf(body, sizeof body, "{\"next_page_token\":null,\"bars\":{\"AAPL\":%s}}", bad_bar);
+    assert_int_equal(parse_multi(body, &p, err), -1);
+    assert_string_equal(err, "AAPL bar 0: missing \"h\"");
+
+    snprintf(body, sizeof body, "{\"bars\":%s,\"symbol\":\"MSFT\",\"next_page_token\":null}",
+             bad_bar);
+    assert_int_equal(parse_single(body, "AAPL", &p, err), -1);
+    assert_string_equal(err, "\"symbol\" is \"MSFT\", expected \"AAPL\"");
+    snprintf(body, sizeof body, "{\"bars\":%s,\"symbol\":\"AAPL\",\"next_page_token\":[]}",
+             bad_bar);
+    assert_int_equal(parse_single(body, "AAPL", &p, err), -1);
+    assert_string_equal(err, "\"next_page_token\" is neither a string nor null");
+    snprintf(body, sizeof body, "{\"bars\":%s,\"symbol\":\"AAPL\"}", bad_bar);
+    assert_int_equal(parse_single(body, "AAPL", &p, err), -1);
+    assert_string_equal(err, "AAPL bar 0: missing \"h\"");
+
+    const char *good =
+        "{\"b\\u0061rs\":{\"A\\u0041PL\":[{\"\\u0074\":\"2024-01-02T15:00:00\\u005A\","
+        "\"o\":1,\"h\":2,\"l\":0.5,\"c\":1.5,\"v\":10,\"n\":3,\"v\\u0077\":1.25}]},"
+        "\"bars\":{\"MSFT\":[]},\"next_page_token\":\"t\\/1\"}";
+    assert_int_equal(parse_multi(good, &p, err), 0);
+    assert_int_equal(p.nseries, 1);
+    assert_string_equal(p.series[0].symbol, "AAPL");
+    assert_int_equal(p.series[0].n, 1);
+    assert_true(p.series[0].bars[0].vwap == 1.25 && p.series[0].bars[0].high == 2);
+    assert_string_equal(p.next_page_token, "t/1");
+    bars_page_clear(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checks_keep_their_order),
         cmocka_unit_test(test_multi_two_symbols),
         cmocka_unit_test(test_series_order_follows_body),
         cmocka_unit_test(test_key_orders),

@@ -69,64 +69,6 @@ static void test_near_keys_are_not_keys(void **state)
     assert_string_equal(err, "AAPL bar 0: missing \"vw\"");
 }
 
-static int parse_single(const char *s, const char *symbol, bars_page_t *p, char *err)
-{
-    size_t len = strlen(s);
-    char *copy = malloc(len ? len : 1);
-    assert_non_null(copy);
-    memcpy(copy, s, len);
-    int rc = bars_parse_single(copy, len, symbol, p, err, ERRLEN);
-    free(copy);
-    return rc;
-}
-
-/*
- * "bars" is read where the walk over the top level meets it, but the checks
- * keep their order: a bad "next_page_token" (or, on a single-symbol page, the
- * wrong "symbol") is reported before a bad bar, wherever the keys stand,
- * escapes in keys and values decode, and the first of two "bars" counts.
- */
-static void test_checks_keep_their_order(void **state)
-{
-    (void)state;
-    bars_page_t p;
-    char err[ERRLEN];
-    const char *bad_bar = "[{\"t\":\"2024-01-02T15:00:00Z\",\"o\":1}]";
-    char body[512];
-
-    snprintf(body, sizeof body, "{\"bars\":{\"AAPL\":%s},\"next_page_token\":5}", bad_bar);
-    assert_int_equal(parse_multi(body, &p, err), -1);
-    assert_string_equal(err, "\"next_page_token\" is neither a string nor null");
-    assert_int_equal(p.nseries, 0);
-    snprintf(body, sizeof body, "{\"next_page_token\":null,\"bars\":{\"AAPL\":%s}}", bad_bar);
-    assert_int_equal(parse_multi(body, &p, err), -1);
-    assert_string_equal(err, "AAPL bar 0: missing \"h\"");
-
-    snprintf(body, sizeof body, "{\"bars\":%s,\"symbol\":\"MSFT\",\"next_page_token\":null}",
-             bad_bar);
-    assert_int_equal(parse_single(body, "AAPL", &p, err), -1);
-    assert_string_equal(err, "\"symbol\" is \"MSFT\", expected \"AAPL\"");
-    snprintf(body, sizeof body, "{\"bars\":%s,\"symbol\":\"AAPL\",\"next_page_token\":[]}",
-             bad_bar);
-    assert_int_equal(parse_single(body, "AAPL", &p, err), -1);
-    assert_string_equal(err, "\"next_page_token\" is neither a string nor null");
-    snprintf(body, sizeof body, "{\"bars\":%s,\"symbol\":\"AAPL\"}", bad_bar);
-    assert_int_equal(parse_single(body, "AAPL", &p, err), -1);
-    assert_string_equal(err, "AAPL bar 0: missing \"h\"");
-
-    const char *good =
-        "{\"b\\u0061rs\":{\"A\\u0041PL\":[{\"\\u0074\":\"2024-01-02T15:00:00\\u005A\","
-        "\"o\":1,\"h\":2,\"l\":0.5,\"c\":1.5,\"v\":10,\"n\":3,\"v\\u0077\":1.25}]},"
-        "\"bars\":{\"MSFT\":[]},\"next_page_token\":\"t\\/1\"}";
-    assert_int_equal(parse_multi(good, &p, err), 0);
-    assert_int_equal(p.nseries, 1);
-    assert_string_equal(p.series[0].symbol, "AAPL");
-    assert_int_equal(p.series[0].n, 1);
-    assert_true(p.series[0].bars[0].vwap == 1.25 && p.series[0].bars[0].high == 2);
-    assert_string_equal(p.next_page_token, "t/1");
-    bars_page_clear(&p);
-}
-
 /* Builds a body of nsym symbols × nbar bars each; caller frees. */
 static char *big_body(int nsym, int nbar, bool break_last)
 {
@@ -207,7 +149,6 @@ int main(void)
         cmocka_unit_test(test_first_of_repeated_keys),
         cmocka_unit_test(test_near_keys_are_not_keys),
         cmocka_unit_test(test_pages_one_after_another),
-        cmocka_unit_test(test_checks_keep_their_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
